@@ -1,0 +1,76 @@
+//! Endpoint configuration.
+
+use std::time::Duration;
+
+/// Tunables of an [`Endpoint`](crate::Endpoint). `Default` follows the
+/// RFC 7016 recommendations.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct EndpointConfig {
+    /// Largest UDP payload we send (bytes). Packets are assembled to fit.
+    pub max_datagram_size: usize,
+    /// Ultimate open timeout for an opening session (§3.5.1.1.1; 95 s).
+    pub open_timeout: Duration,
+    /// First IHello / IIKeying retransmission interval (§3.5.1.1.1).
+    pub handshake_retry: Duration,
+    /// How long a responder cookie stays valid (at least 95 s, §3.5.1.1.2).
+    pub cookie_lifetime: Duration,
+    /// Most candidate addresses of an opening session (REDIRECT_THRESHOLD).
+    pub redirect_threshold: usize,
+    /// Send a keepalive Ping after this long without receiving anything.
+    pub keepalive_interval: Duration,
+    /// Close a session abruptly after this long without receiving anything.
+    pub idle_timeout: Duration,
+    /// Default receive buffer capacity of a new receiving flow (bytes).
+    pub recv_buffer: usize,
+    /// Most bytes of unacknowledged messages queued on one sending flow
+    /// before [`send`](crate::Endpoint::send) refuses more.
+    pub send_buffer: usize,
+    /// Pace packets at the congestion window's rate instead of the RFC's
+    /// fixed six-packet burst limit (§3.5.2.3).
+    pub pacing: bool,
+    /// Most sending flows plus receiving flows per session.
+    pub max_flows_per_session: usize,
+    /// Most sessions (open or opening) at once.
+    pub max_sessions: usize,
+    /// Most startup packets queued for sending (excess is dropped).
+    pub max_startup_queue: usize,
+    /// Session IDs are `(shard << (32 - shard_bits)) | random`, so a packet
+    /// can be routed to the shard that owns its session. 0 = no sharding.
+    pub shard_bits: u8,
+    /// This endpoint's shard number (less than `1 << shard_bits`).
+    pub shard: u32,
+    /// Report IHellos whose EPD does not select this endpoint as
+    /// [`Event::IHelloForOther`](crate::Event::IHelloForOther) (for
+    /// redirectors and forwarders). When false they are ignored.
+    pub report_foreign_ihello: bool,
+    /// Answer Forwarded IHellos (§3.5.1.5) so NAT hole punching works.
+    pub accept_forwarded_ihello: bool,
+    /// Accept incoming sessions (act as a responder).
+    pub accept_sessions: bool,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        Self {
+            max_datagram_size: 1200,
+            open_timeout: Duration::from_secs(95),
+            handshake_retry: Duration::from_millis(1500),
+            cookie_lifetime: Duration::from_secs(120),
+            redirect_threshold: 24,
+            keepalive_interval: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            recv_buffer: 1 << 20,
+            send_buffer: 4 << 20,
+            pacing: true,
+            max_flows_per_session: 4096,
+            max_sessions: 1 << 20,
+            max_startup_queue: 4096,
+            shard_bits: 0,
+            shard: 0,
+            report_foreign_ihello: false,
+            accept_forwarded_ihello: true,
+            accept_sessions: true,
+        }
+    }
+}

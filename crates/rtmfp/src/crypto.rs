@@ -1,0 +1,315 @@
+//! The Cryptography Profile interface (RFC 7016 §2.2.3, §3.2, §3.5.1) and a
+//! plain profile for tests.
+//!
+//! RFC 7016 leaves packet encryption, certificates, endpoint discriminators
+//! and key agreement to an application-defined *Cryptography Profile*. This
+//! module mirrors that contract as traits; `rtmfp-flash` provides the RFC 7425
+//! profile. [`PlainProfile`] provides no confidentiality and must only be used
+//! for tests, benchmarks and trusted networks.
+
+use std::fmt::Debug;
+use std::ops::Range;
+
+use rand_core::RngCore;
+
+/// Why a cryptographic operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CryptoError {
+    /// A packet failed integrity or authenticity checks.
+    #[error("packet failed verification")]
+    BadPacket,
+    /// A packet was a duplicate (replay protection).
+    #[error("duplicate packet")]
+    Duplicate,
+    /// A certificate is not acceptable.
+    #[error("certificate rejected: {0}")]
+    BadCertificate(String),
+    /// A keying component is not acceptable.
+    #[error("keying rejected: {0}")]
+    BadKeying(String),
+    /// A signature is not valid.
+    #[error("bad signature")]
+    BadSignature,
+}
+
+/// Packet encryption and verification for one key (the Default Session Key
+/// or one session's negotiated keys).
+pub trait PacketCrypto: Send + Debug {
+    /// Encrypts in place: `buf[start..]` holds a plain packet (RFC 7016
+    /// §2.2.4); on return `buf[start..]` holds the encrypted packet. The
+    /// implementation may insert or append bytes (padding, checksums, MACs).
+    fn encrypt(&mut self, buf: &mut Vec<u8>, start: usize);
+    /// Decrypts and verifies `buf` in place; returns the range of `buf` that
+    /// holds the plain packet. Must discard (return an error for) packets
+    /// that fail verification.
+    fn decrypt(&mut self, buf: &mut [u8]) -> Result<Range<usize>, CryptoError>;
+    /// The most bytes [`encrypt`](Self::encrypt) can add to a plain packet.
+    fn overhead(&self) -> usize;
+}
+
+/// Keys and nonces of an established session (RFC 7016 §3.5).
+#[derive(Debug)]
+pub struct SessionKeys {
+    /// Packet crypto for this session (both directions).
+    pub crypto: Box<dyn PacketCrypto>,
+    /// This end's session nonce.
+    pub near_nonce: Vec<u8>,
+    /// The far end's session nonce.
+    pub far_nonce: Vec<u8>,
+}
+
+/// Initiator state between sending IIKeying and receiving RIKeying.
+pub trait InitiatorHandshake: Send + Debug {
+    /// The Session Key Initiator Component to send in IIKeying.
+    fn skic(&self) -> &[u8];
+    /// Signs the IIKeying's initiatorSignedParameters.
+    fn sign(&self, signed_parameters: &[u8]) -> Vec<u8>;
+    /// Verifies the RIKeying (`responder_signed` is the signed portion
+    /// followed by the SKIC, per §2.3.8) and computes the session keys.
+    fn complete(
+        self: Box<Self>,
+        skrc: &[u8],
+        responder_signed: &[u8],
+        signature: &[u8],
+    ) -> Result<SessionKeys, CryptoError>;
+}
+
+/// Responder state while building RIKeying.
+pub trait ResponderHandshake: Send + Debug {
+    /// The Session Key Responder Component to send in RIKeying.
+    fn skrc(&self) -> &[u8];
+    /// Signs the responderSignedParameters (signed portion followed by SKIC).
+    fn sign(&self, responder_signed: &[u8]) -> Vec<u8>;
+    /// The session keys.
+    fn into_keys(self: Box<Self>) -> SessionKeys;
+}
+
+/// What a responder received in an IIKeying.
+#[derive(Debug, Clone, Copy)]
+pub struct IIKeyingInput<'a> {
+    /// The initiator's certificate.
+    pub certificate: &'a [u8],
+    /// The Session Key Initiator Component.
+    pub skic: &'a [u8],
+    /// initiatorSignedParameters.
+    pub signed: &'a [u8],
+    /// The signature.
+    pub signature: &'a [u8],
+}
+
+/// An RTMFP Cryptography Profile (RFC 7016 §2.2.3 and §3.2). All
+/// identity functions must be deterministic.
+pub trait CryptoProfile: Send + Debug {
+    /// A fresh packet crypto for the well-known Default Session Key.
+    fn default_session_crypto(&self) -> Box<dyn PacketCrypto>;
+    /// The near end's certificate (sent in RHello and IIKeying).
+    fn certificate(&self) -> &[u8];
+    /// Whether an Endpoint Discriminator selects the near end.
+    fn epd_selects_near(&self, epd: &[u8]) -> bool;
+    /// Whether an Endpoint Discriminator selects a certificate.
+    fn epd_selects(&self, epd: &[u8], certificate: &[u8]) -> bool;
+    /// Whether a far certificate is authentic and acceptable.
+    fn is_authentic(&self, certificate: &[u8]) -> bool;
+    /// The Canonical Endpoint Discriminator of a certificate.
+    fn canonical_epd(&self, certificate: &[u8]) -> Vec<u8>;
+    /// Glare (§3.5.1.3): whether the far identity prevails over the near one.
+    fn far_prevails(&self, far_certificate: &[u8]) -> bool;
+    /// Session override (§3.2): whether a new incoming session from `new`
+    /// replaces an existing session with `existing`.
+    fn overrides(&self, existing: &[u8], new: &[u8]) -> bool {
+        existing == new
+    }
+    /// Starts initiator keying toward a responder certificate.
+    fn begin_initiator(
+        &mut self,
+        responder_certificate: &[u8],
+        rng: &mut dyn RngCore,
+    ) -> Result<Box<dyn InitiatorHandshake>, CryptoError>;
+    /// Verifies an IIKeying and starts responder keying.
+    fn respond(
+        &mut self,
+        iikeying: IIKeyingInput<'_>,
+        rng: &mut dyn RngCore,
+    ) -> Result<Box<dyn ResponderHandshake>, CryptoError>;
+}
+
+/// A profile without confidentiality, for tests and benchmarks.
+///
+/// * Packets carry a 16-bit one's-complement checksum (RFC 1071) of the
+///   plain packet in front of it, so that corruption is detected; there is no
+///   encryption.
+/// * The certificate is arbitrary bytes chosen by the user (a name); an
+///   Endpoint Discriminator selects a certificate when it equals it; the
+///   empty EPD selects every certificate.
+/// * Glare: the lexicographically smaller certificate prevails.
+/// * SKIC and SKRC are 16 random bytes each; the nonces are SKIC and SKRC.
+#[derive(Debug, Clone)]
+pub struct PlainProfile {
+    certificate: Vec<u8>,
+}
+
+impl PlainProfile {
+    /// A plain profile whose identity is `certificate`.
+    pub fn new(certificate: impl Into<Vec<u8>>) -> Self {
+        Self {
+            certificate: certificate.into(),
+        }
+    }
+}
+
+/// RFC 1071 Internet checksum, as RFC 7425 §4.7.3.1 uses it.
+pub fn internet_checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [b] = chunks.remainder() {
+        sum += u32::from(*b) << 8;
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Packet crypto of [`PlainProfile`]: checksum only.
+#[derive(Debug, Clone, Default)]
+pub struct PlainPacketCrypto;
+
+impl PacketCrypto for PlainPacketCrypto {
+    fn encrypt(&mut self, buf: &mut Vec<u8>, start: usize) {
+        let sum = internet_checksum(&buf[start..]);
+        buf.splice(start..start, sum.to_be_bytes());
+    }
+    fn decrypt(&mut self, buf: &mut [u8]) -> Result<Range<usize>, CryptoError> {
+        if buf.len() < 2 {
+            return Err(CryptoError::BadPacket);
+        }
+        let sum = u16::from_be_bytes([buf[0], buf[1]]);
+        if internet_checksum(&buf[2..]) != sum {
+            return Err(CryptoError::BadPacket);
+        }
+        Ok(2..buf.len())
+    }
+    fn overhead(&self) -> usize {
+        2
+    }
+}
+
+#[derive(Debug)]
+struct PlainHandshake {
+    component: [u8; 16],
+}
+
+impl InitiatorHandshake for PlainHandshake {
+    fn skic(&self) -> &[u8] {
+        &self.component
+    }
+    fn sign(&self, _: &[u8]) -> Vec<u8> {
+        Vec::new()
+    }
+    fn complete(
+        self: Box<Self>,
+        skrc: &[u8],
+        _: &[u8],
+        _: &[u8],
+    ) -> Result<SessionKeys, CryptoError> {
+        if skrc.len() != 16 {
+            return Err(CryptoError::BadKeying("SKRC must be 16 bytes".into()));
+        }
+        Ok(SessionKeys {
+            crypto: Box::new(PlainPacketCrypto),
+            near_nonce: self.component.to_vec(),
+            far_nonce: skrc.to_vec(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct PlainResponder {
+    component: [u8; 16],
+    far: Vec<u8>,
+}
+
+impl ResponderHandshake for PlainResponder {
+    fn skrc(&self) -> &[u8] {
+        &self.component
+    }
+    fn sign(&self, _: &[u8]) -> Vec<u8> {
+        Vec::new()
+    }
+    fn into_keys(self: Box<Self>) -> SessionKeys {
+        SessionKeys {
+            crypto: Box::new(PlainPacketCrypto),
+            near_nonce: self.component.to_vec(),
+            far_nonce: self.far,
+        }
+    }
+}
+
+impl CryptoProfile for PlainProfile {
+    fn default_session_crypto(&self) -> Box<dyn PacketCrypto> {
+        Box::new(PlainPacketCrypto)
+    }
+    fn certificate(&self) -> &[u8] {
+        &self.certificate
+    }
+    fn epd_selects_near(&self, epd: &[u8]) -> bool {
+        epd.is_empty() || epd == self.certificate.as_slice()
+    }
+    fn epd_selects(&self, epd: &[u8], certificate: &[u8]) -> bool {
+        epd.is_empty() || epd == certificate
+    }
+    fn is_authentic(&self, _: &[u8]) -> bool {
+        true
+    }
+    fn canonical_epd(&self, certificate: &[u8]) -> Vec<u8> {
+        certificate.to_vec()
+    }
+    fn far_prevails(&self, far_certificate: &[u8]) -> bool {
+        far_certificate < self.certificate.as_slice()
+    }
+    fn begin_initiator(
+        &mut self,
+        _: &[u8],
+        rng: &mut dyn RngCore,
+    ) -> Result<Box<dyn InitiatorHandshake>, CryptoError> {
+        let mut component = [0u8; 16];
+        rng.fill_bytes(&mut component);
+        Ok(Box::new(PlainHandshake { component }))
+    }
+    fn respond(
+        &mut self,
+        iikeying: IIKeyingInput<'_>,
+        rng: &mut dyn RngCore,
+    ) -> Result<Box<dyn ResponderHandshake>, CryptoError> {
+        if iikeying.skic.len() != 16 {
+            return Err(CryptoError::BadKeying("SKIC must be 16 bytes".into()));
+        }
+        let mut component = [0u8; 16];
+        rng.fill_bytes(&mut component);
+        Ok(Box::new(PlainResponder {
+            component,
+            far: iikeying.skic.to_vec(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_detects_corruption() {
+        let mut c = PlainPacketCrypto;
+        let mut buf = b"xx\x0bhello world".to_vec();
+        c.encrypt(&mut buf, 2);
+        let mut pkt = buf[2..].to_vec();
+        let r = c.decrypt(&mut pkt).unwrap();
+        assert_eq!(&pkt[r], b"\x0bhello world");
+        pkt[5] ^= 1;
+        assert!(c.decrypt(&mut pkt).is_err());
+    }
+}

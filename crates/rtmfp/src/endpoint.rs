@@ -1,0 +1,1474 @@
+//! The endpoint: packet multiplex (§3.3), fragmentation (§3.4), session
+//! startup as initiator and responder (§3.5.1), redirector and forwarder
+//! support, timers and the transmit schedule.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use rand_core::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::config::EndpointConfig;
+use crate::crypto::{CryptoProfile, IIKeyingInput, InitiatorHandshake, PacketCrypto};
+use crate::event::{CloseReason, Event, OpenError, Role, SessionId, SessionInfo};
+use crate::flow::{Priority, RecvMessage};
+use crate::session::{Ctx, Effects, Session, TcState};
+use crate::wire::{self, Address, Chunk, Mode, Packet, PacketHeader};
+use crate::Error;
+
+const COOKIE_LEN: usize = 64;
+const TAG_LEN: usize = 16;
+const MAX_REASSEMBLIES: usize = 256;
+const MAX_REASSEMBLY_BYTES: usize = 65536;
+const REASSEMBLY_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_EVENTS: usize = 1 << 16;
+
+#[derive(Debug)]
+struct Candidate {
+    addr: SocketAddr,
+    next: Instant,
+    interval: Duration,
+}
+
+#[derive(Debug)]
+enum Phase {
+    IHello,
+    Keying {
+        dest: SocketAddr,
+        cookie: Vec<u8>,
+        far_cert: Bytes,
+        handshake: Box<dyn InitiatorHandshake>,
+        iikeying: Vec<u8>,
+        next: Instant,
+        interval: Duration,
+        cookie_changed: bool,
+    },
+}
+
+/// An opening session as initiator (S_IHELLO_SENT / S_KEYING_SENT).
+#[derive(Debug)]
+struct Opening {
+    epd: Vec<u8>,
+    tag: [u8; TAG_LEN],
+    started: Instant,
+    candidates: Vec<Candidate>,
+    phase: Phase,
+}
+
+#[derive(Debug)]
+struct Reassembly {
+    mode: Mode,
+    fragments: Vec<Option<Vec<u8>>>,
+    last_index: Option<u64>,
+    bytes: usize,
+    progress: Instant,
+}
+
+/// A sans-IO RTMFP endpoint: many sessions over one datagram interface.
+///
+/// See the [crate documentation](crate) for the run-loop contract.
+#[derive(Debug)]
+pub struct Endpoint {
+    config: EndpointConfig,
+    profile: Box<dyn CryptoProfile>,
+    default_crypto: Box<dyn PacketCrypto>,
+    rng: RngBox,
+    epoch: Instant,
+    cookie_secret: [u8; 32],
+    sessions: HashMap<u32, Session>,
+    openings: HashMap<u32, Opening>,
+    tags: HashMap<[u8; TAG_LEN], u32>,
+    by_addr: HashMap<SocketAddr, u32>,
+    timers: BinaryHeap<Reverse<(Instant, u32)>>,
+    deadlines: HashMap<u32, Instant>,
+    ready: VecDeque<u32>,
+    in_ready: std::collections::HashSet<u32>,
+    startup_queue: VecDeque<(SocketAddr, Vec<u8>)>,
+    events: VecDeque<Event>,
+    tc: TcState,
+    reassembly: HashMap<(SocketAddr, u64), Reassembly>,
+    next_packet_id: u64,
+    scratch: Vec<u8>,
+    stats: EndpointStats,
+}
+
+struct RngBox(Box<dyn RngCore + Send>);
+
+impl std::fmt::Debug for RngBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Rng")
+    }
+}
+
+/// Endpoint-wide counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    /// Datagrams handed to `handle_datagram`.
+    pub datagrams_received: u64,
+    /// Datagrams dropped (undecryptable, unknown session, malformed).
+    pub datagrams_dropped: u64,
+    /// Datagrams produced by `poll_transmit`.
+    pub datagrams_sent: u64,
+    /// RHellos sent (answers to IHello / Forwarded IHello).
+    pub rhellos_sent: u64,
+    /// Sessions opened as responder.
+    pub sessions_accepted: u64,
+    /// Sessions opened as initiator.
+    pub sessions_initiated: u64,
+    /// Redirects sent.
+    pub redirects_sent: u64,
+    /// Forwarded IHellos sent.
+    pub fihellos_sent: u64,
+    /// Startup packets dropped because the queue was full.
+    pub startup_dropped: u64,
+}
+
+fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let mut m = <Hmac<Sha256>>::new_from_slice(key).expect("hmac takes any key");
+    for p in parts {
+        m.update(p);
+    }
+    m.finalize().into_bytes().into()
+}
+
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn addr_bytes(a: SocketAddr) -> Vec<u8> {
+    let mut v = Vec::with_capacity(19);
+    Address {
+        addr: a,
+        origin: wire::AddressOrigin::Unknown,
+    }
+    .encode(&mut v);
+    v
+}
+
+enum CookieCheck {
+    Valid,
+    WrongAddress,
+    Invalid,
+}
+
+impl Endpoint {
+    /// Creates an endpoint. `rng` supplies all randomness (session IDs,
+    /// tags, cookies' secret, keying); `now` is the time origin of the
+    /// endpoint's 250 Hz timestamps.
+    pub fn new(
+        config: EndpointConfig,
+        profile: Box<dyn CryptoProfile>,
+        mut rng: Box<dyn RngCore + Send>,
+        now: Instant,
+    ) -> Self {
+        let mut cookie_secret = [0u8; 32];
+        rng.fill_bytes(&mut cookie_secret);
+        let default_crypto = profile.default_session_crypto();
+        Self {
+            config,
+            profile,
+            default_crypto,
+            rng: RngBox(rng),
+            epoch: now,
+            cookie_secret,
+            sessions: HashMap::new(),
+            openings: HashMap::new(),
+            tags: HashMap::new(),
+            by_addr: HashMap::new(),
+            timers: BinaryHeap::new(),
+            deadlines: HashMap::new(),
+            ready: VecDeque::new(),
+            in_ready: Default::default(),
+            startup_queue: VecDeque::new(),
+            events: VecDeque::new(),
+            tc: TcState::default(),
+            reassembly: HashMap::new(),
+            next_packet_id: 1,
+            scratch: Vec::with_capacity(2048),
+            stats: EndpointStats::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EndpointConfig {
+        &self.config
+    }
+
+    /// The crypto profile.
+    pub fn profile(&self) -> &dyn CryptoProfile {
+        &*self.profile
+    }
+
+    /// Endpoint counters.
+    pub fn stats(&self) -> EndpointStats {
+        self.stats
+    }
+
+    /// Number of sessions (open, closing or opening).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len() + self.openings.len()
+    }
+
+    /// IDs of all open sessions.
+    pub fn sessions(&self) -> impl Iterator<Item = SessionId> + '_ {
+        self.sessions
+            .iter()
+            .filter(|(_, s)| s.is_open())
+            .map(|(k, _)| SessionId(*k))
+    }
+
+    fn ctx(&mut self) -> (Ctx<'_>, &mut HashMap<u32, Session>) {
+        (
+            Ctx {
+                config: &self.config,
+                events: &mut self.events,
+                tc: &mut self.tc,
+                epoch: self.epoch,
+            },
+            &mut self.sessions,
+        )
+    }
+
+    fn new_session_id(&mut self) -> u32 {
+        for _ in 0..1000 {
+            let mut r = self.rng.0.next_u32();
+            if self.config.shard_bits > 0 {
+                let bits = u32::from(self.config.shard_bits.min(16));
+                r = (self.config.shard << (32 - bits)) | (r >> bits);
+            }
+            if r != 0 && !self.sessions.contains_key(&r) && !self.openings.contains_key(&r) {
+                return r;
+            }
+        }
+        // astronomically unlikely; fall back to a linear probe
+        let mut r = 1u32;
+        while self.sessions.contains_key(&r) || self.openings.contains_key(&r) {
+            r += 1;
+        }
+        r
+    }
+
+    fn schedule(&mut self, sid: u32) {
+        let t = if let Some(s) = self.sessions.get(&sid) {
+            s.next_timeout(&self.config)
+        } else if let Some(o) = self.openings.get(&sid) {
+            Some(Self::opening_deadline(o, &self.config))
+        } else {
+            None
+        };
+        match t {
+            Some(t) => {
+                if self.deadlines.get(&sid) != Some(&t) {
+                    self.deadlines.insert(sid, t);
+                    self.timers.push(Reverse((t, sid)));
+                }
+            }
+            None => {
+                self.deadlines.remove(&sid);
+            }
+        }
+    }
+
+    fn mark_ready(&mut self, sid: u32) {
+        if self.in_ready.insert(sid) {
+            self.ready.push_back(sid);
+        }
+    }
+
+    fn push_event(&mut self, e: Event) {
+        if self.events.len() < MAX_EVENTS {
+            self.events.push_back(e);
+        }
+    }
+
+    // ----- run loop -------------------------------------------------------
+
+    /// The next instant at which [`handle_timeout`](Self::handle_timeout)
+    /// must be called, if any.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        while let Some(Reverse((t, sid))) = self.timers.peek().copied() {
+            if self.deadlines.get(&sid) == Some(&t) {
+                return Some(t);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    /// Processes expired timers. Spurious calls are harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((t, sid))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            if self.deadlines.get(&sid) != Some(&t) {
+                continue;
+            }
+            self.deadlines.remove(&sid);
+            if self.openings.contains_key(&sid) {
+                self.opening_timeout(now, sid);
+            } else if self.sessions.contains_key(&sid) {
+                let (mut ctx, sessions) = self.ctx();
+                let s = sessions.get_mut(&sid).expect("present");
+                s.on_timeout(now, &mut ctx);
+                self.mark_ready(sid);
+                self.after_session(sid);
+            }
+        }
+        let stale: Vec<(SocketAddr, u64)> = self
+            .reassembly
+            .iter()
+            .filter(|(_, r)| now.saturating_duration_since(r.progress) > REASSEMBLY_TIMEOUT)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in stale {
+            self.reassembly.remove(&k);
+        }
+    }
+
+    /// Drains the next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Assembles the next datagram to send into `buf` (cleared first) and
+    /// returns its destination, or `None` when nothing is due. Call until it
+    /// returns `None` after every input.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<SocketAddr> {
+        if let Some((dst, d)) = self.startup_queue.pop_front() {
+            buf.clear();
+            buf.extend_from_slice(&d);
+            self.stats.datagrams_sent += 1;
+            return Some(dst);
+        }
+        while let Some(sid) = self.ready.pop_front() {
+            self.in_ready.remove(&sid);
+            let (mut ctx, sessions) = self.ctx();
+            let Some(s) = sessions.get_mut(&sid) else {
+                continue;
+            };
+            let r = s.poll_packet(now, buf, &mut ctx);
+            if r.is_some() {
+                self.mark_ready(sid);
+                self.stats.datagrams_sent += 1;
+            }
+            self.after_session(sid);
+            if r.is_some() {
+                return r;
+            }
+        }
+        None
+    }
+
+    /// Housekeeping after a session was touched: removal when closed,
+    /// timer rescheduling.
+    fn after_session(&mut self, sid: u32) {
+        let closed = self.sessions.get(&sid).is_some_and(|s| s.is_closed());
+        if closed {
+            if let Some(s) = self.sessions.remove(&sid) {
+                if self.by_addr.get(&s.far_addr) == Some(&sid) {
+                    self.by_addr.remove(&s.far_addr);
+                }
+            }
+            self.deadlines.remove(&sid);
+            return;
+        }
+        self.schedule(sid);
+    }
+
+    /// Processes one received datagram from `from`.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        self.stats.datagrams_received += 1;
+        let Some((sid, enc)) = wire::demultiplex(data) else {
+            self.stats.datagrams_dropped += 1;
+            return;
+        };
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        buf.extend_from_slice(enc);
+        if sid != 0 {
+            if let Some(s) = self.sessions.get_mut(&sid) {
+                let _ = s;
+                self.handle_session_datagram(now, from, sid, &mut buf, data.len());
+                self.scratch = buf;
+                return;
+            }
+        }
+        // startup packet (SID 0), or RIKeying / cookie change to an opening
+        if sid == 0 || self.openings.contains_key(&sid) {
+            if let Ok(r) = self.default_crypto.decrypt(&mut buf) {
+                let plain = buf[r].to_vec();
+                self.handle_startup(now, from, sid, &plain, 0);
+            } else {
+                self.stats.datagrams_dropped += 1;
+            }
+        } else {
+            self.stats.datagrams_dropped += 1;
+        }
+        self.scratch = buf;
+    }
+
+    fn handle_session_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        sid: u32,
+        buf: &mut [u8],
+        size: usize,
+    ) {
+        let mut fx = Effects::default();
+        {
+            let (mut ctx, sessions) = self.ctx();
+            let s = sessions.get_mut(&sid).expect("checked");
+            let range = {
+                // decrypt with the session key
+                match s_decrypt(s, buf) {
+                    Some(r) => r,
+                    None => {
+                        self.stats.datagrams_dropped += 1;
+                        return;
+                    }
+                }
+            };
+            let Ok(packet) = Packet::parse(&buf[range]) else {
+                self.stats.datagrams_dropped += 1;
+                return;
+            };
+            s.handle_packet(now, from, &packet, size, &mut ctx, &mut fx);
+            // the initiator has evidently received our RIKeying
+            if s.rikeying.is_some() && s.stats.packets_received > 0 {
+                s.rikeying = None;
+            }
+        }
+        if let Some((old, new)) = fx.moved {
+            if self.by_addr.get(&old) == Some(&sid) {
+                self.by_addr.remove(&old);
+            }
+            self.by_addr.insert(new, sid);
+        }
+        for (epd, reply, tag) in fx.fihellos {
+            if self.config.accept_forwarded_ihello
+                && self.config.accept_sessions
+                && self.profile.epd_selects_near(&epd)
+            {
+                self.send_rhello(now, reply, &tag);
+            }
+        }
+        self.mark_ready(sid);
+        self.after_session(sid);
+    }
+
+    // ----- startup --------------------------------------------------------
+
+    fn handle_startup(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        sid: u32,
+        plain: &[u8],
+        depth: u8,
+    ) {
+        let Ok(packet) = Packet::parse(plain) else {
+            self.stats.datagrams_dropped += 1;
+            return;
+        };
+        if packet.header.mode != Mode::Startup {
+            self.stats.datagrams_dropped += 1;
+            return;
+        }
+        for (_, chunk) in packet.chunks() {
+            let Ok(chunk) = chunk else { continue };
+            match chunk {
+                Chunk::PacketFragment {
+                    more,
+                    packet_id,
+                    fragment_num,
+                    data,
+                } if depth == 0 => {
+                    if let Some(whole) = self.reassemble(
+                        now,
+                        from,
+                        packet.header.mode,
+                        more,
+                        packet_id,
+                        fragment_num,
+                        data,
+                    ) {
+                        self.handle_startup(now, from, sid, &whole, 1);
+                    }
+                }
+                Chunk::IHello { epd, tag } if sid == 0 => self.on_ihello(now, from, epd, tag),
+                Chunk::RHello {
+                    tag_echo,
+                    cookie,
+                    certificate,
+                } if sid == 0 => self.on_rhello(now, from, tag_echo, cookie, certificate),
+                Chunk::Redirect {
+                    tag_echo,
+                    destinations,
+                } if sid == 0 => self.on_redirect(now, from, tag_echo, &destinations),
+                Chunk::IIKeying {
+                    initiator_session_id,
+                    cookie_echo,
+                    certificate,
+                    skic,
+                    signed,
+                    signature,
+                } if sid == 0 => self.on_iikeying(
+                    now,
+                    from,
+                    initiator_session_id,
+                    cookie_echo,
+                    IIKeyingInput {
+                        certificate,
+                        skic,
+                        signed,
+                        signature,
+                    },
+                ),
+                Chunk::RIKeying {
+                    responder_session_id,
+                    skrc,
+                    signed,
+                    signature,
+                } if sid != 0 => self.on_rikeying(
+                    now,
+                    from,
+                    sid,
+                    responder_session_id,
+                    skrc,
+                    signed,
+                    signature,
+                ),
+                Chunk::RHelloCookieChange {
+                    old_cookie,
+                    new_cookie,
+                } if sid != 0 => self.on_cookie_change(now, sid, old_cookie, new_cookie),
+                _ => {}
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn reassemble(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        mode: Mode,
+        more: bool,
+        packet_id: u64,
+        index: u64,
+        data: &[u8],
+    ) -> Option<Vec<u8>> {
+        if index > 64 {
+            return None;
+        }
+        let key = (from, packet_id);
+        if !self.reassembly.contains_key(&key) {
+            if self.reassembly.len() >= MAX_REASSEMBLIES {
+                // drop the oldest
+                let oldest = self
+                    .reassembly
+                    .iter()
+                    .min_by_key(|(_, r)| r.progress)
+                    .map(|(k, _)| *k)?;
+                self.reassembly.remove(&oldest);
+            }
+            self.reassembly.insert(
+                key,
+                Reassembly {
+                    mode,
+                    fragments: Vec::new(),
+                    last_index: None,
+                    bytes: 0,
+                    progress: now,
+                },
+            );
+        }
+        let r = self.reassembly.get_mut(&key)?;
+        if r.mode != mode {
+            return None;
+        }
+        let i = index as usize;
+        if r.fragments.len() <= i {
+            r.fragments.resize(i + 1, None);
+        }
+        if r.fragments[i].is_none() {
+            r.bytes += data.len();
+            if r.bytes > MAX_REASSEMBLY_BYTES {
+                self.reassembly.remove(&key);
+                return None;
+            }
+            r.fragments[i] = Some(data.to_vec());
+            r.progress = now;
+        }
+        if !more {
+            r.last_index = Some(index);
+        }
+        let last = r.last_index? as usize;
+        if r.fragments.len() < last + 1 || r.fragments[..=last].iter().any(|f| f.is_none()) {
+            return None;
+        }
+        let r = self.reassembly.remove(&key)?;
+        let mut whole = Vec::with_capacity(r.bytes);
+        for f in r.fragments.into_iter().take(last + 1).flatten() {
+            whole.extend_from_slice(&f);
+        }
+        Some(whole)
+    }
+
+    /// Queues a startup packet (mode 3, Default Session Key) holding
+    /// `chunk`, fragmenting it when it exceeds the datagram size.
+    fn queue_startup(&mut self, dst: SocketAddr, sid: u32, chunk: &[u8]) {
+        let mut plain = Vec::with_capacity(chunk.len() + 1);
+        PacketHeader::startup().encode(&mut plain);
+        plain.extend_from_slice(chunk);
+        let max_plain = self
+            .config
+            .max_datagram_size
+            .saturating_sub(4 + self.default_crypto.overhead());
+        if plain.len() <= max_plain {
+            self.queue_startup_plain(dst, sid, plain);
+            return;
+        }
+        // §3.4 packet fragmentation
+        let id = self.next_packet_id;
+        self.next_packet_id += 1;
+        let piece = max_plain.saturating_sub(1 + 3 + 1 + 20).max(16);
+        let n = plain.len().div_ceil(piece);
+        for (i, part) in plain.chunks(piece).enumerate() {
+            let mut p = Vec::with_capacity(piece + 32);
+            PacketHeader::startup().encode(&mut p);
+            let _ = Chunk::PacketFragment {
+                more: i + 1 < n,
+                packet_id: id,
+                fragment_num: i as u64,
+                data: part,
+            }
+            .encode(&mut p);
+            self.queue_startup_plain(dst, sid, p);
+        }
+    }
+
+    fn queue_startup_plain(&mut self, dst: SocketAddr, sid: u32, plain: Vec<u8>) {
+        if self.startup_queue.len() >= self.config.max_startup_queue {
+            self.stats.startup_dropped += 1;
+            return;
+        }
+        let mut d = Vec::with_capacity(plain.len() + 4 + self.default_crypto.overhead());
+        d.extend_from_slice(&[0; 4]);
+        d.extend_from_slice(&plain);
+        self.default_crypto.encrypt(&mut d, 4);
+        let ssid = wire::scramble_session_id(sid, &d[4..]);
+        d[..4].copy_from_slice(&ssid.to_be_bytes());
+        self.startup_queue.push_back((dst, d));
+    }
+
+    fn make_cookie(&self, now: Instant, addr: SocketAddr) -> [u8; COOKIE_LEN] {
+        let secs = now.saturating_duration_since(self.epoch).as_secs() as u32;
+        let mut c = [0u8; COOKIE_LEN];
+        c[..4].copy_from_slice(&secs.to_be_bytes());
+        // bytes 4..16: a per-second value derived from the secret (no state)
+        let n = hmac(
+            &self.cookie_secret,
+            &[b"n", &secs.to_be_bytes(), &addr_bytes(addr)],
+        );
+        c[4..16].copy_from_slice(&n[..12]);
+        let m1 = hmac(&self.cookie_secret, &[b"1", &c[..16]]);
+        c[16..32].copy_from_slice(&m1[..16]);
+        let m2 = hmac(&self.cookie_secret, &[b"2", &c[..32], &addr_bytes(addr)]);
+        c[32..].copy_from_slice(&m2);
+        c
+    }
+
+    fn check_cookie(&self, now: Instant, cookie: &[u8], addr: SocketAddr) -> CookieCheck {
+        if cookie.len() != COOKIE_LEN {
+            return CookieCheck::Invalid;
+        }
+        let m1 = hmac(&self.cookie_secret, &[b"1", &cookie[..16]]);
+        if !ct_eq(&m1[..16], &cookie[16..32]) {
+            return CookieCheck::Invalid;
+        }
+        let secs = u32::from_be_bytes([cookie[0], cookie[1], cookie[2], cookie[3]]);
+        let now_secs = now.saturating_duration_since(self.epoch).as_secs();
+        if u64::from(secs) > now_secs
+            || now_secs - u64::from(secs) > self.config.cookie_lifetime.as_secs()
+        {
+            return CookieCheck::Invalid;
+        }
+        let m2 = hmac(
+            &self.cookie_secret,
+            &[b"2", &cookie[..32], &addr_bytes(addr)],
+        );
+        if ct_eq(&m2, &cookie[32..]) {
+            CookieCheck::Valid
+        } else {
+            CookieCheck::WrongAddress
+        }
+    }
+
+    fn send_rhello(&mut self, now: Instant, to: SocketAddr, tag: &[u8]) {
+        let cookie = self.make_cookie(now, to);
+        let mut c =
+            Vec::with_capacity(COOKIE_LEN + tag.len() + self.profile.certificate().len() + 8);
+        let _ = Chunk::RHello {
+            tag_echo: tag,
+            cookie: &cookie,
+            certificate: self.profile.certificate(),
+        }
+        .encode(&mut c);
+        self.queue_startup(to, 0, &c);
+        self.stats.rhellos_sent += 1;
+    }
+
+    fn on_ihello(&mut self, now: Instant, from: SocketAddr, epd: &[u8], tag: &[u8]) {
+        if tag.len() > 255 {
+            return;
+        }
+        if self.config.accept_sessions && self.profile.epd_selects_near(epd) {
+            self.send_rhello(now, from, tag);
+        } else if self.config.report_foreign_ihello {
+            let e = Event::IHelloForOther {
+                from,
+                epd: Bytes::copy_from_slice(epd),
+                tag: Bytes::copy_from_slice(tag),
+            };
+            self.push_event(e);
+        }
+    }
+
+    fn on_rhello(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        tag: &[u8],
+        cookie: &[u8],
+        cert: &[u8],
+    ) {
+        let Ok(tag) = <[u8; TAG_LEN]>::try_from(tag) else {
+            return;
+        };
+        let Some(&sid) = self.tags.get(&tag) else {
+            return;
+        };
+        let Some(o) = self.openings.get(&sid) else {
+            return;
+        };
+        if !matches!(o.phase, Phase::IHello) {
+            return;
+        }
+        if !self.profile.epd_selects(&o.epd, cert) || !self.profile.is_authentic(cert) {
+            return;
+        }
+        if cookie.len() > 1024 || cert.len() > 16384 {
+            return;
+        }
+        // duplicate session check (§3.5.1.1.1)
+        let canon = self.profile.canonical_epd(cert);
+        if let Some((&existing, _)) = self
+            .sessions
+            .iter()
+            .find(|(_, s)| s.is_open() && self.profile.canonical_epd(&s.far_cert) == canon)
+        {
+            self.fail_opening(sid, OpenError::Duplicate(SessionId(existing)));
+            return;
+        }
+        let handshake = match self.profile.begin_initiator(cert, &mut *self.rng.0) {
+            Ok(h) => h,
+            Err(e) => {
+                self.fail_opening(sid, OpenError::Keying(e.to_string()));
+                return;
+            }
+        };
+        let iikeying = Self::build_iikeying(self.profile.certificate(), sid, cookie, &*handshake);
+        let retry = self.config.handshake_retry;
+        let o = self.openings.get_mut(&sid).expect("present");
+        for c in &o.candidates {
+            if self.by_addr.get(&c.addr) == Some(&sid) {
+                self.by_addr.remove(&c.addr);
+            }
+        }
+        o.phase = Phase::Keying {
+            dest: from,
+            cookie: cookie.to_vec(),
+            far_cert: Bytes::copy_from_slice(cert),
+            handshake,
+            iikeying: iikeying.clone(),
+            next: now + retry,
+            interval: retry,
+            cookie_changed: false,
+        };
+        self.by_addr.entry(from).or_insert(sid);
+        self.queue_startup(from, 0, &iikeying);
+        self.schedule(sid);
+    }
+
+    fn build_iikeying(
+        cert: &[u8],
+        sid: u32,
+        cookie: &[u8],
+        hs: &dyn InitiatorHandshake,
+    ) -> Vec<u8> {
+        let mut signed = Vec::new();
+        wire::encode_iikeying_signed(&mut signed, sid, cookie, cert, hs.skic());
+        let signature = hs.sign(&signed);
+        let mut c = Vec::with_capacity(signed.len() + signature.len() + 3);
+        c.push(wire::chunk_type::IIKEYING);
+        c.extend_from_slice(&((signed.len() + signature.len()) as u16).to_be_bytes());
+        c.extend_from_slice(&signed);
+        c.extend_from_slice(&signature);
+        c
+    }
+
+    fn on_redirect(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        tag: &[u8],
+        destinations: &[Address],
+    ) {
+        let Ok(tag) = <[u8; TAG_LEN]>::try_from(tag) else {
+            return;
+        };
+        let Some(&sid) = self.tags.get(&tag) else {
+            return;
+        };
+        let threshold = self.config.redirect_threshold;
+        let retry = self.config.handshake_retry;
+        let Some(o) = self.openings.get_mut(&sid) else {
+            return;
+        };
+        if !matches!(o.phase, Phase::IHello) {
+            return;
+        }
+        let implied = [Address {
+            addr: from,
+            origin: wire::AddressOrigin::Public,
+        }];
+        let dests = if destinations.is_empty() {
+            &implied[..]
+        } else {
+            destinations
+        };
+        let mut added = Vec::new();
+        for d in dests {
+            if o.candidates.len() >= threshold {
+                break;
+            }
+            if o.candidates.iter().any(|c| c.addr == d.addr) {
+                continue;
+            }
+            o.candidates.push(Candidate {
+                addr: d.addr,
+                next: now + retry,
+                interval: retry,
+            });
+            added.push(d.addr);
+        }
+        let epd = o.epd.clone();
+        let otag = o.tag;
+        for a in added {
+            self.by_addr.entry(a).or_insert(sid);
+            self.send_ihello(a, &epd, &otag);
+        }
+        self.schedule(sid);
+    }
+
+    fn send_ihello(&mut self, to: SocketAddr, epd: &[u8], tag: &[u8]) {
+        let mut c = Vec::with_capacity(epd.len() + tag.len() + 8);
+        let _ = Chunk::IHello { epd, tag }.encode(&mut c);
+        self.queue_startup(to, 0, &c);
+    }
+
+    fn on_iikeying(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        isid: u32,
+        cookie: &[u8],
+        k: IIKeyingInput<'_>,
+    ) {
+        if !self.config.accept_sessions || isid == 0 {
+            return;
+        }
+        match self.check_cookie(now, cookie, from) {
+            CookieCheck::Invalid => return,
+            CookieCheck::WrongAddress => {
+                // §3.5.1.2 cookie change
+                let newc = self.make_cookie(now, from);
+                let mut c = Vec::new();
+                let _ = Chunk::RHelloCookieChange {
+                    old_cookie: cookie,
+                    new_cookie: &newc,
+                }
+                .encode(&mut c);
+                self.queue_startup(from, isid, &c);
+                return;
+            }
+            CookieCheck::Valid => {}
+        }
+        let digest: [u8; 32] = {
+            let mut h = Sha256::new();
+            h.update(isid.to_be_bytes());
+            h.update((k.certificate.len() as u64).to_be_bytes());
+            h.update(k.certificate);
+            h.update(k.skic);
+            h.finalize().into()
+        };
+        let mut reuse_sid: Option<u32> = None;
+        if let Some(&existing) = self.by_addr.get(&from) {
+            if self.openings.contains_key(&existing) {
+                // glare (§3.5.1.3)
+                if !self.profile.far_prevails(k.certificate) {
+                    return;
+                }
+                self.remove_opening(existing);
+                reuse_sid = Some(existing);
+            } else if let Some(s) = self.sessions.get(&existing) {
+                if s.is_open() {
+                    if s.role == Role::Responder && s.keying_digest == Some(digest) {
+                        // retransmitted IIKeying: resend RIKeying
+                        if let Some(rik) = s.rikeying.clone() {
+                            let ssid = s.ssid;
+                            self.queue_startup(from, ssid, &rik);
+                        }
+                        return;
+                    }
+                    if !self.profile.overrides(&s.far_cert, k.certificate) {
+                        return;
+                    }
+                    // the old session is stale: close it (fast reconnection)
+                    let (mut ctx, sessions) = self.ctx();
+                    if let Some(s) = sessions.get_mut(&existing) {
+                        s.abort(CloseReason::Overridden, &mut ctx);
+                    }
+                    self.mark_ready(existing);
+                    self.after_session(existing);
+                    self.by_addr.remove(&from);
+                }
+            }
+        }
+        // any other open session with an identity this one overrides
+        let stale: Vec<u32> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| {
+                s.is_open()
+                    && self.profile.overrides(&s.far_cert, k.certificate)
+                    && s.far_addr != from
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        if !self.profile.is_authentic(k.certificate) {
+            return;
+        }
+        if self.session_count() >= self.config.max_sessions {
+            return;
+        }
+        let hs = match self.profile.respond(k, &mut *self.rng.0) {
+            Ok(h) => h,
+            Err(_) => return,
+        };
+        for id in stale {
+            let (mut ctx, sessions) = self.ctx();
+            if let Some(s) = sessions.get_mut(&id) {
+                s.abort(CloseReason::Overridden, &mut ctx);
+            }
+            self.mark_ready(id);
+            self.after_session(id);
+        }
+        let rsid = match reuse_sid {
+            Some(r) => r,
+            None => self.new_session_id(),
+        };
+        let mut signed = Vec::new();
+        wire::encode_rikeying_signed(&mut signed, rsid, hs.skrc());
+        let mut to_sign = signed.clone();
+        to_sign.extend_from_slice(k.skic);
+        let signature = hs.sign(&to_sign);
+        let mut rik = Vec::with_capacity(signed.len() + signature.len() + 3);
+        rik.push(wire::chunk_type::RIKEYING);
+        rik.extend_from_slice(&((signed.len() + signature.len()) as u16).to_be_bytes());
+        rik.extend_from_slice(&signed);
+        rik.extend_from_slice(&signature);
+        let keys = hs.into_keys();
+        let mut mob = [0u8; 16];
+        self.rng.0.fill_bytes(&mut mob);
+        let mut s = Session::new(
+            rsid,
+            isid,
+            Role::Responder,
+            from,
+            Bytes::copy_from_slice(k.certificate),
+            keys,
+            mob,
+            now,
+            &self.config,
+        );
+        s.keying_digest = Some(digest);
+        s.rikeying = Some(Bytes::from(rik.clone()));
+        self.sessions.insert(rsid, s);
+        self.by_addr.insert(from, rsid);
+        self.queue_startup(from, isid, &rik);
+        self.stats.sessions_accepted += 1;
+        self.push_event(Event::SessionOpened {
+            session: SessionId(rsid),
+            role: Role::Responder,
+            peer: from,
+        });
+        self.schedule(rsid);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_rikeying(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        sid: u32,
+        rsid: u32,
+        skrc: &[u8],
+        signed: &[u8],
+        signature: &[u8],
+    ) {
+        let Some(o) = self.openings.get(&sid) else {
+            return;
+        };
+        let Phase::Keying { dest, .. } = &o.phase else {
+            return;
+        };
+        let dest = *dest;
+        if rsid == 0 {
+            return;
+        }
+        let o = self.remove_opening(sid).expect("present");
+        let Phase::Keying {
+            handshake,
+            far_cert,
+            ..
+        } = o.phase
+        else {
+            return;
+        };
+        let mut responder_signed = signed.to_vec();
+        responder_signed.extend_from_slice(handshake.skic());
+        match handshake.complete(skrc, &responder_signed, signature) {
+            Ok(keys) => {
+                let mut mob = [0u8; 16];
+                self.rng.0.fill_bytes(&mut mob);
+                let _ = from;
+                let s = Session::new(
+                    sid,
+                    rsid,
+                    Role::Initiator,
+                    dest,
+                    far_cert,
+                    keys,
+                    mob,
+                    now,
+                    &self.config,
+                );
+                self.sessions.insert(sid, s);
+                self.by_addr.insert(dest, sid);
+                self.stats.sessions_initiated += 1;
+                self.push_event(Event::SessionOpened {
+                    session: SessionId(sid),
+                    role: Role::Initiator,
+                    peer: dest,
+                });
+                self.mark_ready(sid);
+                self.schedule(sid);
+            }
+            Err(e) => {
+                self.push_event(Event::SessionFailed {
+                    session: SessionId(sid),
+                    error: OpenError::Keying(e.to_string()),
+                });
+            }
+        }
+    }
+
+    fn on_cookie_change(&mut self, now: Instant, sid: u32, old: &[u8], new: &[u8]) {
+        if new.is_empty() || new.len() > 1024 {
+            return;
+        }
+        let cert = self.profile.certificate().to_vec();
+        let Some(o) = self.openings.get_mut(&sid) else {
+            return;
+        };
+        let Phase::Keying {
+            dest,
+            cookie,
+            handshake,
+            iikeying,
+            next,
+            cookie_changed,
+            ..
+        } = &mut o.phase
+        else {
+            return;
+        };
+        if *cookie_changed || cookie.as_slice() != old {
+            return;
+        }
+        *cookie_changed = true;
+        *cookie = new.to_vec();
+        *iikeying = Self::build_iikeying(&cert, sid, new, &**handshake);
+        *next = now + self.config.handshake_retry;
+        let (dest, ik) = (*dest, iikeying.clone());
+        self.queue_startup(dest, 0, &ik);
+        self.schedule(sid);
+    }
+
+    fn opening_deadline(o: &Opening, config: &EndpointConfig) -> Instant {
+        let mut t = o.started + config.open_timeout;
+        match &o.phase {
+            Phase::IHello => {
+                for c in &o.candidates {
+                    t = t.min(c.next);
+                }
+            }
+            Phase::Keying { next, .. } => t = t.min(*next),
+        }
+        t
+    }
+
+    fn opening_timeout(&mut self, now: Instant, sid: u32) {
+        let open_timeout = self.config.open_timeout;
+        let Some(o) = self.openings.get_mut(&sid) else {
+            return;
+        };
+        if now >= o.started + open_timeout {
+            self.fail_opening(sid, OpenError::Timeout);
+            return;
+        }
+        let grow = |d: Duration| {
+            (d.mul_f64(1.5))
+                .max(d + Duration::from_millis(1500))
+                .min(Duration::from_secs(30))
+        };
+        let mut ihellos = Vec::new();
+        let mut iikeying = None;
+        match &mut o.phase {
+            Phase::IHello => {
+                for c in &mut o.candidates {
+                    if c.next <= now {
+                        ihellos.push(c.addr);
+                        c.interval = grow(c.interval);
+                        c.next = now + c.interval;
+                    }
+                }
+            }
+            Phase::Keying {
+                dest,
+                iikeying: ik,
+                next,
+                interval,
+                ..
+            } => {
+                if *next <= now {
+                    iikeying = Some((*dest, ik.clone()));
+                    *interval = grow(*interval);
+                    *next = now + *interval;
+                }
+            }
+        }
+        let (epd, tag) = (o.epd.clone(), o.tag);
+        for a in ihellos {
+            self.send_ihello(a, &epd, &tag);
+        }
+        if let Some((d, ik)) = iikeying {
+            self.queue_startup(d, 0, &ik);
+        }
+        self.schedule(sid);
+    }
+
+    fn remove_opening(&mut self, sid: u32) -> Option<Opening> {
+        let o = self.openings.remove(&sid)?;
+        self.tags.remove(&o.tag);
+        self.by_addr.retain(|_, v| *v != sid);
+        self.deadlines.remove(&sid);
+        Some(o)
+    }
+
+    fn fail_opening(&mut self, sid: u32, error: OpenError) {
+        if self.remove_opening(sid).is_some() {
+            self.push_event(Event::SessionFailed {
+                session: SessionId(sid),
+                error,
+            });
+        }
+    }
+
+    // ----- user API -------------------------------------------------------
+
+    /// Opens a session (as initiator) to the endpoint named by `epd`,
+    /// sending IHellos to every candidate address at once; the first
+    /// acceptable answer wins (§3.5.1.7). Completion is reported as
+    /// [`Event::SessionOpened`] or [`Event::SessionFailed`].
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        epd: &[u8],
+        candidates: &[SocketAddr],
+    ) -> Result<SessionId, Error> {
+        if candidates.is_empty() {
+            return Err(Error::NoAddress);
+        }
+        if epd.len() > 1024 {
+            return Err(Error::TooLarge);
+        }
+        if self.session_count() >= self.config.max_sessions {
+            return Err(Error::TooManySessions);
+        }
+        let sid = self.new_session_id();
+        let mut tag = [0u8; TAG_LEN];
+        loop {
+            self.rng.0.fill_bytes(&mut tag);
+            if !self.tags.contains_key(&tag) {
+                break;
+            }
+        }
+        let retry = self.config.handshake_retry;
+        let mut o = Opening {
+            epd: epd.to_vec(),
+            tag,
+            started: now,
+            candidates: Vec::new(),
+            phase: Phase::IHello,
+        };
+        for &a in candidates.iter().take(self.config.redirect_threshold) {
+            if !o.candidates.iter().any(|c| c.addr == a) {
+                o.candidates.push(Candidate {
+                    addr: a,
+                    next: now + retry,
+                    interval: retry,
+                });
+            }
+        }
+        let addrs: Vec<SocketAddr> = o.candidates.iter().map(|c| c.addr).collect();
+        self.openings.insert(sid, o);
+        self.tags.insert(tag, sid);
+        for a in addrs {
+            self.by_addr.entry(a).or_insert(sid);
+            self.send_ihello(a, epd, &tag);
+        }
+        self.schedule(sid);
+        Ok(SessionId(sid))
+    }
+
+    /// Adds a candidate address to an opening session.
+    pub fn add_candidate(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        addr: SocketAddr,
+    ) -> Result<(), Error> {
+        let retry = self.config.handshake_retry;
+        let threshold = self.config.redirect_threshold;
+        let o = self.openings.get_mut(&session.0).ok_or(Error::NoSession)?;
+        if !matches!(o.phase, Phase::IHello) || o.candidates.len() >= threshold {
+            return Ok(());
+        }
+        if o.candidates.iter().any(|c| c.addr == addr) {
+            return Ok(());
+        }
+        o.candidates.push(Candidate {
+            addr,
+            next: now + retry,
+            interval: retry,
+        });
+        let (epd, tag) = (o.epd.clone(), o.tag);
+        self.by_addr.entry(addr).or_insert(session.0);
+        self.send_ihello(addr, &epd, &tag);
+        self.schedule(session.0);
+        Ok(())
+    }
+
+    fn session_mut(&mut self, session: SessionId) -> Result<&mut Session, Error> {
+        self.sessions.get_mut(&session.0).ok_or(Error::NoSession)
+    }
+
+    /// Opens a sending flow with the user's metadata, optionally in return
+    /// to a receiving flow (§3.6.2.1). Returns its flow ID.
+    pub fn open_flow(
+        &mut self,
+        _now: Instant,
+        session: SessionId,
+        metadata: &[u8],
+        association: Option<u64>,
+        priority: Priority,
+    ) -> Result<u64, Error> {
+        let config = self.config.clone();
+        self.session_mut(session)?
+            .open_flow(metadata, association, priority, &config)
+    }
+
+    /// Queues a message on a sending flow. With `lifetime`, the message is
+    /// abandoned if not delivered in time (partial reliability). Returns
+    /// [`Error::WouldBlock`] when the flow's send buffer is full; an
+    /// [`Event::Writable`] follows when there is room again.
+    pub fn send(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        flow: u64,
+        data: Bytes,
+        lifetime: Option<Duration>,
+    ) -> Result<(), Error> {
+        let s = self.sessions.get_mut(&session.0).ok_or(Error::NoSession)?;
+        s.send(now, flow, data, lifetime, &self.config)?;
+        self.mark_ready(session.0);
+        self.schedule(session.0);
+        Ok(())
+    }
+
+    /// Room left in a sending flow's buffer (bytes).
+    pub fn send_buffer_available(&self, session: SessionId, flow: u64) -> Option<usize> {
+        self.sessions
+            .get(&session.0)?
+            .send_buffer_available(flow, &self.config)
+    }
+
+    /// Closes a sending flow once everything queued is delivered or
+    /// abandoned (§3.6.2.11).
+    pub fn close_flow(
+        &mut self,
+        _now: Instant,
+        session: SessionId,
+        flow: u64,
+    ) -> Result<(), Error> {
+        self.session_mut(session)?.close_flow(flow)?;
+        self.mark_ready(session.0);
+        self.schedule(session.0);
+        Ok(())
+    }
+
+    /// Reads the next complete message of a receiving flow.
+    pub fn read(&mut self, _now: Instant, session: SessionId, flow: u64) -> Option<RecvMessage> {
+        let (mut ctx, sessions) = self.ctx();
+        let s = sessions.get_mut(&session.0)?;
+        let m = s.read(flow, &mut ctx);
+        self.mark_ready(session.0);
+        m
+    }
+
+    /// Sets receiving-flow options: unordered delivery, buffer capacity,
+    /// suspended delivery.
+    pub fn set_recv_flow_options(
+        &mut self,
+        session: SessionId,
+        flow: u64,
+        ordered: Option<bool>,
+        capacity: Option<usize>,
+        paused: Option<bool>,
+    ) -> Result<(), Error> {
+        self.session_mut(session)?
+            .set_recv_options(flow, ordered, capacity, paused)?;
+        self.mark_ready(session.0);
+        Ok(())
+    }
+
+    /// Rejects a receiving flow with an exception code (§3.6.3.7).
+    pub fn reject_flow(
+        &mut self,
+        _now: Instant,
+        session: SessionId,
+        flow: u64,
+        code: u64,
+    ) -> Result<(), Error> {
+        self.session_mut(session)?.reject_flow(flow, code)?;
+        self.mark_ready(session.0);
+        Ok(())
+    }
+
+    /// Closes a session in an orderly way (§3.5.5), or cancels an opening one.
+    pub fn close_session(&mut self, now: Instant, session: SessionId) {
+        if self.openings.contains_key(&session.0) {
+            self.fail_opening(session.0, OpenError::Cancelled);
+            return;
+        }
+        let (mut ctx, sessions) = self.ctx();
+        if let Some(s) = sessions.get_mut(&session.0) {
+            s.close(now, &mut ctx);
+            self.mark_ready(session.0);
+            self.schedule(session.0);
+        }
+    }
+
+    /// Closes a session abruptly (a Close Ack is sent).
+    pub fn abort_session(&mut self, _now: Instant, session: SessionId) {
+        if self.openings.contains_key(&session.0) {
+            self.fail_opening(session.0, OpenError::Cancelled);
+            return;
+        }
+        let (mut ctx, sessions) = self.ctx();
+        if let Some(s) = sessions.get_mut(&session.0) {
+            s.abort(CloseReason::Aborted, &mut ctx);
+            self.mark_ready(session.0);
+        }
+    }
+
+    /// A snapshot of an open or closing session.
+    pub fn session_info(&self, session: SessionId) -> Option<SessionInfo> {
+        self.sessions.get(&session.0).map(|s| s.info())
+    }
+
+    /// Finds the open session whose far certificate the EPD selects.
+    pub fn find_session_by_epd(&self, epd: &[u8]) -> Option<SessionId> {
+        self.sessions
+            .iter()
+            .find(|(_, s)| s.is_open() && self.profile.epd_selects(epd, &s.far_cert))
+            .map(|(k, _)| SessionId(*k))
+    }
+
+    /// Redirector (§3.5.1.4): answers an IHello from `to` with a Redirect
+    /// listing `destinations` (an empty list is an Implied Redirect).
+    pub fn send_redirect(&mut self, to: SocketAddr, tag: &[u8], destinations: &[Address]) {
+        let mut c = Vec::new();
+        let mut dests = destinations.to_vec();
+        // keep the chunk within one datagram
+        let room = self
+            .config
+            .max_datagram_size
+            .saturating_sub(4 + self.default_crypto.overhead() + 1 + 3 + 1 + tag.len());
+        let mut used = 0;
+        dests.retain(|d| {
+            used += d.encoded_len();
+            used <= room
+        });
+        let chunk = Chunk::Redirect {
+            tag_echo: tag,
+            destinations: dests,
+        };
+        if chunk.encode(&mut c).is_ok() {
+            self.queue_startup(to, 0, &c);
+            self.stats.redirects_sent += 1;
+        }
+    }
+
+    /// Forwarder (§3.5.1.5): sends a Forwarded IHello over `session` on
+    /// behalf of an initiator at `reply_to`.
+    pub fn forward_ihello(
+        &mut self,
+        _now: Instant,
+        session: SessionId,
+        epd: &[u8],
+        reply_to: SocketAddr,
+        tag: &[u8],
+    ) -> Result<(), Error> {
+        self.session_mut(session)?
+            .queue_fihello(epd, reply_to, tag)?;
+        self.stats.fihellos_sent += 1;
+        self.mark_ready(session.0);
+        Ok(())
+    }
+}
+
+fn s_decrypt(s: &mut Session, buf: &mut [u8]) -> Option<std::ops::Range<usize>> {
+    s.crypto.decrypt(buf).ok()
+}
