@@ -5,7 +5,6 @@ use std::time::Duration;
 /// Tunables of an [`Endpoint`](crate::Endpoint). `Default` follows the
 /// RFC 7016 recommendations.
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct EndpointConfig {
     /// Largest UDP payload we send (bytes). Packets are assembled to fit.
     pub max_datagram_size: usize,

@@ -301,6 +301,10 @@ impl Endpoint {
 
     /// Processes expired timers. Spurious calls are harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
+        // collect first: processing may schedule new timers at or before
+        // `now` (work that poll_transmit completes), which must not be
+        // re-run in this call
+        let mut due = Vec::new();
         while let Some(Reverse((t, sid))) = self.timers.peek().copied() {
             if t > now {
                 break;
@@ -310,6 +314,9 @@ impl Endpoint {
                 continue;
             }
             self.deadlines.remove(&sid);
+            due.push(sid);
+        }
+        for sid in due {
             if self.openings.contains_key(&sid) {
                 self.opening_timeout(now, sid);
             } else if self.sessions.contains_key(&sid) {

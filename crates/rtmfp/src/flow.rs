@@ -415,6 +415,7 @@ pub(crate) struct RecvFlow {
     pub id: u64,
     pub state: RecvState,
     pub metadata: Bytes,
+    #[allow(dead_code)]
     pub association: Option<u64>,
     pub seqs: RangeSet,
     pub final_sn: Option<u64>,
