@@ -44,7 +44,7 @@ impl RttEstimator {
 
     /// Exponential backoff after a timeout.
     pub(crate) fn backoff(&mut self) {
-        let b = self.erto.mul_f64(1.4142).min(MAX_ERTO);
+        let b = self.erto.mul_f64(std::f64::consts::SQRT_2).min(MAX_ERTO);
         self.erto = b.max(self.mrto);
     }
 }

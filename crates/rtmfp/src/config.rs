@@ -28,6 +28,9 @@ pub struct EndpointConfig {
     /// Pace packets at the congestion window's rate instead of the RFC's
     /// fixed six-packet burst limit (§3.5.2.3).
     pub pacing: bool,
+    /// Most packets with user data sent between acknowledgements when not
+    /// pacing (§3.5.2.3 recommends 6).
+    pub max_burst_packets: u32,
     /// Most sending flows plus receiving flows per session.
     pub max_flows_per_session: usize,
     /// Most sessions (open or opening) at once.
@@ -62,6 +65,7 @@ impl Default for EndpointConfig {
             recv_buffer: 1 << 20,
             send_buffer: 4 << 20,
             pacing: true,
+            max_burst_packets: 6,
             max_flows_per_session: 4096,
             max_sessions: 1 << 20,
             max_startup_queue: 4096,

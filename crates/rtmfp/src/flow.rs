@@ -566,10 +566,7 @@ impl RecvFlow {
             any |= self.deliver_unordered();
         }
         let csn = self.csn();
-        loop {
-            let Some((&seq, &(fra, _))) = self.buffer.first_key_value() else {
-                break;
-            };
+        while let Some((&seq, &(fra, _))) = self.buffer.first_key_value() {
             if seq > csn {
                 break;
             }

@@ -30,6 +30,7 @@ pub(crate) enum SessionState {
     Closed,
 }
 
+const MIN_PACING_RTT: Duration = Duration::from_millis(12);
 const TC_WINDOW: Duration = Duration::from_millis(800);
 const DELACK: Duration = Duration::from_millis(200);
 const NEARCLOSE_RESEND: Duration = Duration::from_secs(5);
@@ -510,6 +511,7 @@ impl Session {
     // ----- receiving ------------------------------------------------------
 
     /// Processes a decrypted packet of this session.
+    #[allow(clippy::collapsible_match)]
     pub(crate) fn handle_packet(
         &mut self,
         now: Instant,
@@ -1256,7 +1258,7 @@ impl Session {
             if any_data {
                 self.data_packet_count += 1;
                 self.timeout_alarm = Some(now + self.rtt.erto);
-                if ctx.config.pacing {
+                if ctx.config.pacing && self.rtt.srtt.is_some_and(|r| r >= MIN_PACING_RTT) {
                     self.pacer.consume(out.len());
                 }
             }
@@ -1414,7 +1416,11 @@ impl Session {
         limit: usize,
         ctx: &mut Ctx<'_>,
     ) -> (bool, bool) {
-        if ctx.config.pacing {
+        // Pace on paths whose RTT the 4 ms timestamps can measure; on
+        // shorter paths (LAN, loopback) pacing would only add delay, and the
+        // burst limit of §3.5.2.3 bounds bursts instead.
+        let pace = ctx.config.pacing && self.rtt.srtt.is_some_and(|r| r >= MIN_PACING_RTT);
+        if pace {
             let size = self.plain_budget + 4;
             let slow = self.cc.cwnd < self.cc.ssthresh;
             let release = self
@@ -1424,7 +1430,7 @@ impl Session {
                 self.pacing_until = Some(release);
                 return (false, false);
             }
-        } else if self.data_packet_count >= 6 {
+        } else if self.data_packet_count >= ctx.config.max_burst_packets {
             return (false, false);
         }
         let mut any = false;

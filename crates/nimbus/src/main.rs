@@ -1,0 +1,101 @@
+//! `nimbus`: the one command-line program of the Nimbus system.
+//!
+//! It owns argument parsing and wiring only; protocol logic lives in the
+//! library crates (`rtmfp`, `rtmfp-tokio`, ...).
+
+mod bench;
+mod demo;
+mod udp;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "nimbus",
+    version,
+    about = "RTMFP (RFC 7016) transport, rendezvous server and P2P phone"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Open a real RTMFP session between two local endpoints over UDP, move
+    /// data on several flows, and report what moved and how fast.
+    Demo {
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Megabytes to move per flow.
+        #[arg(long, default_value_t = 8)]
+        megabytes: usize,
+        /// Number of flows.
+        #[arg(long, default_value_t = 4)]
+        flows: usize,
+    },
+    /// Benchmarks that print figures.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Bulk throughput over loopback UDP (one flow and many flows) and
+    /// through the simulator at a given loss.
+    Transfer {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Megabytes per run.
+        #[arg(long, default_value_t = 200)]
+        megabytes: usize,
+        /// Flows in the many-flows run.
+        #[arg(long, default_value_t = 8)]
+        flows: usize,
+        /// Loss rate of the simulated run.
+        #[arg(long, default_value_t = 0.01)]
+        loss: f64,
+    },
+    /// Sessions opened per second against one responder, and a burst of
+    /// simultaneous opens.
+    Handshake {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Simultaneous opens in the burst.
+        #[arg(long, default_value_t = 1000)]
+        burst: usize,
+        /// Sequential opens for the rate.
+        #[arg(long, default_value_t = 500)]
+        sequential: usize,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Demo {
+            json,
+            megabytes,
+            flows,
+        } => demo::run(json, megabytes, flows),
+        Command::Bench { what } => match what {
+            BenchCommand::Transfer {
+                json,
+                megabytes,
+                flows,
+                loss,
+            } => bench::run_transfer(json, megabytes, flows.max(1), loss),
+            BenchCommand::Handshake {
+                json,
+                burst,
+                sequential,
+            } => bench::run_handshake(json, burst.max(1), sequential.max(1)),
+        },
+    }
+}
