@@ -371,6 +371,9 @@ pub(crate) fn handshake_sequential(n: usize) -> Result<f64> {
         Ok(())
     });
     let start = Instant::now();
+    // keep every client (and so its port) alive: a reused address would
+    // belong to a still-open session of another identity (RFC 7016 §3.5.1.1.2)
+    let mut keep = Vec::with_capacity(n);
     for i in 0..n {
         let mut c = UdpNode::bind(
             loopback(),
@@ -390,6 +393,7 @@ pub(crate) fn handshake_sequential(n: usize) -> Result<f64> {
         if !open {
             bail!("sequential open {i} failed");
         }
+        keep.push(c);
     }
     let secs = start.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);

@@ -28,6 +28,10 @@ impl UdpNode {
         seed: u64,
     ) -> io::Result<Self> {
         let sock = UdpSocket::bind(addr)?;
+        // large buffers: a burst of handshakes must not overflow the socket
+        let s2 = socket2::SockRef::from(&sock);
+        let _ = s2.set_recv_buffer_size(4 << 20);
+        let _ = s2.set_send_buffer_size(4 << 20);
         sock.set_nonblocking(true)?;
         let ep = Endpoint::new(
             config,
