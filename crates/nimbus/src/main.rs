@@ -36,6 +36,8 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         flows: usize,
     },
+    /// The peer-ID registry web service (reg.cgi-compatible and JSON API).
+    Registry(nimbus_registry::RegistryArgs),
     /// Benchmarks that print figures.
     Bench {
         #[command(subcommand)]
@@ -45,6 +47,8 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum BenchCommand {
+    /// Registry look-ups and updates per second over real HTTP on loopback.
+    Registry(nimbus_registry::BenchArgs),
     /// Bulk throughput over loopback UDP (one flow and many flows) and
     /// through the simulator at a given loss.
     Transfer {
@@ -84,7 +88,9 @@ fn main() -> Result<()> {
             megabytes,
             flows,
         } => demo::run(json, megabytes, flows),
+        Command::Registry(args) => runtime()?.block_on(nimbus_registry::run(args)),
         Command::Bench { what } => match what {
+            BenchCommand::Registry(args) => runtime()?.block_on(nimbus_registry::bench(args)),
             BenchCommand::Transfer {
                 json,
                 megabytes,
@@ -98,4 +104,10 @@ fn main() -> Result<()> {
             } => bench::run_handshake(json, burst.max(1), sequential.max(1)),
         },
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
