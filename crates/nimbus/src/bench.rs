@@ -425,6 +425,8 @@ pub(crate) fn run_transfer(
     let total = megabytes * 1_000_000;
     let one = udp_transfer(total, 1, 64 * 1024)?;
     let many = udp_transfer(total, flows, 16 * 1024)?;
+    let t_one = tokio_transfer(total, 1, 64 * 1024)?;
+    let t_many = tokio_transfer(total, flows, 16 * 1024)?;
     let (sim_mb, sim_wall, sim_retx) =
         sim_transfer(20_000_000.min(total), loss, 10, 1_000_000_000)?;
     let r2 = |x: f64| (x * 100.0).round() / 100.0;
@@ -437,6 +439,9 @@ pub(crate) fn run_transfer(
             ("udp_many_flows_count", json!(flows)),
             ("udp_many_flows_mb_per_s", json!(r2(many.mb_per_s()))),
             ("udp_many_flows_packets_per_s", json!((many.packets as f64 / many.seconds).round())),
+            ("tokio_one_flow_mb_per_s", json!(r2(t_one.mb_per_s()))),
+            ("tokio_one_flow_packets_per_s", json!((t_one.packets as f64 / t_one.seconds).round())),
+            ("tokio_many_flows_mb_per_s", json!(r2(t_many.mb_per_s()))),
             ("transfer_bytes", json!(total)),
             ("sim_loss", json!(loss)),
             ("sim_mb_per_s", json!(r2(sim_mb))),
@@ -466,4 +471,119 @@ pub(crate) fn run_handshake(json_out: bool, burst: usize, sequential: usize) -> 
         "session opens against one responder (plain crypto, loopback UDP)",
     );
     Ok(())
+}
+
+/// The same bulk transfer through the async driver (`rtmfp-tokio`, batched
+/// socket I/O), both endpoints in one process on a 2-thread runtime.
+pub(crate) fn tokio_transfer(
+    total: usize,
+    flows: usize,
+    msg_size: usize,
+) -> Result<TransferResult> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let config = EndpointConfig {
+            recv_buffer: 4 << 20,
+            send_buffer: 8 << 20,
+            ..EndpointConfig::default()
+        };
+        let mut driver = rtmfp_tokio::DriverConfig::default();
+        driver.recv_flow_buffer = 4 << 20;
+        driver.socket_buffer = Some(4 << 20);
+        let rx = rtmfp_tokio::Endpoint::bind_with(
+            loopback(),
+            config.clone(),
+            Box::new(PlainProfile::new("receiver")),
+            driver.clone(),
+        )?;
+        let tx = rtmfp_tokio::Endpoint::bind_with(
+            loopback(),
+            config,
+            Box::new(PlainProfile::new("sender")),
+            driver,
+        )?;
+        let rx_addr = rx.local_addr();
+        let per_flow = total / flows;
+        let receiver = tokio::spawn(async move {
+            let session = rx.accept().await.context("no session")?;
+            let mut tasks = Vec::new();
+            for _ in 0..flows {
+                let mut flow = session.accept_flow().await.context("no flow")?;
+                tasks.push(tokio::spawn(async move {
+                    let mut got = 0u64;
+                    let mut first = None;
+                    while let Some(m) = flow.recv().await {
+                        first.get_or_insert_with(Instant::now);
+                        got += m.data.len() as u64;
+                    }
+                    (got, first, Instant::now())
+                }));
+            }
+            let mut got = 0;
+            let mut first: Option<Instant> = None;
+            let mut last = Instant::now();
+            for t in tasks {
+                let (g, f, l) = t.await?;
+                got += g;
+                if let Some(f) = f {
+                    first = Some(first.map_or(f, |x: Instant| x.min(f)));
+                }
+                last = l;
+            }
+            let stats = rx.io_stats().await.ok();
+            anyhow::Ok((
+                got,
+                last.duration_since(first.unwrap_or(last)).as_secs_f64(),
+                stats,
+            ))
+        });
+        let session = tx.connect(b"receiver", &[rx_addr]).await?;
+        let payload = Bytes::from(vec![0x5au8; msg_size]);
+        let mut senders = Vec::new();
+        for i in 0..flows {
+            let mut flow = session
+                .open_flow(format!("flow{i}").as_bytes(), None, Priority::BULK)
+                .await?;
+            let payload = payload.clone();
+            senders.push(tokio::spawn(async move {
+                let mut sent = 0;
+                while sent < per_flow {
+                    let n = msg_size.min(per_flow - sent);
+                    flow.send(payload.slice(..n)).await?;
+                    sent += n;
+                }
+                flow.close().await?;
+                anyhow::Ok(())
+            }));
+        }
+        for s in senders {
+            s.await??;
+        }
+        let (got, secs, stats) =
+            tokio::time::timeout(Duration::from_secs(120), receiver).await???;
+        let retransmitted = session
+            .info()
+            .await
+            .map(|i| i.stats.fragments_retransmitted)
+            .unwrap_or(0);
+        let _ = stats;
+        if got as usize != per_flow * flows {
+            bail!("received {got} of {} bytes", per_flow * flows);
+        }
+        let packets = session
+            .info()
+            .await
+            .map(|i| i.stats.packets_sent)
+            .unwrap_or(0);
+        tx.shutdown().await;
+        Ok(TransferResult {
+            bytes: got,
+            seconds: secs.max(1e-9),
+            packets,
+            retransmitted,
+        })
+    })
 }

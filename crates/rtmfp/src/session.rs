@@ -16,8 +16,7 @@ use crate::event::{CloseReason, Event, Role, SessionId, SessionInfo, SessionStat
 use crate::flow::{Priority, RecvFlow, RecvMessage, RecvState, SendFlow, SendState};
 use crate::wire::{
     self, chunk_type, encode_ack_body, option_len, put_option, put_vlu, vlu_len, Chunk, DataFlags,
-    Fragmentation, Mode, Packet, PacketHeader, UserData, OPTION_RETURN_ASSOCIATION,
-    OPTION_USER_METADATA,
+    Mode, Packet, PacketHeader, UserData, OPTION_RETURN_ASSOCIATION, OPTION_USER_METADATA,
 };
 use crate::Error;
 
@@ -129,6 +128,8 @@ pub(crate) struct Session {
     pacing_until: Option<Instant>,
     send_flows: HashMap<u64, SendFlow>,
     send_order: Vec<u64>,
+    send_order_prio: Vec<Priority>,
+    order_scratch: Vec<u64>,
     rr: usize,
     recv_flows: HashMap<u64, RecvFlow>,
     next_flow_id: u64,
@@ -217,6 +218,8 @@ impl Session {
             pacing_until: None,
             send_flows: HashMap::new(),
             send_order: Vec::new(),
+            send_order_prio: Vec::new(),
+            order_scratch: Vec::new(),
             rr: 0,
             recv_flows: HashMap::new(),
             next_flow_id: 1,
@@ -309,6 +312,7 @@ impl Session {
             .map(|f| (f.priority, f.id))
             .collect();
         ids.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        self.send_order_prio = ids.iter().map(|(p, _)| *p).collect();
         self.send_order = ids.into_iter().map(|(_, id)| id).collect();
     }
 
@@ -449,6 +453,7 @@ impl Session {
     fn abort_flows(&mut self) {
         self.send_flows.clear();
         self.send_order.clear();
+        self.send_order_prio.clear();
         self.recv_flows.clear();
         self.in_flight.clear();
         self.outstanding = 0;
@@ -1440,41 +1445,28 @@ impl Session {
             return (false, false);
         }
         // serve the highest priority first; round-robin within a priority
-        let top = self
-            .send_order
-            .first()
-            .and_then(|id| self.send_flows.get(id))
-            .map(|f| f.priority);
-        let _ = top;
+        // highest priority first; round-robin among flows of equal priority
         let start = self.rr % n;
-        let order: Vec<u64> = self.send_order.clone();
-        let mut by_prio: Vec<u64> = Vec::with_capacity(n);
-        // group by priority preserving rotation inside each group
+        self.rr = self.rr.wrapping_add(1);
+        let mut order = std::mem::take(&mut self.order_scratch);
+        order.clear();
         let mut i = 0;
         while i < n {
-            let p = self.send_flows.get(&order[i]).map(|f| f.priority);
+            let p = self.send_order_prio[i];
             let mut j = i;
-            while j < n && self.send_flows.get(&order[j]).map(|f| f.priority) == p {
+            while j < n && self.send_order_prio[j] == p {
                 j += 1;
             }
             let len = j - i;
             for k in 0..len {
-                by_prio.push(order[i + (start + k) % len]);
+                order.push(self.send_order[i + (start + k) % len]);
             }
             i = j;
         }
-        self.rr = self.rr.wrapping_add(1);
-        for id in by_prio {
+        for &id in &order {
             if self.outstanding >= self.cc.cwnd {
                 break;
             }
-            let frag_limit = {
-                let Some(f) = self.send_flows.get(&id) else {
-                    continue;
-                };
-                self.frag_size(f)
-            };
-            let _ = frag_limit;
             let Some(f) = self.send_flows.get_mut(&id) else {
                 continue;
             };
@@ -1568,12 +1560,12 @@ impl Session {
                 tc |= f.priority.is_time_critical();
                 prev_seq = Some(seq);
                 first_in_packet = false;
-                let _ = Fragmentation::Whole;
             }
             if out.len() + 8 >= limit {
                 break;
             }
         }
+        self.order_scratch = order;
         (any, tc)
     }
 
