@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use rand_core::SeedableRng;
-use rtmfp::{internet_checksum, Endpoint, EndpointConfig, PlainProfile};
+use rtmfp::{Endpoint, EndpointConfig, PacketCrypto, PlainPacketCrypto, PlainProfile};
 
 fuzz_target!(|data: &[u8]| {
     let now = Instant::now();
@@ -27,15 +27,26 @@ fuzz_target!(|data: &[u8]| {
     let _ = a.open_flow(now, s, b"m", None, rtmfp::Priority::ROUTINE);
     // split the input into datagrams at 0xfe 0xfe
     let sid = b.sessions().next().map(|x| x.0).unwrap_or(0);
+    // the salt b expects on session packets is its own keying component
+    let salt = b
+        .sessions()
+        .next()
+        .and_then(|s| b.session_info(s))
+        .map(|i| u16::from_be_bytes([i.near_nonce[0], i.near_nonce[1]]))
+        .unwrap_or(0);
     for (i, piece) in data.split(|&x| x == 0xfe).enumerate() {
         if piece.is_empty() {
             continue;
         }
-        // session ID (scrambled below), checksum, then the fuzzed plain packet
+        // the fuzzed plain packet, "encrypted" so it passes verification
         let use_sid = if piece[0] & 1 == 0 { sid } else { 0 };
+        let mut c = PlainPacketCrypto {
+            tx_salt: if use_sid == 0 { 0 } else { salt },
+            rx_salt: 0,
+        };
         let mut d = vec![0u8; 4];
-        d.extend_from_slice(&internet_checksum(&piece[1..]).to_be_bytes());
         d.extend_from_slice(&piece[1..]);
+        c.encrypt(&mut d, 4);
         let ssid = rtmfp::wire::scramble_session_id(use_sid, &d[4..]);
         d[..4].copy_from_slice(&ssid.to_be_bytes());
         let t = now + Duration::from_millis(i as u64 * 50);

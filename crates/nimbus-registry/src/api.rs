@@ -451,8 +451,10 @@ fn legacy_parse_error(e: &LegacyError) -> Response {
     legacy_response(status, &LegacyReply::error(e.to_string()))
 }
 
-async fn legacy_get(State(reg): State<Registry>, headers: HeaderMap, uri: Uri) -> Response {
-    legacy_common(&reg, &headers, uri.query().unwrap_or("")).await
+async fn legacy_get(State(reg): State<Registry>, req: Request) -> Response {
+    // The whole request, rather than cloned `Uri` and `HeaderMap` extractors: this is
+    // the hot path.
+    legacy_common(&reg, req.headers(), req.uri().query().unwrap_or("")).await
 }
 
 async fn legacy_post(

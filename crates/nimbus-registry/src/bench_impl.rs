@@ -89,6 +89,7 @@ impl std::fmt::Debug for BenchArgs {
 
 #[derive(Debug, Default)]
 struct PhaseResult {
+    cpu_secs: Option<f64>,
     ok: u64,
     errors: u64,
     misses: u64,
@@ -106,6 +107,12 @@ impl PhaseResult {
         }
     }
 
+    /// CPU microseconds (client and server together) per successful request.
+    fn cpu_us_per_request(&self) -> Option<f64> {
+        let cpu = self.cpu_secs?;
+        (self.ok > 0).then(|| cpu * 1e6 / self.ok as f64)
+    }
+
     fn percentile_ms(&self, p: f64) -> f64 {
         if self.latencies_us.is_empty() {
             return 0.0;
@@ -113,6 +120,24 @@ impl PhaseResult {
         let idx = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
         f64::from(self.latencies_us[idx.min(self.latencies_us.len() - 1)]) / 1000.0
     }
+}
+
+/// CPU time (user + system) used by this process so far, from /proc (Linux), in
+/// seconds; the load generator and the registry share the process, so this is the
+/// CPU cost of both sides, which other load on the machine does not inflate.
+fn process_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after ")".
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0) // USER_HZ is 100 on Linux
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 fn identity_for(name: usize, seq: u64) -> String {
@@ -134,6 +159,7 @@ async fn run_updates(
 ) -> anyhow::Result<(PhaseResult, HashMap<usize, String>)> {
     let deadline = Instant::now() + duration;
     let started = Instant::now();
+    let cpu0 = process_cpu_secs();
     let mut tasks = Vec::new();
     for w in 0..concurrency {
         let run_id = run_id.to_owned();
@@ -154,8 +180,8 @@ async fn run_updates(
                 let id = identity_for(name, seq);
                 let path = format!("/reg.cgi?username=b{run_id}u{name}&identity={id}&time={seq}");
                 let t0 = Instant::now();
-                match conn.get(&path).await {
-                    Ok(r) if r.status == 200 && r.body.contains("<update>true</update>") => {
+                match conn.get_lean(&path).await {
+                    Ok((200, body)) if contains(&body, b"<update>true</update>") => {
                         res.latencies_us
                             .push(u32::try_from(t0.elapsed().as_micros()).unwrap_or(u32::MAX));
                         res.ok += 1;
@@ -183,6 +209,7 @@ async fn run_updates(
         acked.extend(a);
     }
     total.elapsed = started.elapsed();
+    total.cpu_secs = cpu0.zip(process_cpu_secs()).map(|(a, b)| b - a);
     total.latencies_us.sort_unstable();
     Ok((total, acked))
 }
@@ -196,6 +223,7 @@ async fn run_lookups(
 ) -> anyhow::Result<PhaseResult> {
     let deadline = Instant::now() + duration;
     let started = Instant::now();
+    let cpu0 = process_cpu_secs();
     let mut tasks = Vec::new();
     for w in 0..concurrency {
         let names = Arc::clone(&names);
@@ -216,12 +244,12 @@ async fn run_lookups(
                 let name = names[(x % names.len() as u64) as usize];
                 let path = format!("/reg.cgi?friends=b{run_id}u{name}&time={seq}");
                 let t0 = Instant::now();
-                match conn.get(&path).await {
-                    Ok(r) if r.status == 200 => {
+                match conn.get_lean(&path).await {
+                    Ok((200, body)) => {
                         res.latencies_us
                             .push(u32::try_from(t0.elapsed().as_micros()).unwrap_or(u32::MAX));
                         res.ok += 1;
-                        if !r.body.contains("<identity>") {
+                        if !contains(&body, b"<identity>") {
                             res.misses += 1;
                         }
                     }
@@ -246,6 +274,7 @@ async fn run_lookups(
         total.latencies_us.extend(r.latencies_us);
     }
     total.elapsed = started.elapsed();
+    total.cpu_secs = cpu0.zip(process_cpu_secs()).map(|(a, b)| b - a);
     total.latencies_us.sort_unstable();
     Ok(total)
 }
@@ -312,6 +341,12 @@ async fn bench_one(
     put(out, "update_p99_ms", json!(round(upd.percentile_ms(0.99))));
     put(out, "update_errors", json!(upd.errors));
     put(out, "acked_updates", json!(upd.ok));
+    if let Some(c) = look.cpu_us_per_request() {
+        put(out, "lookup_cpu_us_per_req", json!(round(c)));
+    }
+    if let Some(c) = upd.cpu_us_per_request() {
+        put(out, "update_cpu_us_per_req", json!(round(c)));
+    }
     put(out, "names_checked_after_reopen", json!(acked.len()));
     put(out, "lost_acked_updates", json!(lost));
     Ok(())
@@ -400,15 +435,17 @@ fn print_human(out: &Map<String, Value>) {
         }
         let g = |k: &str| get(&format!("{b}_{k}"));
         println!(
-            "{b}: look-ups {}/s (p50 {} ms, p99 {} ms, errors {}), updates {}/s (p50 {} ms, p99 {} ms, errors {}), {} acked updates, {} lost after reopen",
+            "{b}: look-ups {}/s (p50 {} ms, p99 {} ms, errors {}, {} µs CPU each), updates {}/s (p50 {} ms, p99 {} ms, errors {}, {} µs CPU each), {} acked updates, {} lost after reopen",
             g("lookups_per_s"),
             g("lookup_p50_ms"),
             g("lookup_p99_ms"),
             g("lookup_errors"),
+            g("lookup_cpu_us_per_req"),
             g("updates_per_s"),
             g("update_p50_ms"),
             g("update_p99_ms"),
             g("update_errors"),
+            g("update_cpu_us_per_req"),
             g("acked_updates"),
             g("lost_acked_updates"),
         );

@@ -11,9 +11,9 @@ pub enum LegacyMode {
     /// accounts, and peer IDs that the server has bound to a session, still cannot be
     /// claimed by anonymous callers.
     Open,
-    /// Every request must carry credentials (`token` parameter, `Authorization:
-    /// Bearer`, or HTTP Basic with name and password); a caller can register only its
-    /// own name. Anonymous requests get 401 whatever they ask for.
+    /// Every request must carry a log-in token (`token` parameter or `Authorization:
+    /// Bearer`); a caller can register only its own name. Anonymous requests get 401
+    /// whatever they ask for.
     #[default]
     Authenticated,
     /// For a registry embedded in the rendezvous server: a registration is accepted

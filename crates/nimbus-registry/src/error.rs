@@ -36,13 +36,20 @@ pub enum RegistryError {
     /// The database URL could not be used.
     #[error("database configuration: {0}")]
     Config(String),
-    /// The database failed.
+    /// The database failed. (The cause is in the message, not also a `source()`, so
+    /// that error chains do not print it twice.)
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     /// The registry is shutting down.
     #[error("the registry is shutting down")]
     ShuttingDown,
     /// Something that should not happen.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<sqlx::Error> for RegistryError {
+    fn from(e: sqlx::Error) -> Self {
+        RegistryError::Database(e)
+    }
 }

@@ -41,11 +41,21 @@ impl RateLimiter {
         if self.limit.is_off() {
             return Ok(());
         }
+        // An IPv6 client usually has a whole /64: count it as one address.
+        let ip = match ip {
+            IpAddr::V6(a) if a.to_ipv4_mapped().is_none() => {
+                let mut o = a.octets();
+                o[8..].fill(0);
+                IpAddr::V6(o.into())
+            }
+            IpAddr::V6(a) => a.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
         let rate = self.limit.per_second;
         let burst = f64::from(self.limit.burst.max(1));
         let shard = match ip {
             IpAddr::V4(a) => usize::from(a.octets()[3]),
-            IpAddr::V6(a) => usize::from(a.octets()[15]),
+            IpAddr::V6(a) => usize::from(a.octets()[7]),
         } % SHARDS;
         let mut map = match self.shards[shard].lock() {
             Ok(m) => m,
@@ -93,6 +103,13 @@ mod tests {
         assert!(l.check_at(other, t0).is_ok());
         assert!(l.check_at(ip, t0 + Duration::from_millis(110)).is_ok());
         assert!(RateLimiter::new(RateLimit::OFF).check_at(ip, t0).is_ok());
+        // One /64 is one client.
+        let a: IpAddr = "2001:db8::1".parse().unwrap();
+        let b: IpAddr = "2001:db8::2".parse().unwrap();
+        for _ in 0..3 {
+            assert!(l.check_at(a, t0).is_ok());
+        }
+        assert!(l.check_at(b, t0).is_err());
         for rate in [f64::NAN, f64::INFINITY, -1.0] {
             let l = RateLimiter::new(RateLimit {
                 per_second: rate,

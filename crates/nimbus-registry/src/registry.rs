@@ -585,21 +585,20 @@ impl Registry {
             }
         }
         let cutoff = self.cutoff(now);
-        for f in &req.friends {
-            let found = match self.inner.store.lookup(&normalize_name(f), cutoff).await {
-                Ok(r) => r,
-                Err(e) => {
-                    reply.error = Some(public_message(&e));
-                    return LegacyOutcome {
-                        status: if matches!(e, RegistryError::ShuttingDown) {
-                            503
-                        } else {
-                            500
-                        },
-                        reply,
-                    };
-                }
-            };
+        let keys: Vec<String> = req.friends.iter().map(|f| normalize_name(f)).collect();
+        let rows = match self.inner.store.lookup_many(&keys, cutoff).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                reply.error = Some(public_message(&e));
+                let status = if matches!(e, RegistryError::ShuttingDown) {
+                    503
+                } else {
+                    500
+                };
+                return LegacyOutcome { status, reply };
+            }
+        };
+        for (f, found) in req.friends.iter().zip(rows) {
             let found = found.filter(|row| {
                 mode != LegacyMode::ConnectedOnly
                     || row

@@ -419,6 +419,32 @@ impl Store {
         rx.await.map_err(|_| RegistryError::ShuttingDown)?
     }
 
+    /// Several look-ups at once (they join the same batch); results in order.
+    pub(crate) async fn lookup_many(
+        &self,
+        name_keys: &[String],
+        cutoff: i64,
+    ) -> Result<Vec<Option<RegistrationRow>>, RegistryError> {
+        let mut waiting = Vec::with_capacity(name_keys.len());
+        for key in name_keys {
+            let (done, rx) = oneshot::channel();
+            self.reader
+                .send(ReadJob {
+                    name_key: key.clone(),
+                    cutoff,
+                    done,
+                })
+                .await
+                .map_err(|_| RegistryError::ShuttingDown)?;
+            waiting.push(rx);
+        }
+        let mut out = Vec::with_capacity(waiting.len());
+        for rx in waiting {
+            out.push(rx.await.map_err(|_| RegistryError::ShuttingDown)??);
+        }
+        Ok(out)
+    }
+
     /// Creates an account; fails with [`RegistryError::NameTaken`] on a duplicate.
     pub(crate) async fn create_user(
         &self,
@@ -592,6 +618,13 @@ async fn open_postgres(url: &str, config: &RegistryConfig) -> Result<(Pool, Pool
             ))
         })?
         .disable_statement_logging();
+    // One direct connection first: it fails fast with the real reason (refused,
+    // authentication failed, no such database) where a pool would only time out.
+    {
+        use sqlx::Connection as _;
+        let conn = opts.connect().await?;
+        conn.close().await?;
+    }
     let max = config.max_connections.unwrap_or(8).max(1);
     let read = PgPoolOptions::new()
         .max_connections(max)

@@ -38,7 +38,7 @@ impl TestResponse {
 /// One keep-alive HTTP/1.1 connection.
 #[derive(Debug)]
 pub struct HttpConn {
-    addr: SocketAddr,
+    host: hyper::header::HeaderValue,
     sender: http1::SendRequest<Full<Bytes>>,
 }
 
@@ -51,7 +51,8 @@ impl HttpConn {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        Ok(HttpConn { addr, sender })
+        let host = hyper::header::HeaderValue::from_str(&addr.to_string())?;
+        Ok(HttpConn { host, sender })
     }
 
     /// Sends a request and reads the whole response.
@@ -65,7 +66,7 @@ impl HttpConn {
         let mut b = Request::builder()
             .method(method)
             .uri(path_and_query)
-            .header("host", self.addr.to_string());
+            .header(hyper::header::HOST, self.host.clone());
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
@@ -85,6 +86,19 @@ impl HttpConn {
     /// `GET path_and_query`.
     pub async fn get(&mut self, path_and_query: &str) -> Result<TestResponse, ClientError> {
         self.request(Method::GET, path_and_query, &[], None).await
+    }
+
+    /// `GET path_and_query`, returning only the status and the body (no copies of
+    /// the headers): the load generator's request.
+    pub async fn get_lean(&mut self, path_and_query: &str) -> Result<(u16, Bytes), ClientError> {
+        let req = Request::get(path_and_query)
+            .header(hyper::header::HOST, self.host.clone())
+            .body(Full::new(Bytes::new()))?;
+        self.sender.ready().await?;
+        let resp = self.sender.send_request(req).await?;
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok((status, body))
     }
 }
 

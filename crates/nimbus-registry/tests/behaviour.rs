@@ -144,6 +144,42 @@ async fn legacy_both_in_one_request_and_post(db: Db) {
     let r = env.get("/reg.cgi?friends=frank").await;
     assert!(r.body.contains("<identity></identity>"), "{}", r.body);
 
+    // 100 look-ups in one request (answered in batches), with repeats and case
+    // variants, come back in request order.
+    for i in 0..10u8 {
+        env.get(&format!(
+            "/reg.cgi?username=m{i}&identity={}",
+            peer(0x20 + i)
+        ))
+        .await;
+    }
+    let names: Vec<String> = (0..100u32)
+        .map(|i| match i % 4 {
+            0 => format!("m{}", i % 10),
+            1 => format!("M{}", i % 10),
+            2 => format!("none{i}"),
+            _ => "m3".to_owned(),
+        })
+        .collect();
+    let q: Vec<String> = names.iter().map(|n| format!("friends={n}")).collect();
+    let r = env.get(&format!("/reg.cgi?{}&time=3", q.join("&"))).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let friends: Vec<&str> = r.body.split("<friend>").skip(1).collect();
+    assert_eq!(friends.len(), 100);
+    for (n, f) in names.iter().zip(&friends) {
+        assert!(f.contains(&format!("<user>{n}</user>")), "{n}: {f}");
+        if let Some(d) = n.strip_prefix(['m', 'M']) {
+            let i: u8 = d.parse().unwrap();
+            assert!(
+                f.contains(&format!("<identity>{}</identity>", peer(0x20 + i))),
+                "{n}: {f}"
+            );
+            assert_eq!(f.contains("<registered>"), n.starts_with('M'), "{n}: {f}");
+        } else {
+            assert!(!f.contains("<identity>"), "{n}: {f}");
+        }
+    }
+
     // A form-encoded POST works like a GET.
     let r = env
         .send(
@@ -861,8 +897,10 @@ async fn no_enumeration(db: Db) {
 
 async fn rate_limits(db: Db) {
     let cfg = RegistryConfig {
+        // Slow refill (one request per 5 s) so that the test does not depend on
+        // how fast the machine is.
         rate_limit: RateLimit {
-            per_second: 1.0,
+            per_second: 0.2,
             burst: 5,
         },
         auth_rate_limit: RateLimit {

@@ -134,16 +134,23 @@ pub trait CryptoProfile: Send + Debug {
     ) -> Result<Box<dyn ResponderHandshake>, CryptoError>;
 }
 
-/// A profile without confidentiality, for tests and benchmarks.
+/// A profile without confidentiality, for tests, benchmarks and trusted
+/// networks, wire-compatible with the `PlainCryptoAdapter` of the RFC
+/// author's implementation (zenomt/rtmfp-cpp), so that the RFC 7016 layer
+/// can be tested against an independent implementation.
 ///
-/// * Packets carry a 16-bit one's-complement checksum (RFC 1071) of the
-///   plain packet in front of it, so that corruption is detected; there is no
-///   encryption.
-/// * The certificate is arbitrary bytes chosen by the user (a name); an
-///   Endpoint Discriminator selects a certificate when it equals it; the
-///   empty EPD selects every certificate.
-/// * Glare: the lexicographically smaller certificate prevails.
-/// * SKIC and SKRC are 16 random bytes each; the nonces are SKIC and SKRC.
+/// * A packet is sent in the clear followed by sixteen 0xff bytes (padding,
+///   skipped by the chunk parser) and a 16-bit big-endian checksum: the
+///   Internet checksum ([`internet_checksum`]) of everything before it, plus a
+///   16-bit *salt* once the session is keyed.
+/// * Each end's keying component (SKIC / SKRC) is 2 random bytes: the salt
+///   the *other* end adds to the checksum of every session packet it sends
+///   to this end. Startup packets (including RIKeying) are unsalted.
+/// * The certificate, the Endpoint Discriminator and the canonical EPD are
+///   the raw identity bytes; an EPD selects a certificate when the bytes are
+///   equal; a certificate is authentic when it is not empty.
+/// * The signature is the single byte `X` and is not checked.
+/// * Glare: the lexicographically smaller identity prevails.
 #[derive(Debug, Clone)]
 pub struct PlainProfile {
     certificate: Vec<u8>,
@@ -158,7 +165,10 @@ impl PlainProfile {
     }
 }
 
-/// RFC 1071 Internet checksum, as RFC 7425 §4.7.3.1 uses it.
+/// The Internet checksum as RTMFP implementations compute it (RFC 1071
+/// one's-complement sum of big-endian 16-bit words, folded and
+/// complemented), except that an odd final byte is added as the *low* byte
+/// of a word, as rtmfp-cpp, librtmfp and Flash do.
 pub fn internet_checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = 0;
     let mut chunks = data.chunks_exact(2);
@@ -166,7 +176,7 @@ pub fn internet_checksum(data: &[u8]) -> u16 {
         sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
     }
     if let [b] = chunks.remainder() {
-        sum += u32::from(*b) << 8;
+        sum += u32::from(*b);
     }
     while sum >> 16 != 0 {
         sum = (sum & 0xffff) + (sum >> 16);
@@ -174,33 +184,51 @@ pub fn internet_checksum(data: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-/// Packet crypto of [`PlainProfile`]: checksum only.
+/// Packet crypto of [`PlainProfile`]: padding, checksum and salts.
 #[derive(Debug, Clone, Default)]
-pub struct PlainPacketCrypto;
+pub struct PlainPacketCrypto {
+    /// Salt added to the checksum of packets we send.
+    pub tx_salt: u16,
+    /// Salt the far end adds to packets it sends us.
+    pub rx_salt: u16,
+}
+
+const PLAIN_PADDING: usize = 16;
 
 impl PacketCrypto for PlainPacketCrypto {
     fn encrypt(&mut self, buf: &mut Vec<u8>, start: usize) {
-        let sum = internet_checksum(&buf[start..]);
-        buf.splice(start..start, sum.to_be_bytes());
+        buf.extend_from_slice(&[0xff; PLAIN_PADDING]);
+        let sum = internet_checksum(&buf[start..]).wrapping_add(self.tx_salt);
+        buf.extend_from_slice(&sum.to_be_bytes());
     }
     fn decrypt(&mut self, buf: &mut [u8]) -> Result<Range<usize>, CryptoError> {
-        if buf.len() < 2 {
+        let n = buf.len();
+        if n < 3 {
             return Err(CryptoError::BadPacket);
         }
-        let sum = u16::from_be_bytes([buf[0], buf[1]]);
-        if internet_checksum(&buf[2..]) != sum {
+        let got = u16::from_be_bytes([buf[n - 2], buf[n - 1]]).wrapping_sub(self.rx_salt);
+        if internet_checksum(&buf[..n - 2]) != got {
             return Err(CryptoError::BadPacket);
         }
-        Ok(2..buf.len())
+        Ok(0..n - 2)
     }
     fn overhead(&self) -> usize {
-        2
+        PLAIN_PADDING + 2
+    }
+}
+
+fn plain_salt(component: &[u8]) -> Result<u16, CryptoError> {
+    match component {
+        [a, b, ..] => Ok(u16::from_be_bytes([*a, *b])),
+        _ => Err(CryptoError::BadKeying(
+            "keying component shorter than 2 bytes".into(),
+        )),
     }
 }
 
 #[derive(Debug)]
 struct PlainHandshake {
-    component: [u8; 16],
+    component: [u8; 2],
 }
 
 impl InitiatorHandshake for PlainHandshake {
@@ -208,7 +236,7 @@ impl InitiatorHandshake for PlainHandshake {
         &self.component
     }
     fn sign(&self, _: &[u8]) -> Vec<u8> {
-        Vec::new()
+        b"X".to_vec()
     }
     fn complete(
         self: Box<Self>,
@@ -216,21 +244,22 @@ impl InitiatorHandshake for PlainHandshake {
         _: &[u8],
         _: &[u8],
     ) -> Result<SessionKeys, CryptoError> {
-        if skrc.len() != 16 {
-            return Err(CryptoError::BadKeying("SKRC must be 16 bytes".into()));
-        }
+        let tx_salt = plain_salt(skrc)?;
         Ok(SessionKeys {
-            crypto: Box::new(PlainPacketCrypto),
+            crypto: Box::new(PlainPacketCrypto {
+                tx_salt,
+                rx_salt: u16::from_be_bytes(self.component),
+            }),
             near_nonce: self.component.to_vec(),
-            far_nonce: skrc.to_vec(),
+            far_nonce: skrc[..2].to_vec(),
         })
     }
 }
 
 #[derive(Debug)]
 struct PlainResponder {
-    component: [u8; 16],
-    far: Vec<u8>,
+    component: [u8; 2],
+    tx_salt: u16,
 }
 
 impl ResponderHandshake for PlainResponder {
@@ -238,32 +267,35 @@ impl ResponderHandshake for PlainResponder {
         &self.component
     }
     fn sign(&self, _: &[u8]) -> Vec<u8> {
-        Vec::new()
+        b"X".to_vec()
     }
     fn into_keys(self: Box<Self>) -> SessionKeys {
         SessionKeys {
-            crypto: Box::new(PlainPacketCrypto),
+            crypto: Box::new(PlainPacketCrypto {
+                tx_salt: self.tx_salt,
+                rx_salt: u16::from_be_bytes(self.component),
+            }),
             near_nonce: self.component.to_vec(),
-            far_nonce: self.far,
+            far_nonce: self.tx_salt.to_be_bytes().to_vec(),
         }
     }
 }
 
 impl CryptoProfile for PlainProfile {
     fn default_session_crypto(&self) -> Box<dyn PacketCrypto> {
-        Box::new(PlainPacketCrypto)
+        Box::new(PlainPacketCrypto::default())
     }
     fn certificate(&self) -> &[u8] {
         &self.certificate
     }
     fn epd_selects_near(&self, epd: &[u8]) -> bool {
-        epd.is_empty() || epd == self.certificate.as_slice()
+        epd == self.certificate.as_slice()
     }
     fn epd_selects(&self, epd: &[u8], certificate: &[u8]) -> bool {
-        epd.is_empty() || epd == certificate
+        epd == certificate
     }
-    fn is_authentic(&self, _: &[u8]) -> bool {
-        true
+    fn is_authentic(&self, certificate: &[u8]) -> bool {
+        !certificate.is_empty()
     }
     fn canonical_epd(&self, certificate: &[u8]) -> Vec<u8> {
         certificate.to_vec()
@@ -276,7 +308,7 @@ impl CryptoProfile for PlainProfile {
         _: &[u8],
         rng: &mut dyn RngCore,
     ) -> Result<Box<dyn InitiatorHandshake>, CryptoError> {
-        let mut component = [0u8; 16];
+        let mut component = [0u8; 2];
         rng.fill_bytes(&mut component);
         Ok(Box::new(PlainHandshake { component }))
     }
@@ -285,15 +317,10 @@ impl CryptoProfile for PlainProfile {
         iikeying: IIKeyingInput<'_>,
         rng: &mut dyn RngCore,
     ) -> Result<Box<dyn ResponderHandshake>, CryptoError> {
-        if iikeying.skic.len() != 16 {
-            return Err(CryptoError::BadKeying("SKIC must be 16 bytes".into()));
-        }
-        let mut component = [0u8; 16];
+        let tx_salt = plain_salt(iikeying.skic)?;
+        let mut component = [0u8; 2];
         rng.fill_bytes(&mut component);
-        Ok(Box::new(PlainResponder {
-            component,
-            far: iikeying.skic.to_vec(),
-        }))
+        Ok(Box::new(PlainResponder { component, tx_salt }))
     }
 }
 
@@ -302,14 +329,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn checksum_detects_corruption() {
-        let mut c = PlainPacketCrypto;
+    fn checksum_detects_corruption_and_wrong_salt() {
+        let mut tx = PlainPacketCrypto {
+            tx_salt: 0x1234,
+            rx_salt: 0,
+        };
+        let mut rx = PlainPacketCrypto {
+            tx_salt: 0,
+            rx_salt: 0x1234,
+        };
         let mut buf = b"xx\x0bhello world".to_vec();
-        c.encrypt(&mut buf, 2);
+        tx.encrypt(&mut buf, 2);
+        assert_eq!(buf.len(), 2 + 12 + 16 + 2);
         let mut pkt = buf[2..].to_vec();
-        let r = c.decrypt(&mut pkt).unwrap();
-        assert_eq!(&pkt[r], b"\x0bhello world");
+        let r = rx.decrypt(&mut pkt).unwrap();
+        assert_eq!(&pkt[r.clone()][..12], b"\x0bhello world");
+        assert!(pkt[r][12..].iter().all(|&b| b == 0xff));
+        let mut unsalted = PlainPacketCrypto::default();
+        assert!(unsalted.decrypt(&mut pkt.clone()).is_err());
         pkt[5] ^= 1;
-        assert!(c.decrypt(&mut pkt).is_err());
+        assert!(rx.decrypt(&mut pkt).is_err());
+    }
+
+    #[test]
+    fn odd_trailing_byte_is_the_low_byte() {
+        // 0x0102 + 0x0003 = 0x0105 -> complement 0xfefa
+        assert_eq!(internet_checksum(&[1, 2, 3]), !0x0105);
+        assert_eq!(internet_checksum(&[]), 0xffff);
     }
 }

@@ -1226,7 +1226,7 @@ impl Endpoint {
         if candidates.is_empty() {
             return Err(Error::NoAddress);
         }
-        if epd.len() > 1024 {
+        if epd.len() > 8192 {
             return Err(Error::TooLarge);
         }
         if self.session_count() >= self.config.max_sessions {

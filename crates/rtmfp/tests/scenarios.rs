@@ -511,7 +511,7 @@ fn large_certificates_use_packet_fragmentation() {
     );
     let sid = sim
         .node_mut(0)
-        .with(now, |ep, now| ep.connect(now, b"", &[b]))
+        .with(now, |ep, now| ep.connect(now, &big, &[b]))
         .unwrap();
     assert!(sim.run_until(Duration::from_secs(5), |s| s
         .node(0)
