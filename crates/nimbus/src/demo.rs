@@ -4,15 +4,15 @@
 use anyhow::Result;
 use serde_json::json;
 
-use crate::bench::udp_transfer;
+use crate::bench::tokio_transfer;
 
 pub(crate) fn run(json_out: bool, megabytes: usize, flows: usize) -> Result<()> {
     let flows = flows.max(1);
     let total = megabytes.max(1) * 1_000_000 * flows;
     if !json_out {
-        println!("nimbus demo: two RTMFP endpoints on 127.0.0.1 (UDP), {flows} flows, {megabytes} MB each");
+        println!("nimbus demo: two RTMFP endpoints (rtmfp-tokio driver) on 127.0.0.1 (UDP), {flows} flows, {megabytes} MB each");
     }
-    let r = udp_transfer(total, flows, 32 * 1024)?;
+    let r = tokio_transfer(total, flows, 32 * 1024)?;
     if json_out {
         println!(
             "{}",
