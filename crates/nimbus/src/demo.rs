@@ -21,7 +21,7 @@ pub(crate) fn run(json_out: bool, megabytes: usize, flows: usize) -> Result<()> 
                 "bytes": r.bytes,
                 "seconds": r.seconds,
                 "mb_per_s": (r.mb_per_s() * 100.0).round() / 100.0,
-                "datagrams_received": r.packets,
+                "datagrams": r.packets,
                 "fragments_retransmitted": r.retransmitted,
             })
         );
