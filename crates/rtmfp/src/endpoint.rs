@@ -1374,8 +1374,11 @@ impl Endpoint {
         capacity: Option<usize>,
         paused: Option<bool>,
     ) -> Result<(), Error> {
-        self.session_mut(session)?
-            .set_recv_options(flow, ordered, capacity, paused)?;
+        let (mut ctx, sessions) = self.ctx();
+        sessions
+            .get_mut(&session.0)
+            .ok_or(Error::NoSession)?
+            .set_recv_options(flow, ordered, capacity, paused, &mut ctx)?;
         self.mark_ready(session.0);
         Ok(())
     }

@@ -394,6 +394,7 @@ impl Session {
         ordered: Option<bool>,
         capacity: Option<usize>,
         paused: Option<bool>,
+        ctx: &mut Ctx<'_>,
     ) -> Result<(), Error> {
         let f = self.recv_flows.get_mut(&flow).ok_or(Error::NoFlow)?;
         if let Some(o) = ordered {
@@ -404,8 +405,12 @@ impl Session {
         }
         if let Some(p) = paused {
             f.paused = p;
-            if !p {
-                f.deliver();
+            let was_empty = f.ready.is_empty();
+            if !p && f.deliver() && was_empty && f.announced {
+                ctx.events.push_back(Event::Readable {
+                    session: SessionId(self.rsid),
+                    flow,
+                });
             }
             f.should_ack = true;
             self.ack_now = true;

@@ -568,3 +568,58 @@ fn time_critical_flow_is_served_before_bulk() {
         "audio latency {worst:?}"
     );
 }
+
+#[test]
+fn suspended_delivery_closes_the_window_and_resuming_delivers_everything() {
+    let config = EndpointConfig {
+        recv_buffer: 128 * 1024,
+        ..EndpointConfig::default()
+    };
+    let mut sim = pair(17, config);
+    sim.net.set_default_link(lossy(0.0));
+    let (sa, sb) = connect(&mut sim, 0, 1, Duration::from_secs(10)).expect("open");
+    let flow = open_flow(&mut sim, 0, sa, b"bulk", Priority::BULK);
+    let now = sim.now();
+    sim.node_mut(0)
+        .with(now, |ep, now| {
+            ep.send(now, sa, flow, Bytes::from_static(b"first"), None)
+        })
+        .unwrap();
+    sim.run_for(Duration::from_millis(500));
+    let now = sim.now();
+    sim.node_mut(1)
+        .with(now, |ep, _| {
+            ep.set_recv_flow_options(sb, flow, None, None, Some(true))
+        })
+        .unwrap();
+    sim.node_mut(0).source = Some(Source {
+        session: sa,
+        flow,
+        total: 1024 * 1024,
+        sent: 0,
+        msg_size: 4096,
+        close_when_done: true,
+    });
+    sim.node_mut(0).pump(now);
+    sim.run_for(Duration::from_secs(5));
+    let ri = sim.node(1).ep.session_info(sb).unwrap();
+    assert!(
+        ri.recv_buffered <= 128 * 1024 + 64 * 1024,
+        "{}",
+        ri.recv_buffered
+    );
+    let got_before = sim.node(1).received[&(sb, flow)].len();
+    assert_eq!(got_before, 5, "nothing delivered while suspended");
+    let now = sim.now();
+    sim.node_mut(1)
+        .with(now, |ep, _| {
+            ep.set_recv_flow_options(sb, flow, None, None, Some(false))
+        })
+        .unwrap();
+    assert!(sim.run_until(Duration::from_secs(60), |s| s
+        .node(1)
+        .has_event(|e| matches!(e, Event::RecvFlowComplete { .. }))));
+    let data = &sim.node(1).received[&(sb, flow)];
+    assert_eq!(&data[..5], b"first");
+    assert!(data[5..] == pattern(0, 1024 * 1024)[..]);
+}
