@@ -53,6 +53,30 @@ pub(crate) struct SendEntry {
     pub deadline: Option<Instant>,
 }
 
+impl SendEntry {
+    fn new(
+        data: Bytes,
+        fra: Fragmentation,
+        msg_first: u64,
+        deadline: Option<Instant>,
+        abandoned: bool,
+    ) -> Self {
+        Self {
+            data,
+            fra,
+            abandoned,
+            sent_abandoned: false,
+            ever_sent: false,
+            in_flight: false,
+            acked: false,
+            tsn: 0,
+            transmit_size: 0,
+            msg_first,
+            deadline,
+        }
+    }
+}
+
 /// A sending flow context (§3.6.2).
 #[derive(Debug)]
 pub(crate) struct SendFlow {
@@ -139,19 +163,13 @@ impl SendFlow {
                 (_, i) if i == n - 1 => Fragmentation::End,
                 _ => Fragmentation::Middle,
             };
-            self.queue.push_back(SendEntry {
-                data: data.slice(start..end),
+            self.queue.push_back(SendEntry::new(
+                data.slice(start..end),
                 fra,
-                abandoned: false,
-                sent_abandoned: false,
-                ever_sent: false,
-                in_flight: false,
-                acked: false,
-                tsn: 0,
-                transmit_size: 0,
-                msg_first: first,
+                first,
                 deadline,
-            });
+                false,
+            ));
             self.next_sn += 1;
         }
         if let Some(d) = deadline {
@@ -170,19 +188,9 @@ impl SendFlow {
                 self.final_sn = Some(self.next_sn - 1);
             }
             _ => {
-                self.queue.push_back(SendEntry {
-                    data: Bytes::new(),
-                    fra: Fragmentation::Whole,
-                    abandoned: true,
-                    sent_abandoned: false,
-                    ever_sent: false,
-                    in_flight: false,
-                    acked: false,
-                    tsn: 0,
-                    transmit_size: 0,
-                    msg_first: self.next_sn,
-                    deadline: None,
-                });
+                let e =
+                    SendEntry::new(Bytes::new(), Fragmentation::Whole, self.next_sn, None, true);
+                self.queue.push_back(e);
                 self.final_sn = Some(self.next_sn);
                 self.next_sn += 1;
             }
