@@ -1,0 +1,43 @@
+//! # rtmfp-flash — RTMFP for Flash communication (RFC 7425)
+//!
+//! This crate owns what RFC 7425 adds on top of the RTMFP engine:
+//!
+//! * **now:** the Flash **Cryptography Profile** (RFC 7425 §4) as an
+//!   [`rtmfp::CryptoProfile`]: the Default Session Key, AES-128-CBC packet
+//!   encryption with the simple checksum or HMAC-SHA256 and session
+//!   sequence numbers, certificates and peer IDs, Endpoint Discriminators,
+//!   Diffie-Hellman key agreement (MODP groups 2, 5, 14, 16; ephemeral or
+//!   static keys), session key computation, signatures. Start with
+//!   [`FlashProfile`].
+//! * **later:** AMF and the Flash message layer of RFC 7425 §5 (RTMP
+//!   messages over flows, flow metadata, NetConnection / NetStream
+//!   semantics).
+//!
+//! Interoperability is checked against zenomt/rtmfp-cpp (`tcserver`,
+//! `fcclient`): see `examples/flash_client.rs`, `examples/flash_responder.rs`
+//! and the recorded exchanges replayed by `tests/vectors.rs`.
+//!
+//! It must **not** touch sockets, clocks, threads or ambient randomness:
+//! like the engine it is sans-IO, and all randomness comes from the RNG the
+//! engine (or the builder's caller) passes in. RFC 7016 itself — packets,
+//! chunks, handshake sequencing, sessions, flows, congestion control — is
+//! owned by the `rtmfp` engine; this crate only answers the profile
+//! questions the engine asks.
+//!
+//! ```
+//! use std::time::Instant;
+//! use rand_core::SeedableRng;
+//! use rtmfp::{Endpoint, EndpointConfig};
+//! use rtmfp_flash::{Epd, FlashProfile};
+//!
+//! let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
+//! let profile = FlashProfile::client().build(&mut rng).unwrap();
+//! println!("my peer ID: {}", profile.peer_id());
+//! let mut ep = Endpoint::new(EndpointConfig::default(), Box::new(profile), Box::new(rng), Instant::now());
+//! let epd = Epd::server("rtmfp://127.0.0.1:1935/app").encode();
+//! ep.connect(Instant::now(), &epd, &["127.0.0.1:1935".parse().unwrap()]).unwrap();
+//! ```
+
+pub mod crypto;
+
+pub use crypto::*;
