@@ -9,9 +9,12 @@
 //!   Diffie-Hellman key agreement (MODP groups 2, 5, 14, 16; ephemeral or
 //!   static keys), session key computation, signatures. Start with
 //!   [`FlashProfile`].
-//! * **later:** AMF and the Flash message layer of RFC 7425 §5 (RTMP
-//!   messages over flows, flow metadata, NetConnection / NetStream
-//!   semantics).
+//! * **now:** [`amf`]: AMF0 and AMF3 (every type, reference tables, limits
+//!   for hostile input), RTMP command and data message payloads, and
+//!   [`flv`]: FLV file, tag, audio/video header and AVC/AAC configuration
+//!   parsing and writing.
+//! * **later:** the Flash message layer of RFC 7425 §5 (RTMP messages over
+//!   flows, flow metadata, NetConnection / NetStream semantics).
 //!
 //! Interoperability is checked against zenomt/rtmfp-cpp (`tcserver`,
 //! `fcclient`): see `examples/flash_client.rs`, `examples/flash_responder.rs`
@@ -38,6 +41,8 @@
 //! ep.connect(Instant::now(), &epd, &["127.0.0.1:1935".parse().unwrap()]).unwrap();
 //! ```
 
+pub mod amf;
 pub mod crypto;
 
+pub use amf::flv;
 pub use crypto::*;
