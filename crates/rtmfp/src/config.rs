@@ -8,6 +8,12 @@ use std::time::Duration;
 pub struct EndpointConfig {
     /// Largest UDP payload we send (bytes). Packets are assembled to fit.
     pub max_datagram_size: usize,
+    /// Largest startup datagram (IHello, RHello, IIKeying, RIKeying...)
+    /// sent whole; larger startup packets are split with Packet Fragment
+    /// chunks (§3.4). Kept above `max_datagram_size` because several
+    /// implementations do not reassemble fragments and certificates with
+    /// static keys make IIKeying large.
+    pub max_startup_datagram_size: usize,
     /// Ultimate open timeout for an opening session (§3.5.1.1.1; 95 s).
     pub open_timeout: Duration,
     /// First IHello / IIKeying retransmission interval (§3.5.1.1.1).
@@ -56,6 +62,7 @@ impl Default for EndpointConfig {
     fn default() -> Self {
         Self {
             max_datagram_size: 1200,
+            max_startup_datagram_size: 1472,
             open_timeout: Duration::from_secs(95),
             handshake_retry: Duration::from_millis(1500),
             cookie_lifetime: Duration::from_secs(120),

@@ -44,7 +44,10 @@ pub trait PacketCrypto: Send + Debug {
     /// holds the plain packet. Must discard (return an error for) packets
     /// that fail verification.
     fn decrypt(&mut self, buf: &mut [u8]) -> Result<Range<usize>, CryptoError>;
-    /// The most bytes [`encrypt`](Self::encrypt) can add to a plain packet.
+    /// The most bytes [`encrypt`](Self::encrypt) can ever add to a plain
+    /// packet with this key. The engine reads it once per session to size
+    /// packets, so it must be an upper bound for the session's lifetime
+    /// (e.g. include the longest session sequence number).
     fn overhead(&self) -> usize;
 }
 

@@ -637,7 +637,8 @@ impl Endpoint {
         plain.extend_from_slice(chunk);
         let max_plain = self
             .config
-            .max_datagram_size
+            .max_startup_datagram_size
+            .max(self.config.max_datagram_size)
             .saturating_sub(4 + self.default_crypto.overhead());
         if plain.len() <= max_plain {
             self.queue_startup_plain(dst, sid, plain);
