@@ -501,14 +501,16 @@ fn large_certificates_use_packet_fragmentation() {
     let now = sim.now();
     let (a, b) = (addr("198.18.0.1:1"), addr("198.18.0.2:2"));
     let big = vec![7u8; 3000];
+    // a path whose MTU is 1200: startup packets must be fragmented to fit
+    let config = EndpointConfig {
+        max_startup_datagram_size: 1200,
+        ..EndpointConfig::default()
+    };
     sim.add_node(
-        Peer::with_cert(b"a".to_vec(), a, EndpointConfig::default(), 1, now),
+        Peer::with_cert(b"a".to_vec(), a, config.clone(), 1, now),
         &[a],
     );
-    sim.add_node(
-        Peer::with_cert(big.clone(), b, EndpointConfig::default(), 2, now),
-        &[b],
-    );
+    sim.add_node(Peer::with_cert(big.clone(), b, config, 2, now), &[b]);
     let sid = sim
         .node_mut(0)
         .with(now, |ep, now| ep.connect(now, &big, &[b]))
