@@ -13,12 +13,29 @@
 //!   for hostile input), RTMP command and data message payloads, and
 //!   [`flv`]: FLV file, tag, audio/video header and AVC/AAC configuration
 //!   parsing and writing.
-//! * **later:** the Flash message layer of RFC 7425 §5 (RTMP messages over
-//!   flows, flow metadata, NetConnection / NetStream semantics).
+//! * **now:** [`message`]: the Flash message layer of RFC 7425 §5. Codecs
+//!   shared by clients and servers — the `"TC"` flow metadata
+//!   ([`message::FlowMetadata`]: stream ID, receive intent), the RTMP message
+//!   framing over flows ([`message::RtmpMessage`], typed [`message::Body`]:
+//!   user control events including flow synchronisation (34) and set
+//!   keepalive (41), audio, video, AMF0/AMF3 data and command messages) and
+//!   [`message::parse_connect_url`] (a full `rtmfp://host/app` URI or a bare
+//!   app name) — and a sans-IO NetConnection / NetStream client state
+//!   machine, [`message::NetConnection`] (connect, call, setPeerInfo,
+//!   createStream, deleteStream, publish, play, closeStream, data / audio /
+//!   video sending, `onStatus`), driven over an [`rtmfp::Endpoint`] session.
+//! * **not yet:** the server-side NetConnection state machine (the codecs
+//!   are ready for it), direct peer-to-peer streams (§5.4), flow
+//!   synchronisation barriers on receive (event 34 is decoded and reported,
+//!   not enforced), applying Set Keepalive (reported only), AMF3 object
+//!   encoding negotiation (commands are sent as AMF0, type 20; type 17 is
+//!   decoded).
 //!
 //! Interoperability is checked against zenomt/rtmfp-cpp (`tcserver`,
-//! `fcclient`): see `examples/flash_client.rs`, `examples/flash_responder.rs`
-//! and the recorded exchanges replayed by `tests/vectors.rs`.
+//! `fcclient`): see `examples/flash_client.rs` (handshake),
+//! `examples/tc_client.rs` (connect, publish and play back through
+//! `tcserver`), `examples/flash_responder.rs` and the recorded exchanges
+//! replayed by `tests/vectors.rs` and `tests/message.rs`.
 //!
 //! It must **not** touch sockets, clocks, threads or ambient randomness:
 //! like the engine it is sans-IO, and all randomness comes from the RNG the
@@ -43,6 +60,7 @@
 
 pub mod amf;
 pub mod crypto;
+pub mod message;
 
 pub use amf::flv;
 pub use crypto::*;
