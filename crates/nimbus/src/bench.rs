@@ -290,17 +290,12 @@ pub(crate) fn sim_transfer(
 
 /// Opens `n` sessions at once from `n` client endpoints (each on its own
 /// socket) to one responder; returns (seconds until all opened, opened).
-pub(crate) fn handshake_burst(n: usize) -> Result<(f64, usize)> {
+pub(crate) fn handshake_burst(n: usize, crypto: &Crypto) -> Result<(f64, usize)> {
     let config = EndpointConfig {
         max_startup_queue: 1 << 16,
         ..EndpointConfig::default()
     };
-    let mut server = UdpNode::bind(
-        loopback(),
-        config.clone(),
-        Box::new(PlainProfile::new("server")),
-        7,
-    )?;
+    let mut server = UdpNode::bind(loopback(), config.clone(), crypto.server()?, 7)?;
     let server_addr = server.local_addr()?;
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
@@ -317,7 +312,7 @@ pub(crate) fn handshake_burst(n: usize) -> Result<(f64, usize)> {
             UdpNode::bind(
                 loopback(),
                 config.clone(),
-                Box::new(PlainProfile::new(format!("client{i}"))),
+                crypto.client(i)?,
                 1000 + i as u64,
             )
             .context("binding client socket")?,
@@ -326,7 +321,7 @@ pub(crate) fn handshake_burst(n: usize) -> Result<(f64, usize)> {
     let start = Instant::now();
     let mut pending: HashSet<usize> = (0..n).collect();
     for c in clients.iter_mut() {
-        c.ep.connect(Instant::now(), b"server", &[server_addr])?;
+        c.ep.connect(Instant::now(), &crypto.epd(), &[server_addr])?;
         c.flush()?;
     }
     let deadline = start + Duration::from_secs(60);
@@ -352,14 +347,9 @@ pub(crate) fn handshake_burst(n: usize) -> Result<(f64, usize)> {
 }
 
 /// Sessions opened one after another (each waits for the previous).
-pub(crate) fn handshake_sequential(n: usize) -> Result<f64> {
+pub(crate) fn handshake_sequential(n: usize, crypto: &Crypto) -> Result<f64> {
     let config = EndpointConfig::default();
-    let mut server = UdpNode::bind(
-        loopback(),
-        config.clone(),
-        Box::new(PlainProfile::new("server")),
-        9,
-    )?;
+    let mut server = UdpNode::bind(loopback(), config.clone(), crypto.server()?, 9)?;
     let server_addr = server.local_addr()?;
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
@@ -375,13 +365,8 @@ pub(crate) fn handshake_sequential(n: usize) -> Result<f64> {
     // belong to a still-open session of another identity (RFC 7016 §3.5.1.1.2)
     let mut keep = Vec::with_capacity(n);
     for i in 0..n {
-        let mut c = UdpNode::bind(
-            loopback(),
-            config.clone(),
-            Box::new(PlainProfile::new(format!("seq{i}"))),
-            i as u64,
-        )?;
-        c.ep.connect(Instant::now(), b"server", &[server_addr])?;
+        let mut c = UdpNode::bind(loopback(), config.clone(), crypto.client(i)?, i as u64)?;
+        c.ep.connect(Instant::now(), &crypto.epd(), &[server_addr])?;
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut open = false;
         while !open && Instant::now() < deadline {
@@ -453,23 +438,123 @@ pub(crate) fn run_transfer(
     Ok(())
 }
 
-pub(crate) fn run_handshake(json_out: bool, burst: usize, sequential: usize) -> Result<()> {
-    let (secs, opened) = handshake_burst(burst)?;
-    let seq = handshake_sequential(sequential)?;
-    print(
-        json_out,
-        vec![
-            ("burst_sessions", json!(burst)),
-            ("burst_opened", json!(opened)),
-            ("burst_ms", json!((secs * 1000.0 * 10.0).round() / 10.0)),
-            (
-                "burst_handshakes_per_s",
-                json!((opened as f64 / secs).round()),
-            ),
-            ("sequential_handshakes_per_s", json!(seq.round())),
-        ],
-        "session opens against one responder (plain crypto, loopback UDP)",
-    );
+/// Which crypto profile the handshake benchmark uses.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Crypto {
+    /// `PlainProfile` (no cryptography).
+    Plain,
+    /// RFC 7425 with one DH group; clients use ephemeral keys, the server
+    /// reuses its ephemeral key pair for a while (its default).
+    Flash(rtmfp_flash::DhGroup),
+}
+
+impl Crypto {
+    fn server(&self) -> Result<Box<dyn rtmfp::CryptoProfile>> {
+        Ok(match self {
+            Crypto::Plain => Box::new(PlainProfile::new("server")),
+            Crypto::Flash(g) => {
+                let mut rng =
+                    <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::seed_from_u64(77);
+                Box::new(
+                    rtmfp_flash::FlashProfile::server(None)
+                        .groups(&[*g])
+                        .build(&mut rng)?,
+                )
+            }
+        })
+    }
+    fn client(&self, i: usize) -> Result<Box<dyn rtmfp::CryptoProfile>> {
+        Ok(match self {
+            Crypto::Plain => Box::new(PlainProfile::new(format!("client{i}"))),
+            Crypto::Flash(g) => {
+                let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::seed_from_u64(
+                    1000 + i as u64,
+                );
+                Box::new(
+                    rtmfp_flash::FlashProfile::client()
+                        .groups(&[*g])
+                        .ephemeral_keys()
+                        .build(&mut rng)?,
+                )
+            }
+        })
+    }
+    fn epd(&self) -> Vec<u8> {
+        match self {
+            Crypto::Plain => b"server".to_vec(),
+            Crypto::Flash(_) => rtmfp_flash::Epd::server("rtmfp://127.0.0.1/bench").encode(),
+        }
+    }
+}
+
+pub(crate) fn run_handshake(
+    json_out: bool,
+    burst: usize,
+    sequential: usize,
+    crypto: &str,
+) -> Result<()> {
+    match crypto {
+        "plain" => {
+            let (secs, opened) = handshake_burst(burst, &Crypto::Plain)?;
+            let seq = handshake_sequential(sequential, &Crypto::Plain)?;
+            print(
+                json_out,
+                vec![
+                    ("burst_sessions", json!(burst)),
+                    ("burst_opened", json!(opened)),
+                    ("burst_ms", json!((secs * 1000.0 * 10.0).round() / 10.0)),
+                    (
+                        "burst_handshakes_per_s",
+                        json!((opened as f64 / secs).round()),
+                    ),
+                    ("sequential_handshakes_per_s", json!(seq.round())),
+                ],
+                "session opens against one responder (plain crypto, loopback UDP)",
+            );
+        }
+        "flash" => {
+            use rtmfp_flash::DhGroup;
+            let mut fields = Vec::new();
+            for (name, g) in [
+                ("group2", DhGroup::Modp1024),
+                ("group14", DhGroup::Modp2048),
+                ("group16", DhGroup::Modp4096),
+            ] {
+                let c = Crypto::Flash(g);
+                let n_burst = burst.min(if matches!(g, DhGroup::Modp4096) {
+                    100
+                } else {
+                    500
+                });
+                let n_seq = sequential.min(if matches!(g, DhGroup::Modp4096) {
+                    30
+                } else {
+                    100
+                });
+                let (secs, opened) = handshake_burst(n_burst, &c)?;
+                let seq = handshake_sequential(n_seq, &c)?;
+                let key =
+                    |k: &str| -> &'static str { Box::leak(format!("{name}_{k}").into_boxed_str()) };
+                fields.push((key("burst_sessions"), json!(n_burst)));
+                fields.push((key("burst_opened"), json!(opened)));
+                fields.push((key("burst_ms"), json!((secs * 1000.0).round())));
+                fields.push((
+                    key("burst_handshakes_per_s"),
+                    json!((opened as f64 / secs).round()),
+                ));
+                fields.push((
+                    key("sequential_handshakes_per_s"),
+                    json!((seq * 10.0).round() / 10.0),
+                ));
+            }
+            print(
+                json_out,
+                fields,
+                "Flash-crypto (RFC 7425) session opens against one responder, per DH group (clients generate ephemeral keys)",
+            );
+        }
+        other => bail!("unknown crypto {other:?} (plain or flash)"),
+    }
     Ok(())
 }
 

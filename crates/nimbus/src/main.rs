@@ -77,6 +77,9 @@ enum BenchCommand {
         /// Sequential opens for the rate.
         #[arg(long, default_value_t = 500)]
         sequential: usize,
+        /// Crypto profile: plain, or flash (RFC 7425; figures per DH group).
+        #[arg(long, default_value = "plain")]
+        crypto: String,
     },
 }
 
@@ -101,7 +104,8 @@ fn main() -> Result<()> {
                 json,
                 burst,
                 sequential,
-            } => bench::run_handshake(json, burst.max(1), sequential.max(1)),
+                crypto,
+            } => bench::run_handshake(json, burst.max(1), sequential.max(1), &crypto),
         },
     }
 }
