@@ -94,6 +94,8 @@ pub struct Endpoint {
     next_packet_id: u64,
     scratch: Vec<u8>,
     stats: EndpointStats,
+    /// Latest time seen at an entry point (for startup packet timestamps).
+    now: Instant,
 }
 
 struct RngBox(Box<dyn RngCore + Send>);
@@ -190,6 +192,7 @@ impl Endpoint {
             next_packet_id: 1,
             scratch: Vec::with_capacity(2048),
             stats: EndpointStats::default(),
+            now,
         }
     }
 
@@ -301,6 +304,7 @@ impl Endpoint {
 
     /// Processes expired timers. Spurious calls are harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = self.now.max(now);
         // collect first: processing may schedule new timers at or before
         // `now` (work that poll_transmit completes), which must not be
         // re-run in this call
@@ -390,6 +394,7 @@ impl Endpoint {
 
     /// Processes one received datagram from `from`.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        self.now = self.now.max(now);
         self.stats.datagrams_received += 1;
         let Some((sid, enc)) = wire::demultiplex(data) else {
             self.stats.datagrams_dropped += 1;
@@ -633,7 +638,7 @@ impl Endpoint {
     /// `chunk`, fragmenting it when it exceeds the datagram size.
     fn queue_startup(&mut self, dst: SocketAddr, sid: u32, chunk: &[u8]) {
         let mut plain = Vec::with_capacity(chunk.len() + 1);
-        PacketHeader::startup().encode(&mut plain);
+        self.startup_header().encode(&mut plain);
         plain.extend_from_slice(chunk);
         let max_plain = self
             .config
@@ -651,7 +656,7 @@ impl Endpoint {
         let n = plain.len().div_ceil(piece);
         for (i, part) in plain.chunks(piece).enumerate() {
             let mut p = Vec::with_capacity(piece + 32);
-            PacketHeader::startup().encode(&mut p);
+            self.startup_header().encode(&mut p);
             let _ = Chunk::PacketFragment {
                 more: i + 1 < n,
                 packet_id: id,
@@ -660,6 +665,16 @@ impl Endpoint {
             }
             .encode(&mut p);
             self.queue_startup_plain(dst, sid, p);
+        }
+    }
+
+    /// Startup packets carry a timestamp, as Flash, rtmfp-cpp and librtmfp
+    /// send them (flags 0x0b); librtmfp rejects startup packets without one.
+    fn startup_header(&self) -> PacketHeader {
+        let ts = (self.now.saturating_duration_since(self.epoch).as_millis() / 4) as u16;
+        PacketHeader {
+            timestamp: Some(ts),
+            ..PacketHeader::startup()
         }
     }
 
@@ -1224,6 +1239,7 @@ impl Endpoint {
         epd: &[u8],
         candidates: &[SocketAddr],
     ) -> Result<SessionId, Error> {
+        self.now = self.now.max(now);
         if candidates.is_empty() {
             return Err(Error::NoAddress);
         }
@@ -1276,6 +1292,7 @@ impl Endpoint {
         session: SessionId,
         addr: SocketAddr,
     ) -> Result<(), Error> {
+        self.now = self.now.max(now);
         let retry = self.config.handshake_retry;
         let threshold = self.config.redirect_threshold;
         let o = self.openings.get_mut(&session.0).ok_or(Error::NoSession)?;
