@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use rand_core::RngCore;
+use rustc_hash::{FxHashMap, FxHashSet};
 use sha2::{Digest, Sha256};
 
 use crate::config::EndpointConfig;
@@ -79,14 +80,15 @@ pub struct Endpoint {
     rng: RngBox,
     epoch: Instant,
     cookie_secret: [u8; 32],
-    sessions: HashMap<u32, Session>,
-    openings: HashMap<u32, Opening>,
+    // keyed by session IDs this endpoint chose: a fast hasher is safe
+    sessions: FxHashMap<u32, Session>,
+    openings: FxHashMap<u32, Opening>,
     tags: HashMap<[u8; TAG_LEN], u32>,
     by_addr: HashMap<SocketAddr, u32>,
     timers: BinaryHeap<Reverse<(Instant, u32)>>,
-    deadlines: HashMap<u32, Instant>,
+    deadlines: FxHashMap<u32, Instant>,
     ready: VecDeque<u32>,
-    in_ready: std::collections::HashSet<u32>,
+    in_ready: FxHashSet<u32>,
     startup_queue: VecDeque<(SocketAddr, Vec<u8>)>,
     events: VecDeque<Event>,
     tc: TcState,
@@ -177,12 +179,12 @@ impl Endpoint {
             rng: RngBox(rng),
             epoch: now,
             cookie_secret,
-            sessions: HashMap::new(),
-            openings: HashMap::new(),
+            sessions: FxHashMap::default(),
+            openings: FxHashMap::default(),
             tags: HashMap::new(),
             by_addr: HashMap::new(),
             timers: BinaryHeap::new(),
-            deadlines: HashMap::new(),
+            deadlines: FxHashMap::default(),
             ready: VecDeque::new(),
             in_ready: Default::default(),
             startup_queue: VecDeque::new(),
@@ -224,7 +226,7 @@ impl Endpoint {
             .map(|(k, _)| SessionId(*k))
     }
 
-    fn ctx(&mut self) -> (Ctx<'_>, &mut HashMap<u32, Session>) {
+    fn ctx(&mut self) -> (Ctx<'_>, &mut FxHashMap<u32, Session>) {
         (
             Ctx {
                 config: &self.config,

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
+use rustc_hash::FxHashMap;
 use sha2::Sha256;
 
 use crate::cc::{Congestion, Pacer, RttEstimator};
@@ -126,7 +127,9 @@ pub(crate) struct Session {
     cc: Congestion,
     pacer: Pacer,
     pacing_until: Option<Instant>,
-    send_flows: HashMap<u64, SendFlow>,
+    // keyed by flow IDs this end chose: a fast hasher is safe (receiving
+    // flows, keyed by the peer's IDs, keep SipHash)
+    send_flows: FxHashMap<u64, SendFlow>,
     send_order: Vec<u64>,
     send_order_prio: Vec<Priority>,
     order_scratch: Vec<u64>,
@@ -216,7 +219,7 @@ impl Session {
             cc: Congestion::new(plain_budget as u64),
             pacer: Pacer::new(),
             pacing_until: None,
-            send_flows: HashMap::new(),
+            send_flows: FxHashMap::default(),
             send_order: Vec::new(),
             send_order_prio: Vec::new(),
             order_scratch: Vec::new(),
