@@ -195,6 +195,8 @@ pub struct NetConnection {
     media_lifetime: Option<Duration>,
     trace: Option<Vec<TraceEntry>>,
     flow_metadata: HashMap<(bool, u64), Bytes>,
+    /// Flow Synchronization barriers across the receiving flows (§5.2).
+    sync: super::SyncBarriers,
 }
 
 fn tid_key(t: f64) -> u64 {
@@ -250,6 +252,7 @@ impl NetConnection {
             control: None,
             server_control: None,
             recv_streams: HashMap::new(),
+            sync: super::SyncBarriers::new(),
             streams: HashMap::new(),
             pending: HashMap::new(),
             next_tid: 2,
@@ -629,17 +632,12 @@ impl NetConnection {
                 true
             }
             Event::Readable { session, flow } if session == self.session => {
-                let stream = self.recv_streams.get(&flow).copied();
-                while let Some(m) = ep.read(now, session, flow) {
-                    self.record(false, flow, &m.data);
-                    if let (Some(stream), Ok(msg)) = (stream, RtmpMessage::decode(&m.data)) {
-                        self.on_message(ep, now, stream, msg);
-                    }
-                }
+                self.drain(ep, now, flow);
                 true
             }
             Event::RecvFlowComplete { session, flow } if session == self.session => {
                 self.recv_streams.remove(&flow);
+                self.sync.forget_flow(flow);
                 if Some(flow) == self.server_control {
                     // the server closed its canonical control flow: orderly close
                     self.close(ep, now);
@@ -662,6 +660,51 @@ impl NetConnection {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// Reads and handles the messages of receiving flows, honouring Flow
+    /// Synchronization barriers (§5.2): a flow that reaches a barrier is
+    /// suspended in the engine (its receive window closes) until every flow
+    /// of the barrier has reached it; then those flows are read again.
+    fn drain(&mut self, ep: &mut Endpoint, now: Instant, flow: u64) {
+        let session = self.session;
+        let mut work = VecDeque::from([flow]);
+        // each flow is resumed at most once per barrier; bound the loop anyway
+        let mut budget = 4096;
+        while let Some(flow) = work.pop_front() {
+            budget -= 1;
+            if budget == 0 {
+                break;
+            }
+            if self.sync.is_suspended(flow) {
+                continue;
+            }
+            let stream = self.recv_streams.get(&flow).copied();
+            while let Some(m) = ep.read(now, session, flow) {
+                self.record(false, flow, &m.data);
+                let Ok(msg) = RtmpMessage::decode(&m.data) else {
+                    continue;
+                };
+                if let Ok(Body::UserControl(UserControl::FlowSync { sync_id, count })) = msg.body()
+                {
+                    let resume = self.sync.on_sync(flow, sync_id, count);
+                    if resume.is_empty() {
+                        let _ = ep.set_recv_flow_options(session, flow, None, None, Some(true));
+                        break;
+                    }
+                    for f in resume {
+                        let _ = ep.set_recv_flow_options(session, f, None, None, Some(false));
+                        if f != flow {
+                            work.push_back(f);
+                        }
+                    }
+                    continue;
+                }
+                if let Some(stream) = stream {
+                    self.on_message(ep, now, stream, msg);
+                }
+            }
         }
     }
 

@@ -45,6 +45,7 @@
 mod client;
 mod metadata;
 mod rtmp;
+mod sync;
 mod url;
 
 pub use client::{NcEvent, NcState, NetConnection, Status, TraceEntry};
@@ -54,6 +55,7 @@ pub use rtmp::{
     UC_BUFFER_READY, UC_FLOW_SYNC, UC_PING_REQUEST, UC_PING_RESPONSE, UC_SET_BUFFER_LENGTH,
     UC_SET_KEEPALIVE, UC_STREAM_BEGIN, UC_STREAM_DRY, UC_STREAM_EOF, UC_STREAM_IS_RECORDED,
 };
+pub use sync::{SyncBarriers, MAX_PENDING_BARRIERS};
 pub use url::{parse_connect_url, ConnectUrl};
 
 /// Errors of the message layer codecs.
