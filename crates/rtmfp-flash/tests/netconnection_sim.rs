@@ -390,3 +390,55 @@ fn connect_rejected() {
         NcEvent::ConnectFailed(s) if s.code == "NetConnection.Connect.Rejected" && s.level == "error")));
     assert!(matches!(ev.last(), Some(NcEvent::Closed)));
 }
+
+#[test]
+fn flow_synchronization_barrier_holds_messages_until_every_flow_arrives() {
+    let mut sim = setup(11, LinkConfig::lan(), "rtmfp://server.example/app/room");
+    assert!(sim.run_until(Duration::from_secs(30), |s| s
+        .node(0)
+        .script
+        .events
+        .iter()
+        .any(|e| matches!(e, NcEvent::Video { .. }))));
+    let got_after =
+        |s: &Sim<Peer>| {
+            s.node(0).script.events.iter().any(
+                |e| matches!(e, NcEvent::Data { message, .. } if message.handler == "afterSync"),
+            )
+        };
+    // the server puts Sync(8,2) and then a message on the play stream's flow,
+    // but the second Sync(8,2) (on its control flow) only a second later
+    let now = sim.now();
+    let (session, play) = {
+        let srv = sim.node(1).server.as_ref().unwrap();
+        srv.players["cam"][0]
+    };
+    let sync = Body::UserControl(UserControl::FlowSync {
+        sync_id: 8,
+        count: 2,
+    });
+    let after = Body::Data {
+        message: rtmfp_flash::amf::DataMessage::new("afterSync", vec![]),
+        amf3: false,
+    };
+    {
+        let p = sim.node_mut(1);
+        let srv = p.server.as_mut().unwrap();
+        srv.write(&mut p.ep, now, session, play, 0, &sync);
+        srv.write(&mut p.ep, now, session, play, 0, &after);
+        p.pump(now);
+    }
+    sim.run_for(Duration::from_secs(1));
+    assert!(!got_after(&sim), "delivered across an incomplete barrier");
+    let now = sim.now();
+    {
+        let p = sim.node_mut(1);
+        let srv = p.server.as_mut().unwrap();
+        srv.write(&mut p.ep, now, session, 0, 0, &sync);
+        p.pump(now);
+    }
+    assert!(
+        sim.run_until(Duration::from_secs(2), |s| got_after(s)),
+        "not delivered after the barrier completed"
+    );
+}
