@@ -1364,14 +1364,8 @@ impl Session {
     fn write_acks(&mut self, out: &mut Vec<u8>, limit: usize, first: bool) -> bool {
         let mut wrote = false;
         let mut first = first;
-        let ids: Vec<u64> = self
-            .recv_flows
-            .values()
-            .filter(|f| f.should_ack)
-            .map(|f| f.id)
-            .collect();
-        for id in ids {
-            let f = self.recv_flows.get_mut(&id).expect("listed");
+        for f in self.recv_flows.values_mut().filter(|f| f.should_ack) {
+            let id = f.id;
             let before = out.len();
             if let RecvState::Rejected(code) = f.state {
                 if out.len() + 3 + vlu_len(id) + vlu_len(code) > limit {
@@ -1398,14 +1392,7 @@ impl Session {
             put_vlu(out, id);
             put_vlu(out, blocks);
             put_vlu(out, cum);
-            let body_at = out.len();
-            let ty = encode_ack_body(out, cum, extra, max_body);
-            let full = {
-                // whether the body encoded every range
-                let mut probe = Vec::new();
-                encode_ack_body(&mut probe, cum, extra, usize::MAX);
-                probe.len() == out.len() - body_at
-            };
+            let (ty, full) = encode_ack_body(out, cum, extra, max_body);
             if !full && !first {
                 out.truncate(before);
                 break;
@@ -1487,7 +1474,13 @@ impl Session {
                 let fsn = f.fsn();
                 let final_sn = f.final_sn;
                 let startup = f.startup_options && first_in_packet;
-                let (metadata, assoc) = (f.metadata.clone(), f.association);
+                // the metadata is only written with the startup options
+                let metadata = if startup {
+                    f.metadata.clone()
+                } else {
+                    Bytes::new()
+                };
+                let assoc = f.association;
                 let e = f.entry(seq).expect("eligible");
                 let abandoned = e.abandoned;
                 let data_len = if abandoned { 0 } else { e.data.len() };

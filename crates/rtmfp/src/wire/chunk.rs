@@ -674,13 +674,14 @@ pub fn encode_rikeying_signed(out: &mut Vec<u8>, rsid: u32, skrc: &[u8]) {
 /// after `cum_ack`, given as ascending, non-overlapping, non-adjacent inclusive
 /// `ranges` all greater than `cum_ack + 1`. Chooses the smaller of Bitmap and
 /// Ranges encodings, and truncates to at most `max_body` bytes (dropping the
-/// highest ranges). Returns the chunk type chosen.
+/// highest ranges). Returns the chunk type chosen and whether every range
+/// was encoded (false when truncated).
 pub fn encode_ack_body(
     out: &mut Vec<u8>,
     cum_ack: u64,
     ranges: &[(u64, u64)],
     max_body: usize,
-) -> u8 {
+) -> (u8, bool) {
     // Range encoding size.
     let mut range_len = 0usize;
     let mut cursor = cum_ack;
@@ -702,7 +703,7 @@ pub fn encode_ack_body(
                 out[start + idx / 8] |= 1 << (idx % 8);
             }
         }
-        chunk_type::ACK_BITMAP
+        (chunk_type::ACK_BITMAP, true)
     } else {
         let start = out.len();
         let mut cursor = cum_ack;
@@ -712,11 +713,11 @@ pub fn encode_ack_body(
             put_vlu(out, to - from);
             if out.len() - start > max_body {
                 out.truncate(before);
-                break;
+                return (chunk_type::ACK_RANGES, false);
             }
             cursor = to;
         }
-        chunk_type::ACK_RANGES
+        (chunk_type::ACK_RANGES, true)
     }
 }
 
@@ -788,7 +789,8 @@ mod tests {
         #[test]
         fn ack_round_trip((cum, ranges) in ranges_strategy()) {
             let mut body = Vec::new();
-            let ty = encode_ack_body(&mut body, cum, &ranges, 10_000);
+            let (ty, complete) = encode_ack_body(&mut body, cum, &ranges, 10_000);
+            prop_assert!(complete);
             let mut p = Vec::new();
             put_vlu(&mut p, 9);
             put_vlu(&mut p, 3);
@@ -801,7 +803,7 @@ mod tests {
         #[test]
         fn ack_truncation_is_prefix((cum, ranges) in ranges_strategy(), max in 0usize..20) {
             let mut body = Vec::new();
-            let ty = encode_ack_body(&mut body, cum, &ranges, max);
+            let (ty, complete) = encode_ack_body(&mut body, cum, &ranges, max);
             prop_assert!(body.len() <= max);
             let mut p = Vec::new();
             put_vlu(&mut p, 1); put_vlu(&mut p, 0); put_vlu(&mut p, cum);
@@ -809,6 +811,7 @@ mod tests {
             let Chunk::Ack(a) = Chunk::parse(ty, &p).unwrap() else { panic!() };
             let got: Vec<_> = a.ranges().collect();
             prop_assert!(got.len() <= ranges.len());
+            prop_assert_eq!(complete, got.len() == ranges.len());
             prop_assert_eq!(&got[..], &ranges[..got.len()]);
         }
 
