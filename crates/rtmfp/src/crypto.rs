@@ -119,7 +119,10 @@ pub trait CryptoProfile: Send + Debug {
     /// Glare (§3.5.1.3): whether the far identity prevails over the near one.
     fn far_prevails(&self, far_certificate: &[u8]) -> bool;
     /// Session override (§3.2): whether a new incoming session from `new`
-    /// replaces an existing session with `existing`.
+    /// replaces an existing session with `existing`. The engine finds
+    /// candidates by certificate, so it asks this (and compares canonical
+    /// EPDs for duplicates) only for bitwise-identical certificates, as
+    /// RFC 7016 recommends.
     fn overrides(&self, existing: &[u8], new: &[u8]) -> bool {
         existing == new
     }

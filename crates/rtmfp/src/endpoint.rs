@@ -85,6 +85,9 @@ pub struct Endpoint {
     openings: FxHashMap<u32, Opening>,
     tags: HashMap<[u8; TAG_LEN], u32>,
     by_addr: HashMap<SocketAddr, u32>,
+    /// Sessions by SHA-256 of the far certificate (duplicate and override
+    /// checks without scanning every session).
+    by_cert: HashMap<[u8; 32], u32>,
     timers: BinaryHeap<Reverse<(Instant, u32)>>,
     deadlines: FxHashMap<u32, Instant>,
     ready: VecDeque<u32>,
@@ -139,6 +142,10 @@ fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     m.finalize().into_bytes().into()
 }
 
+fn cert_key(certificate: &[u8]) -> [u8; 32] {
+    Sha256::digest(certificate).into()
+}
+
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -183,6 +190,7 @@ impl Endpoint {
             openings: FxHashMap::default(),
             tags: HashMap::new(),
             by_addr: HashMap::new(),
+            by_cert: HashMap::new(),
             timers: BinaryHeap::new(),
             deadlines: FxHashMap::default(),
             ready: VecDeque::new(),
@@ -384,6 +392,10 @@ impl Endpoint {
         let closed = self.sessions.get(&sid).is_some_and(|s| s.is_closed());
         if closed {
             if let Some(s) = self.sessions.remove(&sid) {
+                let key = cert_key(&s.far_cert);
+                if self.by_cert.get(&key) == Some(&sid) {
+                    self.by_cert.remove(&key);
+                }
                 if self.by_addr.get(&s.far_addr) == Some(&sid) {
                     self.by_addr.remove(&s.far_addr);
                 }
@@ -793,12 +805,12 @@ impl Endpoint {
         if cookie.len() > 1024 || cert.len() > 16384 {
             return;
         }
-        // duplicate session check (§3.5.1.1.1)
-        let canon = self.profile.canonical_epd(cert);
-        if let Some((&existing, _)) = self
-            .sessions
-            .iter()
-            .find(|(_, s)| s.is_open() && self.profile.canonical_epd(&s.far_cert) == canon)
+        // duplicate session check (§3.5.1.1.1): an open session with the
+        // same certificate (hence the same canonical EPD)
+        if let Some(&existing) = self
+            .by_cert
+            .get(&cert_key(cert))
+            .filter(|id| self.sessions.get(id).is_some_and(|s| s.is_open()))
         {
             self.fail_opening(sid, OpenError::Duplicate(SessionId(existing)));
             return;
@@ -979,16 +991,17 @@ impl Endpoint {
             }
         }
         // any other open session with an identity this one overrides
-        let stale: Vec<u32> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| {
-                s.is_open()
-                    && self.profile.overrides(&s.far_cert, k.certificate)
-                    && s.far_addr != from
-            })
-            .map(|(id, _)| *id)
-            .collect();
+        let stale: Option<u32> = self
+            .by_cert
+            .get(&cert_key(k.certificate))
+            .copied()
+            .filter(|id| {
+                self.sessions.get(id).is_some_and(|s| {
+                    s.is_open()
+                        && self.profile.overrides(&s.far_cert, k.certificate)
+                        && s.far_addr != from
+                })
+            });
         if !self.profile.is_authentic(k.certificate) {
             return;
         }
@@ -999,7 +1012,7 @@ impl Endpoint {
             Ok(h) => h,
             Err(_) => return,
         };
-        for id in stale {
+        if let Some(id) = stale {
             let (mut ctx, sessions) = self.ctx();
             if let Some(s) = sessions.get_mut(&id) {
                 s.abort(CloseReason::Overridden, &mut ctx);
@@ -1039,6 +1052,7 @@ impl Endpoint {
         s.rikeying = Some(Bytes::from(rik.clone()));
         self.sessions.insert(rsid, s);
         self.by_addr.insert(from, rsid);
+        self.by_cert.insert(cert_key(k.certificate), rsid);
         self.queue_startup(from, isid, &rik);
         self.stats.sessions_accepted += 1;
         self.push_event(Event::SessionOpened {
@@ -1086,6 +1100,7 @@ impl Endpoint {
                 let mut mob = [0u8; 16];
                 self.rng.0.fill_bytes(&mut mob);
                 let _ = from;
+                self.by_cert.insert(cert_key(&far_cert), sid);
                 let s = Session::new(
                     sid,
                     rsid,
