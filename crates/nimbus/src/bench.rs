@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
-use rtmfp::{EndpointConfig, Event, PlainProfile, Priority, SessionId};
+use rtmfp::{EndpointConfig, Event, PlainProfile, Priority};
 use serde_json::{json, Map, Value};
 
 use crate::udp::UdpNode;
@@ -57,8 +57,6 @@ pub(crate) fn udp_transfer(total: usize, flows: usize, msg_size: usize) -> Resul
         let mut first: Option<Instant> = None;
         let mut done_flows = 0usize;
         let deadline = Instant::now() + Duration::from_secs(120);
-        let now = Instant::now();
-        let _ = now;
         while done_flows < flows && Instant::now() < deadline && !stop_rx.load(Ordering::Relaxed) {
             rx.turn(Duration::from_millis(5))?;
             while let Some(e) = rx.ep.poll_event() {
@@ -267,9 +265,7 @@ pub(crate) fn sim_transfer(
             }
         }
         while sim.node_mut(0).ep.poll_event().is_some() {}
-        node_pump(&mut sim);
     }
-    fn node_pump<N: Node>(_: &mut Sim<N>) {}
     if got < total {
         bail!("simulated transfer incomplete");
     }
@@ -280,7 +276,6 @@ pub(crate) fn sim_transfer(
         .session_info(sid)
         .map(|i| i.stats.fragments_retransmitted)
         .unwrap_or(0);
-    let _ = SessionId(0);
     Ok((
         total as f64 / 1e6 / virt,
         wall.elapsed().as_secs_f64(),
