@@ -17,6 +17,12 @@
 //! §5.3 client-to-server connection (connect, calls, streams, publish / play,
 //! media) driven over an [`rtmfp::Endpoint`] session.
 //!
+//! [`ServerConnection`] is the server half: a sans-IO per-session state
+//! machine for the server side of the NetConnection (accepting or rejecting
+//! `connect`, answering calls, `createStream`, reporting publish / play and
+//! media, sending `onStatus`, user control events and relayed media); see its
+//! module documentation for the server's flow layout.
+//!
 //! Flow association (§5.3.2, §5.3.5) is an engine matter: a flow is opened
 //! "in return" to a receiving flow with
 //! [`Endpoint::open_flow`](rtmfp::Endpoint::open_flow)'s `association`, and the
@@ -45,6 +51,7 @@
 mod client;
 mod metadata;
 mod rtmp;
+mod server;
 mod sync;
 mod url;
 
@@ -54,6 +61,10 @@ pub use rtmp::{
     Body, RtmpMessage, UserControl, MSG_AUDIO, MSG_USER_CONTROL, MSG_VIDEO, UC_BUFFER_EMPTY,
     UC_BUFFER_READY, UC_FLOW_SYNC, UC_PING_REQUEST, UC_PING_RESPONSE, UC_SET_BUFFER_LENGTH,
     UC_SET_KEEPALIVE, UC_STREAM_BEGIN, UC_STREAM_DRY, UC_STREAM_EOF, UC_STREAM_IS_RECORDED,
+};
+pub use server::{
+    MediaKind, ServerConnection, ServerEvent, MAX_COMMAND_SIZE, MAX_PEER_ADDRESSES,
+    MAX_QUEUED_EVENTS, MAX_QUEUED_MEDIA_BYTES, MAX_RECV_FLOWS, MAX_STREAMS, REJECT_GRACE,
 };
 pub use sync::{SyncBarriers, MAX_PENDING_BARRIERS};
 pub use url::{parse_connect_url, ConnectUrl};
