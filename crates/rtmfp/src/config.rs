@@ -44,9 +44,14 @@ pub struct EndpointConfig {
     /// Most startup packets queued for sending (excess is dropped).
     pub max_startup_queue: usize,
     /// Session IDs are `(shard << (32 - shard_bits)) | random`, so a packet
-    /// can be routed to the shard that owns its session. 0 = no sharding.
+    /// can be routed to the shard that owns its session with
+    /// [`datagram_shard`](crate::datagram_shard). 0 = no sharding; at most
+    /// [`MAX_SHARD_BITS`](crate::MAX_SHARD_BITS) (16) bits are used. Each
+    /// shard has 2^(32 - `shard_bits`) - 1 session IDs, which also bounds
+    /// its sessions.
     pub shard_bits: u8,
-    /// This endpoint's shard number (less than `1 << shard_bits`).
+    /// This endpoint's shard number (less than `1 << shard_bits`; higher
+    /// bits are ignored).
     pub shard: u32,
     /// Report IHellos whose EPD does not select this endpoint as
     /// [`Event::IHelloForOther`](crate::Event::IHelloForOther) (for
@@ -56,6 +61,39 @@ pub struct EndpointConfig {
     pub accept_forwarded_ihello: bool,
     /// Accept incoming sessions (act as a responder).
     pub accept_sessions: bool,
+    /// Anti-amplification limit: before an initiator's address is proven
+    /// (by an IIKeying echoing our cookie), an answer to it (RHello, RHello
+    /// Cookie Change, Redirect) is not sent when it is larger than this many
+    /// times the datagram that triggered it; 0 = no limit. RIKeying is not
+    /// limited: the cookie proved the address.
+    ///
+    /// Default 4, not 3: with the RFC 7425 profile
+    /// (`rtmfp_flash::FlashProfile::server`) the server certificate is 77
+    /// bytes without a hostname (hostname of *h* bytes: 79 + *h*), so an
+    /// RHello datagram is 180 bytes (196 with a 17-byte hostname, 228 with
+    /// a 40-byte one), while a Flash-profile IHello (16-byte tag, EPD
+    /// with the server URI as Ancillary Data) is 52 bytes for URIs of up to
+    /// 21 bytes (`rtmfp://10.0.0.1/live`), 68 bytes up to 37 bytes
+    /// (`rtmfp://127.0.0.1:1935/live`), 100 bytes for a 57-byte URI.
+    /// AES-CBC padding makes 52 bytes the smallest IHello a Flash client
+    /// sends, so a factor of 3 (156 bytes) would refuse clients with short
+    /// URIs; 4 (208 bytes) answers every client of a server whose
+    /// certificate is at most 102 bytes (hostname up to 23 bytes) and
+    /// still refuses the 20 to 36-byte IHellos an attacker would spoof.
+    /// Servers with a longer hostname should use 5 (hostname up to 87
+    /// bytes).
+    pub amplification_factor: usize,
+    /// IHellos accepted per second from one source (an IPv4 address or an
+    /// IPv6 /64), as a token bucket refilled at this rate; 0 = unlimited.
+    /// Excess IHellos are dropped silently
+    /// ([`EndpointStats::ihello_rate_drops`](crate::EndpointStats)).
+    pub ihello_rate_per_source: u32,
+    /// Size of each source's IHello token bucket (burst).
+    pub ihello_burst_per_source: u32,
+    /// Most sources tracked by the IHello rate limiter; when full, the
+    /// least recently active source is forgotten (second-chance eviction,
+    /// O(1) per packet).
+    pub max_rate_limit_entries: usize,
 }
 
 impl Default for EndpointConfig {
@@ -81,6 +119,10 @@ impl Default for EndpointConfig {
             report_foreign_ihello: false,
             accept_forwarded_ihello: true,
             accept_sessions: true,
+            amplification_factor: 4,
+            ihello_rate_per_source: 20,
+            ihello_burst_per_source: 40,
+            max_rate_limit_entries: 65536,
         }
     }
 }

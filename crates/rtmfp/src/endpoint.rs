@@ -17,6 +17,7 @@ use crate::config::EndpointConfig;
 use crate::crypto::{CryptoProfile, IIKeyingInput, InitiatorHandshake, PacketCrypto};
 use crate::event::{CloseReason, Event, OpenError, Role, SessionId, SessionInfo};
 use crate::flow::{Priority, RecvMessage};
+use crate::ratelimit::RateLimiter;
 use crate::session::{Ctx, Effects, Session, TcState};
 use crate::wire::{self, Address, Chunk, Mode, Packet, PacketHeader};
 use crate::Error;
@@ -69,6 +70,34 @@ struct Reassembly {
     progress: Instant,
 }
 
+/// Most shard bits honoured in session IDs
+/// ([`EndpointConfig::shard_bits`] is capped at this).
+pub const MAX_SHARD_BITS: u8 = 16;
+
+/// The shard that owns the session a datagram is addressed to, for a
+/// server running one [`Endpoint`] per shard
+/// ([`EndpointConfig::shard_bits`], [`EndpointConfig::shard`]).
+///
+/// Unscrambles the datagram's session ID (RFC 7016 §2.2.1: the first 32
+/// bits XOR the next two 32-bit words) and returns its top `shard_bits`
+/// bits (at most [`MAX_SHARD_BITS`]; 0 bits: shard 0). Returns `None` for
+/// a datagram shorter than 4 bytes and for session ID 0 (startup packets:
+/// IHello, IIKeying and their fragments), which any shard can handle
+/// itself: its responder keeps no state before the IIKeying, and the
+/// session it then opens carries its own shard number.
+///
+/// Handing a datagram to a shard that owns no such session is harmless:
+/// it is dropped and counted in
+/// [`EndpointStats::datagrams_dropped`].
+pub fn datagram_shard(data: &[u8], shard_bits: u8) -> Option<u32> {
+    let (sid, _) = wire::demultiplex(data)?;
+    if sid == 0 {
+        return None;
+    }
+    let bits = u32::from(shard_bits.min(MAX_SHARD_BITS));
+    Some(if bits == 0 { 0 } else { sid >> (32 - bits) })
+}
+
 /// A sans-IO RTMFP endpoint: many sessions over one datagram interface.
 ///
 /// See the [crate documentation](crate) for the run-loop contract.
@@ -99,6 +128,7 @@ pub struct Endpoint {
     next_packet_id: u64,
     scratch: Vec<u8>,
     stats: EndpointStats,
+    ihello_limiter: RateLimiter,
     /// Latest time seen at an entry point (for startup packet timestamps).
     now: Instant,
 }
@@ -132,6 +162,13 @@ pub struct EndpointStats {
     pub fihellos_sent: u64,
     /// Startup packets dropped because the queue was full.
     pub startup_dropped: u64,
+    /// RHellos and RHello Cookie Changes not sent because they exceeded the
+    /// anti-amplification limit
+    /// ([`EndpointConfig::amplification_factor`]).
+    pub amplification_drops: u64,
+    /// IHellos dropped by the per-source rate limit
+    /// ([`EndpointConfig::ihello_rate_per_source`]).
+    pub ihello_rate_drops: u64,
 }
 
 fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
@@ -179,6 +216,12 @@ impl Endpoint {
         let mut cookie_secret = [0u8; 32];
         rng.fill_bytes(&mut cookie_secret);
         let default_crypto = profile.default_session_crypto();
+        let ihello_limiter = RateLimiter::new(
+            config.ihello_rate_per_source,
+            config.ihello_burst_per_source,
+            config.max_rate_limit_entries,
+            now,
+        );
         Self {
             config,
             profile,
@@ -202,6 +245,7 @@ impl Endpoint {
             next_packet_id: 1,
             scratch: Vec::with_capacity(2048),
             stats: EndpointStats::default(),
+            ihello_limiter,
             now,
         }
     }
@@ -246,23 +290,28 @@ impl Endpoint {
         )
     }
 
-    fn new_session_id(&mut self) -> u32 {
+    /// A fresh receive session ID: random, never 0, and with
+    /// [`shard_bits`](EndpointConfig::shard_bits) > 0 carrying the shard
+    /// number in its top bits (see [`datagram_shard`]). `None` when the
+    /// shard's ID space is full.
+    fn new_session_id(&mut self) -> Option<u32> {
+        let bits = u32::from(self.config.shard_bits.min(MAX_SHARD_BITS));
+        let with_shard = |r: u32| match bits {
+            0 => r,
+            b => ((self.config.shard & ((1 << b) - 1)) << (32 - b)) | (r >> b),
+        };
         for _ in 0..1000 {
-            let mut r = self.rng.0.next_u32();
-            if self.config.shard_bits > 0 {
-                let bits = u32::from(self.config.shard_bits.min(16));
-                r = (self.config.shard << (32 - bits)) | (r >> bits);
-            }
+            let r = with_shard(self.rng.0.next_u32());
             if r != 0 && !self.sessions.contains_key(&r) && !self.openings.contains_key(&r) {
-                return r;
+                return Some(r);
             }
         }
-        // astronomically unlikely; fall back to a linear probe
-        let mut r = 1u32;
-        while self.sessions.contains_key(&r) || self.openings.contains_key(&r) {
-            r += 1;
-        }
-        r
+        // astronomically unlikely (max_sessions permitting); fall back to
+        // a linear probe within the shard's range
+        let space = u32::MAX >> bits;
+        (1..=space).map(|r| with_shard(r << bits)).find(|id| {
+            *id != 0 && !self.sessions.contains_key(id) && !self.openings.contains_key(id)
+        })
     }
 
     fn schedule(&mut self, sid: u32) {
@@ -429,7 +478,7 @@ impl Endpoint {
         if sid == 0 || self.openings.contains_key(&sid) {
             if let Ok(r) = self.default_crypto.decrypt(&mut buf) {
                 let plain = buf[r].to_vec();
-                self.handle_startup(now, from, sid, &plain, 0);
+                self.handle_startup(now, from, sid, &plain, 0, data.len());
             } else {
                 self.stats.datagrams_dropped += 1;
             }
@@ -482,7 +531,7 @@ impl Endpoint {
                 && self.config.accept_sessions
                 && self.profile.epd_selects_near(&epd)
             {
-                self.send_rhello(now, reply, &tag);
+                self.send_rhello(now, reply, &tag, size);
             }
         }
         self.mark_ready(sid);
@@ -498,6 +547,7 @@ impl Endpoint {
         sid: u32,
         plain: &[u8],
         depth: u8,
+        size: usize,
     ) {
         let Ok(packet) = Packet::parse(plain) else {
             self.stats.datagrams_dropped += 1;
@@ -525,10 +575,11 @@ impl Endpoint {
                         fragment_num,
                         data,
                     ) {
-                        self.handle_startup(now, from, sid, &whole, 1);
+                        let size = size.max(whole.len());
+                        self.handle_startup(now, from, sid, &whole, 1, size);
                     }
                 }
-                Chunk::IHello { epd, tag } if sid == 0 => self.on_ihello(now, from, epd, tag),
+                Chunk::IHello { epd, tag } if sid == 0 => self.on_ihello(now, from, epd, tag, size),
                 Chunk::RHello {
                     tag_echo,
                     cookie,
@@ -548,6 +599,7 @@ impl Endpoint {
                 } if sid == 0 => self.on_iikeying(
                     now,
                     from,
+                    size,
                     initiator_session_id,
                     cookie_echo,
                     IIKeyingInput {
@@ -651,7 +703,47 @@ impl Endpoint {
     /// Queues a startup packet (mode 3, Default Session Key) holding
     /// `chunk`, fragmenting it when it exceeds the datagram size.
     fn queue_startup(&mut self, dst: SocketAddr, sid: u32, chunk: &[u8]) {
-        let mut plain = Vec::with_capacity(chunk.len() + 1);
+        for d in self.seal_startup(sid, chunk) {
+            self.push_startup(dst, d);
+        }
+    }
+
+    /// Like [`queue_startup`](Self::queue_startup) for an answer to an
+    /// unproven address: nothing is sent, and false returned, when the
+    /// datagrams would exceed the amplification limit for a trigger of
+    /// `trigger_size` bytes.
+    fn queue_startup_limited(
+        &mut self,
+        dst: SocketAddr,
+        sid: u32,
+        chunk: &[u8],
+        trigger_size: usize,
+    ) -> bool {
+        let datagrams = self.seal_startup(sid, chunk);
+        let total: usize = datagrams.iter().map(Vec::len).sum();
+        if total > self.amplification_budget(trigger_size) {
+            self.stats.amplification_drops += 1;
+            return false;
+        }
+        for d in datagrams {
+            self.push_startup(dst, d);
+        }
+        true
+    }
+
+    /// Most bytes we may send to an unproven address in answer to a
+    /// datagram of `trigger_size` bytes.
+    fn amplification_budget(&self, trigger_size: usize) -> usize {
+        match self.config.amplification_factor {
+            0 => usize::MAX,
+            f => f.saturating_mul(trigger_size),
+        }
+    }
+
+    /// Encrypts a startup packet holding `chunk` into one datagram, or
+    /// several Packet Fragments (§3.4) when it exceeds the datagram size.
+    fn seal_startup(&mut self, sid: u32, chunk: &[u8]) -> Vec<Vec<u8>> {
+        let mut plain = Vec::with_capacity(chunk.len() + 8);
         self.startup_header().encode(&mut plain);
         plain.extend_from_slice(chunk);
         let max_plain = self
@@ -660,14 +752,14 @@ impl Endpoint {
             .max(self.config.max_datagram_size)
             .saturating_sub(4 + self.default_crypto.overhead());
         if plain.len() <= max_plain {
-            self.queue_startup_plain(dst, sid, plain);
-            return;
+            return vec![self.seal_startup_plain(sid, &plain)];
         }
         // §3.4 packet fragmentation
         let id = self.next_packet_id;
         self.next_packet_id += 1;
         let piece = max_plain.saturating_sub(1 + 3 + 1 + 20).max(16);
         let n = plain.len().div_ceil(piece);
+        let mut out = Vec::with_capacity(n);
         for (i, part) in plain.chunks(piece).enumerate() {
             let mut p = Vec::with_capacity(piece + 32);
             self.startup_header().encode(&mut p);
@@ -678,8 +770,9 @@ impl Endpoint {
                 data: part,
             }
             .encode(&mut p);
-            self.queue_startup_plain(dst, sid, p);
+            out.push(self.seal_startup_plain(sid, &p));
         }
+        out
     }
 
     /// Startup packets carry a timestamp, as Flash, rtmfp-cpp and librtmfp
@@ -692,18 +785,22 @@ impl Endpoint {
         }
     }
 
-    fn queue_startup_plain(&mut self, dst: SocketAddr, sid: u32, plain: Vec<u8>) {
+    fn seal_startup_plain(&mut self, sid: u32, plain: &[u8]) -> Vec<u8> {
+        let mut d = Vec::with_capacity(plain.len() + 4 + self.default_crypto.overhead());
+        d.extend_from_slice(&[0; 4]);
+        d.extend_from_slice(plain);
+        self.default_crypto.encrypt(&mut d, 4);
+        let ssid = wire::scramble_session_id(sid, &d[4..]);
+        d[..4].copy_from_slice(&ssid.to_be_bytes());
+        d
+    }
+
+    fn push_startup(&mut self, dst: SocketAddr, datagram: Vec<u8>) {
         if self.startup_queue.len() >= self.config.max_startup_queue {
             self.stats.startup_dropped += 1;
             return;
         }
-        let mut d = Vec::with_capacity(plain.len() + 4 + self.default_crypto.overhead());
-        d.extend_from_slice(&[0; 4]);
-        d.extend_from_slice(&plain);
-        self.default_crypto.encrypt(&mut d, 4);
-        let ssid = wire::scramble_session_id(sid, &d[4..]);
-        d[..4].copy_from_slice(&ssid.to_be_bytes());
-        self.startup_queue.push_back((dst, d));
+        self.startup_queue.push_back((dst, datagram));
     }
 
     fn make_cookie(&self, now: Instant, addr: SocketAddr) -> [u8; COOKIE_LEN] {
@@ -749,7 +846,9 @@ impl Endpoint {
         }
     }
 
-    fn send_rhello(&mut self, now: Instant, to: SocketAddr, tag: &[u8]) {
+    /// Answers an IHello (or a Forwarded IHello) that came in a datagram
+    /// of `trigger_size` bytes, within the amplification limit.
+    fn send_rhello(&mut self, now: Instant, to: SocketAddr, tag: &[u8], trigger_size: usize) {
         let cookie = self.make_cookie(now, to);
         let mut c =
             Vec::with_capacity(COOKIE_LEN + tag.len() + self.profile.certificate().len() + 8);
@@ -759,16 +858,21 @@ impl Endpoint {
             certificate: self.profile.certificate(),
         }
         .encode(&mut c);
-        self.queue_startup(to, 0, &c);
-        self.stats.rhellos_sent += 1;
+        if self.queue_startup_limited(to, 0, &c, trigger_size) {
+            self.stats.rhellos_sent += 1;
+        }
     }
 
-    fn on_ihello(&mut self, now: Instant, from: SocketAddr, epd: &[u8], tag: &[u8]) {
+    fn on_ihello(&mut self, now: Instant, from: SocketAddr, epd: &[u8], tag: &[u8], size: usize) {
         if tag.len() > 255 {
             return;
         }
+        if !self.ihello_limiter.allow(now, from.ip()) {
+            self.stats.ihello_rate_drops += 1;
+            return;
+        }
         if self.config.accept_sessions && self.profile.epd_selects_near(epd) {
-            self.send_rhello(now, from, tag);
+            self.send_rhello(now, from, tag, size);
         } else if self.config.report_foreign_ihello {
             let e = Event::IHelloForOther {
                 from,
@@ -926,6 +1030,7 @@ impl Endpoint {
         &mut self,
         now: Instant,
         from: SocketAddr,
+        size: usize,
         isid: u32,
         cookie: &[u8],
         k: IIKeyingInput<'_>,
@@ -944,7 +1049,8 @@ impl Endpoint {
                     new_cookie: &newc,
                 }
                 .encode(&mut c);
-                self.queue_startup(from, isid, &c);
+                // the cookie's address differs: this one is not proven
+                self.queue_startup_limited(from, isid, &c, size);
                 return;
             }
             CookieCheck::Valid => {}
@@ -1020,9 +1126,9 @@ impl Endpoint {
             self.mark_ready(id);
             self.after_session(id);
         }
-        let rsid = match reuse_sid {
+        let rsid = match reuse_sid.or_else(|| self.new_session_id()) {
             Some(r) => r,
-            None => self.new_session_id(),
+            None => return,
         };
         let mut signed = Vec::new();
         wire::encode_rikeying_signed(&mut signed, rsid, hs.skrc());
@@ -1266,7 +1372,7 @@ impl Endpoint {
         if self.session_count() >= self.config.max_sessions {
             return Err(Error::TooManySessions);
         }
-        let sid = self.new_session_id();
+        let sid = self.new_session_id().ok_or(Error::TooManySessions)?;
         let mut tag = [0u8; TAG_LEN];
         loop {
             self.rng.0.fill_bytes(&mut tag);
@@ -1458,6 +1564,34 @@ impl Endpoint {
         }
     }
 
+    /// Overrides the keepalive interval of one open session (e.g. as told
+    /// by a server with RFC 7425 §5.3.4 "Set Keepalive Timers", user
+    /// control event 41): a Ping is sent after this long without receiving
+    /// anything. Values under 1 s are raised to 1 s. Takes effect at once.
+    pub fn set_keepalive(
+        &mut self,
+        session: SessionId,
+        keepalive_interval: Duration,
+    ) -> Result<(), Error> {
+        self.session_mut(session)?.set_keepalive(keepalive_interval);
+        self.mark_ready(session.0);
+        self.schedule(session.0);
+        Ok(())
+    }
+
+    /// Overrides the idle timeout of one open session: it is closed
+    /// ([`CloseReason::IdleTimeout`]) after this long without receiving
+    /// anything. Values under 1 s are raised to 1 s. Takes effect at once.
+    pub fn set_idle_timeout(
+        &mut self,
+        session: SessionId,
+        idle_timeout: Duration,
+    ) -> Result<(), Error> {
+        self.session_mut(session)?.set_idle_timeout(idle_timeout);
+        self.schedule(session.0);
+        Ok(())
+    }
+
     /// A snapshot of an open or closing session.
     pub fn session_info(&self, session: SessionId) -> Option<SessionInfo> {
         self.sessions.get(&session.0).map(|s| s.info())
@@ -1473,26 +1607,79 @@ impl Endpoint {
 
     /// Redirector (§3.5.1.4): answers an IHello from `to` with a Redirect
     /// listing `destinations` (an empty list is an Implied Redirect).
-    pub fn send_redirect(&mut self, to: SocketAddr, tag: &[u8], destinations: &[Address]) {
-        let mut c = Vec::new();
-        let mut dests = destinations.to_vec();
-        // keep the chunk within one datagram
-        let room = self
-            .config
-            .max_datagram_size
-            .saturating_sub(4 + self.default_crypto.overhead() + 1 + 3 + 1 + tag.len());
-        let mut used = 0;
-        dests.retain(|d| {
+    ///
+    /// The Redirect is one datagram of at most
+    /// [`max_datagram_size`](EndpointConfig::max_datagram_size) bytes and,
+    /// as `to` is not proven, within the amplification limit: at most
+    /// [`amplification_factor`](EndpointConfig::amplification_factor) times
+    /// the smallest datagram that can carry an IHello with this `tag` (the
+    /// engine keeps nothing of the IHello itself). With the RFC 7425
+    /// profile and a 16-byte tag that datagram is 36 bytes, so at the
+    /// default factor of 4 a Redirect holds up to 14 IPv4 or 5 IPv6
+    /// addresses (PlainProfile: 44 bytes, 18 IPv4 or 6 IPv6 addresses).
+    /// Trailing destinations that do not fit are left out.
+    ///
+    /// Returns how many of `destinations` were sent (`Some(0)` for an
+    /// Implied Redirect), or `None` when nothing was sent: not even one
+    /// destination fits (counted in
+    /// [`EndpointStats::amplification_drops`]), the tag is longer than 255
+    /// bytes, or the startup queue is full.
+    pub fn send_redirect(
+        &mut self,
+        to: SocketAddr,
+        tag: &[u8],
+        destinations: &[Address],
+    ) -> Option<usize> {
+        if tag.len() > 255 {
+            return None;
+        }
+        // the smallest IHello datagram carrying this tag
+        let mut probe = Vec::with_capacity(tag.len() + 16);
+        PacketHeader::startup().encode(&mut probe);
+        let _ = Chunk::IHello { epd: &[], tag }.encode(&mut probe);
+        let min_ihello = self.seal_startup_plain(0, &probe).len();
+        let limit = self
+            .amplification_budget(min_ihello)
+            .min(self.config.max_datagram_size);
+        // header (flags, timestamp), chunk header, tag length and tag
+        let fixed = 4 + self.default_crypto.overhead() + 3 + 3 + 1 + tag.len();
+        let mut n = 0;
+        let mut used = fixed;
+        for d in destinations {
             used += d.encoded_len();
-            used <= room
-        });
-        let chunk = Chunk::Redirect {
-            tag_echo: tag,
-            destinations: dests,
-        };
-        if chunk.encode(&mut c).is_ok() {
-            self.queue_startup(to, 0, &c);
-            self.stats.redirects_sent += 1;
+            if used > limit {
+                break;
+            }
+            n += 1;
+        }
+        loop {
+            let mut c = Vec::new();
+            let chunk = Chunk::Redirect {
+                tag_echo: tag,
+                destinations: destinations[..n].to_vec(),
+            };
+            if chunk.encode(&mut c).is_err() {
+                return None;
+            }
+            let datagrams = self.seal_startup(0, &c);
+            let size: usize = datagrams.iter().map(Vec::len).sum();
+            if datagrams.len() == 1 && size <= limit && (n > 0 || destinations.is_empty()) {
+                let queued = self.startup_queue.len();
+                for d in datagrams {
+                    self.push_startup(to, d);
+                }
+                if self.startup_queue.len() == queued {
+                    return None;
+                }
+                self.stats.redirects_sent += 1;
+                return Some(n);
+            }
+            if n <= 1 {
+                self.stats.amplification_drops += 1;
+                return None;
+            }
+            // overhead() is an upper bound, so this is rarely reached
+            n -= 1;
         }
     }
 
@@ -1516,4 +1703,380 @@ impl Endpoint {
 
 fn s_decrypt(s: &mut Session, buf: &mut [u8]) -> Option<std::ops::Range<usize>> {
     s.crypto.decrypt(buf).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::PlainProfile;
+    use rand_core::SeedableRng;
+
+    fn ep(name: &str, config: EndpointConfig, seed: u64, now: Instant) -> Endpoint {
+        Endpoint::new(
+            config,
+            Box::new(PlainProfile::new(name)),
+            Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(seed)),
+            now,
+        )
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn drain(e: &mut Endpoint, now: Instant) -> Vec<(SocketAddr, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut buf = Vec::new();
+        while let Some(d) = e.poll_transmit(now, &mut buf) {
+            out.push((d, buf.clone()));
+        }
+        out
+    }
+
+    /// Lets `a` (at `aa`) and `b` (at `ba`) exchange datagrams until quiet.
+    fn shuttle(a: &mut Endpoint, aa: SocketAddr, b: &mut Endpoint, ba: SocketAddr, now: Instant) {
+        for _ in 0..20 {
+            let x = drain(a, now);
+            let y = drain(b, now);
+            if x.is_empty() && y.is_empty() {
+                return;
+            }
+            for (_, d) in x {
+                b.handle_datagram(now, aa, &d);
+            }
+            for (_, d) in y {
+                a.handle_datagram(now, ba, &d);
+            }
+        }
+    }
+
+    /// The IHello datagram `a` sends to connect to "b".
+    fn ihello(a: &mut Endpoint, now: Instant, to: SocketAddr) -> Vec<u8> {
+        a.connect(now, b"b", &[to]).unwrap();
+        let mut d = drain(a, now);
+        assert_eq!(d.len(), 1);
+        d.pop().unwrap().1
+    }
+
+    #[test]
+    fn rhello_over_the_amplification_limit_is_not_sent() {
+        let now = Instant::now();
+        let (aa, ba) = (addr("192.0.2.1:1"), addr("192.0.2.2:2"));
+        for (factor, answered) in [(2, false), (3, true), (0, true)] {
+            let config = EndpointConfig {
+                amplification_factor: factor,
+                ..EndpointConfig::default()
+            };
+            let mut a = ep("a", EndpointConfig::default(), 1, now);
+            let mut b = ep("b", config, 2, now);
+            let ih = ihello(&mut a, now, ba);
+            b.handle_datagram(now, aa, &ih);
+            let out = drain(&mut b, now);
+            assert_eq!(!out.is_empty(), answered, "factor {factor}");
+            if let Some((_, rh)) = out.first() {
+                // PlainProfile, 16-byte tag, 1-byte certificate: 46 and 111 bytes
+                assert_eq!((ih.len(), rh.len()), (46, 111));
+                assert!(factor == 0 || rh.len() <= factor * ih.len());
+            }
+            let st = b.stats();
+            assert_eq!(st.rhellos_sent, u64::from(answered));
+            assert_eq!(st.amplification_drops, u64::from(!answered));
+        }
+    }
+
+    #[test]
+    fn rikeying_is_not_limited_and_sessions_open_at_the_default_factor() {
+        let now = Instant::now();
+        let (aa, ba) = (addr("192.0.2.1:1"), addr("192.0.2.2:2"));
+        let mut a = ep("a", EndpointConfig::default(), 1, now);
+        let config = EndpointConfig {
+            amplification_factor: 4,
+            ..EndpointConfig::default()
+        };
+        let mut b = ep("b", config, 2, now);
+        let s = a.connect(now, b"b", &[ba]).unwrap();
+        shuttle(&mut a, aa, &mut b, ba, now);
+        assert!(a.session_info(s).is_some_and(|i| i.open));
+        assert_eq!(b.stats().amplification_drops, 0);
+    }
+
+    fn foreign_ihello(now: Instant) -> (Endpoint, SocketAddr, Bytes) {
+        let config = EndpointConfig {
+            report_foreign_ihello: true,
+            accept_sessions: false,
+            ..EndpointConfig::default()
+        };
+        let mut r = ep("redirector", config, 3, now);
+        let mut a = ep("a", EndpointConfig::default(), 1, now);
+        let aa = addr("192.0.2.1:1");
+        let ih = ihello(&mut a, now, addr("192.0.2.9:9"));
+        r.handle_datagram(now, aa, &ih);
+        let tag = std::iter::from_fn(|| r.poll_event())
+            .find_map(|e| match e {
+                Event::IHelloForOther { tag, .. } => Some(tag),
+                _ => None,
+            })
+            .unwrap();
+        (r, aa, tag)
+    }
+
+    fn v4(i: u16) -> Address {
+        Address {
+            addr: SocketAddr::from(([203, 0, 113, i as u8], 1000 + i)),
+            origin: wire::AddressOrigin::Public,
+        }
+    }
+
+    fn v6(i: u16) -> Address {
+        Address {
+            addr: SocketAddr::from((std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, i), i)),
+            origin: wire::AddressOrigin::Public,
+        }
+    }
+
+    #[test]
+    fn redirect_is_capped_to_fit_the_amplification_limit() {
+        let now = Instant::now();
+        let (mut r, aa, tag) = foreign_ihello(now);
+        // PlainProfile: the smallest IHello with a 16-byte tag is 43 bytes,
+        // so at factor 4 a Redirect is at most 172 bytes
+        let many: Vec<Address> = (1..=40).map(v4).collect();
+        assert_eq!(r.send_redirect(aa, &tag, &many), Some(18));
+        let out = drain(&mut r, now);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].1.len() <= 172, "{}", out[0].1.len());
+        let six: Vec<Address> = (1..=40).map(v6).collect();
+        assert_eq!(r.send_redirect(aa, &tag, &six), Some(6));
+        assert!(drain(&mut r, now)[0].1.len() <= 172);
+        // a few addresses go whole; an empty list is an Implied Redirect
+        assert_eq!(r.send_redirect(aa, &tag, &many[..3]), Some(3));
+        assert_eq!(r.send_redirect(aa, &tag, &[]), Some(0));
+        assert_eq!(drain(&mut r, now).len(), 2);
+        assert_eq!(r.stats().redirects_sent, 4);
+        assert_eq!(r.stats().amplification_drops, 0);
+        assert_eq!(r.send_redirect(aa, &[7; 256], &many), None, "tag too long");
+        // not even one address fits
+        r.config.amplification_factor = 1;
+        assert_eq!(r.send_redirect(aa, &tag, &many), None);
+        assert_eq!(r.stats().amplification_drops, 1);
+        // without a limit only the datagram size caps the list
+        r.config.amplification_factor = 0;
+        let n = r.send_redirect(aa, &tag, &(1..=400).map(v4).collect::<Vec<_>>());
+        assert_eq!(n, Some(165));
+        assert!(drain(&mut r, now).iter().all(|(_, d)| d.len() <= 1200));
+    }
+
+    #[test]
+    fn ihello_flood_from_one_source_is_rate_limited() {
+        let now = Instant::now();
+        let mut a = ep("a", EndpointConfig::default(), 1, now);
+        let mut b = ep("b", EndpointConfig::default(), 2, now);
+        let ih = ihello(&mut a, now, addr("192.0.2.2:2"));
+        for port in 0..100 {
+            // one host, any port
+            b.handle_datagram(now, SocketAddr::from(([198, 51, 100, 7], port)), &ih);
+        }
+        assert_eq!(drain(&mut b, now).len(), 40);
+        assert_eq!(b.stats().ihello_rate_drops, 60);
+        // other sources are answered
+        b.handle_datagram(now, addr("198.51.100.8:1"), &ih);
+        assert_eq!(drain(&mut b, now).len(), 1);
+        // 20 per second refill
+        let later = now + Duration::from_millis(500);
+        for _ in 0..100 {
+            b.handle_datagram(later, addr("198.51.100.7:1"), &ih);
+        }
+        assert_eq!(drain(&mut b, later).len(), 10);
+        // 0 = unlimited
+        let config = EndpointConfig {
+            ihello_rate_per_source: 0,
+            ..EndpointConfig::default()
+        };
+        let mut c = ep("b", config, 2, now);
+        for _ in 0..100 {
+            c.handle_datagram(now, addr("198.51.100.7:1"), &ih);
+        }
+        assert_eq!(drain(&mut c, now).len(), 100);
+        assert_eq!(c.stats().ihello_rate_drops, 0);
+    }
+
+    fn open_pair(
+        now: Instant,
+        ca: EndpointConfig,
+        cb: EndpointConfig,
+    ) -> (
+        Endpoint,
+        SocketAddr,
+        SessionId,
+        Endpoint,
+        SocketAddr,
+        SessionId,
+    ) {
+        let (aa, ba) = (addr("192.0.2.1:1"), addr("192.0.2.2:2"));
+        let mut a = ep("a", ca, 1, now);
+        let mut b = ep("b", cb, 2, now);
+        let sa = a.connect(now, b"b", &[ba]).unwrap();
+        shuttle(&mut a, aa, &mut b, ba, now);
+        let sb = b.sessions().next().unwrap();
+        assert!(a.session_info(sa).unwrap().open);
+        while a.poll_event().is_some() {}
+        while b.poll_event().is_some() {}
+        (a, aa, sa, b, ba, sb)
+    }
+
+    #[test]
+    fn per_session_keepalive_and_idle_timeout() {
+        let t0 = Instant::now();
+        let (mut a, aa, sa, mut b, ba, sb) =
+            open_pair(t0, EndpointConfig::default(), EndpointConfig::default());
+        assert_eq!(a.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+        assert_eq!(
+            a.set_keepalive(SessionId(12345), Duration::from_secs(2)),
+            Err(Error::NoSession)
+        );
+        a.set_keepalive(sa, Duration::from_secs(2)).unwrap();
+        assert_eq!(a.poll_timeout(), Some(t0 + Duration::from_secs(2)));
+        // a pings b every 2 s of silence; b answers, so both stay open
+        let mut now = t0;
+        let mut pings = 0;
+        for _ in 0..15 {
+            now += Duration::from_secs(1);
+            a.handle_timeout(now);
+            b.handle_timeout(now);
+            let out = drain(&mut a, now);
+            pings += out.len();
+            for (_, d) in out {
+                b.handle_datagram(now, aa, &d);
+            }
+            for (_, d) in drain(&mut b, now) {
+                a.handle_datagram(now, ba, &d);
+            }
+        }
+        assert!(pings >= 6, "{pings} pings in 15 s");
+        assert!(b.session_info(sb).unwrap().open);
+        // values under 1 s are raised to 1 s
+        a.set_keepalive(sa, Duration::ZERO).unwrap();
+        let t = a.poll_timeout().unwrap();
+        assert!(t >= now, "{:?}", t.saturating_duration_since(now));
+        // b's idle timeout shortened to 5 s: a silent a is dropped then
+        b.set_idle_timeout(sb, Duration::from_secs(5)).unwrap();
+        let deadline = b.poll_timeout().unwrap();
+        assert!(deadline <= now + Duration::from_secs(5));
+        now += Duration::from_secs(5);
+        b.handle_timeout(now);
+        let _ = drain(&mut b, now);
+        assert!(std::iter::from_fn(|| b.poll_event()).any(|e| matches!(
+            e,
+            Event::SessionClosed {
+                reason: CloseReason::IdleTimeout,
+                ..
+            }
+        )));
+    }
+
+    #[test]
+    fn session_ids_carry_the_shard_and_datagrams_route_to_it() {
+        let now = Instant::now();
+        for bits in [1u8, 4, 8, 16] {
+            let shard = (1u32 << bits) - 1;
+            let config = EndpointConfig {
+                shard_bits: bits,
+                shard,
+                ..EndpointConfig::default()
+            };
+            let mut e = ep("a", config, u64::from(bits), now);
+            for i in 0..50u16 {
+                let s = e
+                    .connect(now, b"b", &[SocketAddr::from(([192, 0, 2, 1], i))])
+                    .unwrap();
+                assert_eq!(s.0 >> (32 - u32::from(bits)), shard);
+                assert_ne!(s.0, 0);
+            }
+        }
+        // shard numbers beyond the bits are masked, not spilled
+        let config = EndpointConfig {
+            shard_bits: 2,
+            shard: 6,
+            ..EndpointConfig::default()
+        };
+        let mut e = ep("a", config, 9, now);
+        let s = e.connect(now, b"b", &[addr("192.0.2.1:1")]).unwrap();
+        assert_eq!(s.0 >> 30, 2);
+
+        // two shards of a server (the responder) and a client
+        let cs = addr("192.0.2.2:2");
+        let shard_cfg = |shard| EndpointConfig {
+            shard_bits: 4,
+            shard,
+            ..EndpointConfig::default()
+        };
+        let mut shards = [
+            ep("b", shard_cfg(0), 10, now),
+            ep("b", shard_cfg(9), 11, now),
+        ];
+        let mut clients: Vec<Endpoint> = (0..8)
+            .map(|i| ep(&format!("a{i}"), EndpointConfig::default(), 20 + i, now))
+            .collect();
+        let mut sessions = Vec::new();
+        for (i, c) in clients.iter_mut().enumerate() {
+            let from = SocketAddr::from(([198, 51, 100, i as u8], 5000));
+            let s = c.connect(now, b"b", &[cs]).unwrap();
+            sessions.push(s);
+            for _ in 0..4 {
+                for (_, d) in drain(c, now) {
+                    // startup packets: any shard (here: by client)
+                    let shard = match datagram_shard(&d, 4) {
+                        None => i % 2,
+                        Some(0) => 0,
+                        Some(9) => 1,
+                        Some(x) => panic!("shard {x}"),
+                    };
+                    shards[shard].handle_datagram(now, from, &d);
+                }
+                for sh in shards.iter_mut() {
+                    for (_, d) in drain(sh, now) {
+                        c.handle_datagram(now, cs, &d);
+                    }
+                }
+            }
+            assert!(c.session_info(s).is_some_and(|x| x.open), "client {i}");
+        }
+        assert_eq!(shards[0].sessions().count(), 4);
+        assert_eq!(shards[1].sessions().count(), 4);
+        assert!(shards[0].sessions().all(|s| s.0 >> 28 == 0));
+        assert!(shards[1].sessions().all(|s| s.0 >> 28 == 9));
+        // an ordinary packet for a session another shard owns is dropped
+        // quietly by the wrong shard
+        let c = &mut clients[1]; // its session is on shard 1
+        let f = c
+            .open_flow(now, sessions[1], b"m", None, Priority::ROUTINE)
+            .unwrap();
+        c.send(now, sessions[1], f, Bytes::from_static(b"hello"), None)
+            .unwrap();
+        let d = drain(c, now);
+        assert_eq!(d.len(), 1);
+        assert_eq!(datagram_shard(&d[0].1, 4), Some(9));
+        for sh in shards.iter_mut() {
+            while sh.poll_event().is_some() {}
+        }
+        let before = shards[0].stats();
+        shards[0].handle_datagram(now, addr("198.51.100.1:5000"), &d[0].1);
+        assert_eq!(
+            shards[0].stats().datagrams_dropped,
+            before.datagrams_dropped + 1
+        );
+        assert!(shards[0].poll_event().is_none());
+        assert!(drain(&mut shards[0], now).is_empty());
+        shards[1].handle_datagram(now, addr("198.51.100.1:5000"), &d[0].1);
+        assert!(std::iter::from_fn(|| shards[1].poll_event())
+            .any(|e| matches!(e, Event::IncomingFlow { .. })));
+        // short datagrams and no sharding
+        assert_eq!(datagram_shard(&[1, 2, 3], 4), None);
+        assert_eq!(datagram_shard(&d[0].1, 0), Some(0));
+        assert_eq!(datagram_shard(&d[0].1, 40), Some(sessions_owner(&d[0].1)));
+    }
+
+    fn sessions_owner(d: &[u8]) -> u32 {
+        wire::demultiplex(d).unwrap().0 >> 16
+    }
 }

@@ -50,6 +50,7 @@ mod crypto;
 mod endpoint;
 mod event;
 mod flow;
+mod ratelimit;
 mod session;
 pub mod wire;
 
@@ -58,7 +59,7 @@ pub use crypto::{
     internet_checksum, CryptoError, CryptoProfile, IIKeyingInput, InitiatorHandshake, PacketCrypto,
     PlainPacketCrypto, PlainProfile, ResponderHandshake, SessionKeys,
 };
-pub use endpoint::{Endpoint, EndpointStats};
+pub use endpoint::{datagram_shard, Endpoint, EndpointStats, MAX_SHARD_BITS};
 pub use event::{CloseReason, Event, OpenError, Role, SessionId, SessionInfo, SessionStats};
 pub use flow::{Priority, RecvMessage};
 pub use wire::{Address, AddressOrigin};

@@ -160,6 +160,21 @@ pub(crate) struct Session {
     tcr_rx_at: Option<Instant>,
     pub stats: SessionStats,
     plain_budget: usize,
+    /// Per-session keepalive interval in ms (0: the configuration's).
+    keepalive_ms: u32,
+    /// Per-session idle timeout in ms (0: the configuration's).
+    idle_ms: u32,
+}
+
+/// Shortest per-session keepalive interval or idle timeout.
+pub(crate) const MIN_SESSION_TIMER: Duration = Duration::from_secs(1);
+
+/// A per-session timer in milliseconds, clamped to at least
+/// [`MIN_SESSION_TIMER`] and at most `u32::MAX` ms (about 49 days).
+fn clamp_ms(d: Duration) -> u32 {
+    d.max(MIN_SESSION_TIMER)
+        .as_millis()
+        .min(u128::from(u32::MAX)) as u32
 }
 
 fn timestamp(now: Instant, epoch: Instant) -> u16 {
@@ -250,6 +265,8 @@ impl Session {
             tcr_rx_at: None,
             stats: SessionStats::default(),
             plain_budget,
+            keepalive_ms: 0,
+            idle_ms: 0,
         }
     }
 
@@ -1036,9 +1053,9 @@ impl Session {
         add(self.delack);
         add(self.timeout_alarm);
         add(self.pacing_until);
-        add(Some(self.last_recv + config.idle_timeout));
+        add(Some(self.last_recv + self.idle_timeout(config)));
         match self.keepalive_sent {
-            None => add(Some(self.last_recv + config.keepalive_interval)),
+            None => add(Some(self.last_recv + self.keepalive_interval(config))),
             Some(s) => add(Some(s + self.rtt.erto.max(Duration::from_secs(1)))),
         }
         for f in self.send_flows.values() {
@@ -1074,7 +1091,7 @@ impl Session {
             }
             SessionState::Open => {}
         }
-        if now >= self.last_recv + ctx.config.idle_timeout {
+        if now >= self.last_recv + self.idle_timeout(ctx.config) {
             self.abort(CloseReason::IdleTimeout, ctx);
             return;
         }
@@ -1328,8 +1345,35 @@ impl Session {
         }
     }
 
+    /// This session's keepalive interval: set by
+    /// [`set_keepalive`](Self::set_keepalive), else the configuration's.
+    pub(crate) fn keepalive_interval(&self, config: &EndpointConfig) -> Duration {
+        match self.keepalive_ms {
+            0 => config.keepalive_interval,
+            ms => Duration::from_millis(u64::from(ms)),
+        }
+    }
+
+    /// This session's idle timeout: set by
+    /// [`set_idle_timeout`](Self::set_idle_timeout), else the
+    /// configuration's.
+    pub(crate) fn idle_timeout(&self, config: &EndpointConfig) -> Duration {
+        match self.idle_ms {
+            0 => config.idle_timeout,
+            ms => Duration::from_millis(u64::from(ms)),
+        }
+    }
+
+    pub(crate) fn set_keepalive(&mut self, interval: Duration) {
+        self.keepalive_ms = clamp_ms(interval);
+    }
+
+    pub(crate) fn set_idle_timeout(&mut self, timeout: Duration) {
+        self.idle_ms = clamp_ms(timeout);
+    }
+
     fn keepalive_due(&self, now: Instant, config: &EndpointConfig) -> bool {
-        self.keepalive_sent.is_none() && now >= self.last_recv + config.keepalive_interval
+        self.keepalive_sent.is_none() && now >= self.last_recv + self.keepalive_interval(config)
     }
 
     fn probe_due(&self, now: Instant) -> bool {
