@@ -23,13 +23,14 @@
 //!   app name) — and a sans-IO NetConnection / NetStream client state
 //!   machine, [`message::NetConnection`] (connect, call, setPeerInfo,
 //!   createStream, deleteStream, publish, play, closeStream, data / audio /
-//!   video sending, `onStatus`), driven over an [`rtmfp::Endpoint`] session.
-//! * **not yet:** the server-side NetConnection state machine (the codecs
-//!   are ready for it), direct peer-to-peer streams (§5.4), flow
-//!   synchronisation barriers on receive (event 34 is decoded and reported,
-//!   not enforced), applying Set Keepalive (reported only), AMF3 object
-//!   encoding negotiation (commands are sent as AMF0, type 20; type 17 is
-//!   decoded).
+//!   video sending, `onStatus`), driven over an [`rtmfp::Endpoint`] session,
+//!   and its server half, [`message::ServerConnection`]: a sans-IO per-session
+//!   state machine (connect accept / reject, calls, setPeerInfo, createStream,
+//!   publish / play, media relay with `send_media`, `onStatus`, Stream Begin,
+//!   Set Keepalive), honouring Flow Synchronization barriers on receive.
+//! * **not yet:** direct peer-to-peer streams (§5.4), applying Set Keepalive
+//!   in the client (reported only), AMF3 object encoding negotiation
+//!   (commands are sent as AMF0, type 20; type 17 is decoded).
 //!
 //! Interoperability is checked against zenomt/rtmfp-cpp (`tcserver`,
 //! `fcclient`): see `examples/flash_client.rs` (handshake),
