@@ -1295,3 +1295,81 @@ proptest! {
         prop_assert!(app.log.len() < 200);
     }
 }
+
+#[test]
+fn flow_synchronization_from_the_client_is_honoured() {
+    let (mut sim, s) = raw_setup(61);
+    let ctl = raw_open(&mut sim, s, &FlowMetadata::control().encode(), None);
+    let connect = RtmpMessage::from_body(
+        0,
+        &Body::command(Command::connect(Object::new().with("app", "app"))),
+    )
+    .unwrap()
+    .encode();
+    raw_send(
+        &mut sim,
+        s,
+        ctl,
+        vec![connect, cmd("createStream", 2.0, vec![])],
+    );
+    assert!(sim.run_until(Duration::from_secs(10), |s| {
+        server_events(s).contains(&ServerEvent::StreamCreated { stream: 1 })
+    }));
+    assert!(sim.run_until(Duration::from_secs(10), |s| {
+        s.node(1)
+            .raw
+            .as_ref()
+            .unwrap()
+            .flows
+            .values()
+            .any(|(_, a)| *a == Some(ctl))
+    }));
+    let server_ctl = *sim
+        .node(1)
+        .raw
+        .as_ref()
+        .unwrap()
+        .flows
+        .iter()
+        .find(|(_, (md, a))| *a == Some(ctl))
+        .unwrap()
+        .0;
+    let sync = RtmpMessage::from_body(
+        0,
+        &Body::UserControl(UserControl::FlowSync {
+            sync_id: 8,
+            count: 2,
+        }),
+    )
+    .unwrap()
+    .encode();
+    let f1 = raw_open(
+        &mut sim,
+        s,
+        &FlowMetadata::new(1).encode(),
+        Some(server_ctl),
+    );
+    raw_send(
+        &mut sim,
+        s,
+        f1,
+        vec![
+            cmd("publish", 0.0, vec!["cam".into()]),
+            sync.clone(),
+            RtmpMessage::new(8, 5, Bytes::from_static(b"\xaf\x01after")).encode(),
+        ],
+    );
+    sim.run_for(Duration::from_secs(1));
+    let media = |s: &Sim<Peer>| {
+        server_events(s)
+            .iter()
+            .any(|e| matches!(e, ServerEvent::Media { timestamp: 5, .. }))
+    };
+    assert!(server_events(&sim)
+        .iter()
+        .any(|e| matches!(e, ServerEvent::Publish { .. })));
+    assert!(!media(&sim), "delivered across an incomplete barrier");
+    // the second flow reaches the barrier: the first one resumes
+    raw_send(&mut sim, s, ctl, vec![sync]);
+    assert!(sim.run_until(Duration::from_secs(2), |s| media(s)));
+}

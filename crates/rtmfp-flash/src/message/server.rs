@@ -42,7 +42,9 @@
 //! [`on_event`](ServerConnection::on_event)). Non-`"TC"` flows and flows for
 //! streams that do not exist are rejected; undecodable messages are ignored.
 //! Commands before `connect` are ignored (nothing is sent to an unconnected
-//! client); a second `connect` is ignored.
+//! client); a second `connect` is ignored. Messages that follow `connect` on
+//! its flow are left in the engine (the flow's window closes) until the
+//! connect is answered: accepted, they are read then; rejected, never.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -257,6 +259,9 @@ pub struct ServerConnection {
     /// Flow Synchronization barriers, allocated on first use.
     sync: Option<Box<SyncBarriers>>,
     close_deadline: Option<Instant>,
+    /// The flow that carried `connect`: not read further until the connect
+    /// is answered, so commands pipelined after it wait for the answer.
+    held: Option<u64>,
 }
 
 /// Parses a `setPeerInfo` address: `a.b.c.d:port` or `[v6]:port` (a zone
@@ -300,6 +305,7 @@ impl ServerConnection {
             dropped_events: 0,
             sync: None,
             close_deadline: None,
+            held: None,
         }
     }
 
@@ -508,6 +514,10 @@ impl ServerConnection {
             .with_arg(Value::Object(info));
         self.send_control(ep, now, &Body::command(c))?;
         self.state = State::Connected;
+        if let Some(f) = self.held.take() {
+            // commands the client sent after connect
+            self.drain(ep, now, f);
+        }
         Ok(())
     }
 
@@ -534,6 +544,7 @@ impl ServerConnection {
         let c = Command::new("_error", self.connect_txn, Value::Null).with_arg(Value::Object(info));
         let r = self.send_control(ep, now, &Body::command(c));
         self.state = State::Rejecting;
+        self.held = None;
         if let Some(f) = self.control.flow() {
             let _ = ep.close_flow(now, self.session, f);
         }
@@ -894,7 +905,7 @@ impl ServerConnection {
                 break;
             }
             budget -= 1;
-            if self.sync.as_ref().is_some_and(|s| s.is_suspended(flow)) {
+            if self.held == Some(flow) || self.sync.as_ref().is_some_and(|s| s.is_suspended(flow)) {
                 continue;
             }
             let stream = self.recv.iter().find(|r| r.flow == flow).map(|r| r.stream);
@@ -930,6 +941,11 @@ impl ServerConnection {
                     continue;
                 }
                 self.on_message(ep, now, stream, msg, m.data);
+                if self.state == State::Pending && self.held.is_none() {
+                    // that was connect: hold the rest until it is answered
+                    self.held = Some(flow);
+                    break;
+                }
             }
         }
     }
