@@ -1331,7 +1331,7 @@ fn flow_synchronization_from_the_client_is_honoured() {
         .unwrap()
         .flows
         .iter()
-        .find(|(_, (md, a))| *a == Some(ctl))
+        .find(|(_, (_, a))| *a == Some(ctl))
         .unwrap()
         .0;
     let sync = RtmpMessage::from_body(
