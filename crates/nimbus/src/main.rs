@@ -36,6 +36,9 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         flows: usize,
     },
+    /// The rendezvous server (Cirrus / FMS replacement): RTMFP with the
+    /// Flash profile, introductions, relays, streams, metrics.
+    Server(nimbus_server::ServerArgs),
     /// The peer-ID registry web service (reg.cgi-compatible and JSON API).
     Registry(nimbus_registry::RegistryArgs),
     /// Benchmarks that print figures.
@@ -91,6 +94,7 @@ fn main() -> Result<()> {
             megabytes,
             flows,
         } => demo::run(json, megabytes, flows),
+        Command::Server(args) => runtime()?.block_on(nimbus_server::run(args)),
         Command::Registry(args) => runtime()?.block_on(nimbus_registry::run(args)),
         Command::Bench { what } => match what {
             BenchCommand::Registry(args) => runtime()?.block_on(nimbus_registry::bench(args)),
