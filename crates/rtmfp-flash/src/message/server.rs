@@ -1214,6 +1214,6 @@ mod tests {
     #[test]
     fn idle_footprint_is_small() {
         let size = std::mem::size_of::<ServerConnection>();
-        assert!(size <= 256, "{size} bytes");
+        assert!(size <= 224, "{size} bytes");
     }
 }
