@@ -59,6 +59,8 @@ struct Opening {
     started: Instant,
     candidates: Vec<Candidate>,
     phase: Phase,
+    /// Time of this opening's live entry in the timer heap.
+    armed: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -110,15 +112,18 @@ pub struct Endpoint {
     epoch: Instant,
     cookie_secret: [u8; 32],
     // keyed by session IDs this endpoint chose: a fast hasher is safe
-    sessions: FxHashMap<u32, Session>,
+    // boxed: a map's buckets outnumber its entries, and a session is large
+    sessions: FxHashMap<u32, Box<Session>>,
     openings: FxHashMap<u32, Opening>,
     tags: HashMap<[u8; TAG_LEN], u32>,
     by_addr: HashMap<SocketAddr, u32>,
     /// Sessions by SHA-256 of the far certificate (duplicate and override
     /// checks without scanning every session).
-    by_cert: HashMap<[u8; 32], u32>,
+    /// (64 bits of the digest: the certificates themselves are compared.)
+    by_cert: HashMap<u64, u32>,
+    /// Timer entries; an entry is live when its time equals the `armed`
+    /// time of its session or opening session (others are skipped).
     timers: BinaryHeap<Reverse<(Instant, u32)>>,
-    deadlines: FxHashMap<u32, Instant>,
     ready: VecDeque<u32>,
     in_ready: FxHashSet<u32>,
     startup_queue: VecDeque<(SocketAddr, Vec<u8>)>,
@@ -127,6 +132,8 @@ pub struct Endpoint {
     reassembly: HashMap<(SocketAddr, u64), Reassembly>,
     next_packet_id: u64,
     scratch: Vec<u8>,
+    /// Scratch of `Session::write_data` (flow service order).
+    order_scratch: Vec<u64>,
     stats: EndpointStats,
     ihello_limiter: RateLimiter,
     /// Latest time seen at an entry point (for startup packet timestamps).
@@ -171,6 +178,14 @@ pub struct EndpointStats {
     pub ihello_rate_drops: u64,
 }
 
+/// Frees the buffer of an empty endpoint-wide queue after a burst (kept
+/// when small, so steady traffic does not reallocate).
+fn shrink_queue<T>(q: &mut VecDeque<T>) {
+    if q.is_empty() && q.capacity() > 64 {
+        *q = VecDeque::new();
+    }
+}
+
 fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     let mut m = <Hmac<Sha256>>::new_from_slice(key).expect("hmac takes any key");
     for p in parts {
@@ -179,8 +194,9 @@ fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     m.finalize().into_bytes().into()
 }
 
-fn cert_key(certificate: &[u8]) -> [u8; 32] {
-    Sha256::digest(certificate).into()
+fn cert_key(certificate: &[u8]) -> u64 {
+    let d = Sha256::digest(certificate);
+    u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
 }
 
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
@@ -235,7 +251,6 @@ impl Endpoint {
             by_addr: HashMap::new(),
             by_cert: HashMap::new(),
             timers: BinaryHeap::new(),
-            deadlines: FxHashMap::default(),
             ready: VecDeque::new(),
             in_ready: Default::default(),
             startup_queue: VecDeque::new(),
@@ -244,6 +259,7 @@ impl Endpoint {
             reassembly: HashMap::new(),
             next_packet_id: 1,
             scratch: Vec::with_capacity(2048),
+            order_scratch: Vec::new(),
             stats: EndpointStats::default(),
             ihello_limiter,
             now,
@@ -278,13 +294,14 @@ impl Endpoint {
             .map(|(k, _)| SessionId(*k))
     }
 
-    fn ctx(&mut self) -> (Ctx<'_>, &mut FxHashMap<u32, Session>) {
+    fn ctx(&mut self) -> (Ctx<'_>, &mut FxHashMap<u32, Box<Session>>) {
         (
             Ctx {
                 config: &self.config,
                 events: &mut self.events,
                 tc: &mut self.tc,
                 epoch: self.epoch,
+                order_scratch: &mut self.order_scratch,
             },
             &mut self.sessions,
         )
@@ -322,16 +339,35 @@ impl Endpoint {
         } else {
             None
         };
-        match t {
-            Some(t) => {
-                if self.deadlines.get(&sid) != Some(&t) {
-                    self.deadlines.insert(sid, t);
-                    self.timers.push(Reverse((t, sid)));
-                }
-            }
-            None => {
-                self.deadlines.remove(&sid);
-            }
+        // An armed timer earlier than `t` stays: when it fires,
+        // handle_timeout finds nothing due and re-arms at the deadline of
+        // then. So a deadline that keeps moving later (keepalive, idle
+        // timeout, retransmission alarm) costs no heap push per packet,
+        // and each session has about one entry in the heap.
+        let Some(t) = t else { return };
+        let Some(armed) = self.armed_mut(sid) else {
+            return;
+        };
+        if armed.is_none_or(|a| t < a) {
+            *armed = Some(t);
+            self.timers.push(Reverse((t, sid)));
+        }
+    }
+
+    /// The time of a session's (or opening session's) entry in `timers`.
+    fn armed_mut(&mut self, sid: u32) -> Option<&mut Option<Instant>> {
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            Some(&mut s.armed)
+        } else {
+            self.openings.get_mut(&sid).map(|o| &mut o.armed)
+        }
+    }
+
+    fn armed(&self, sid: u32) -> Option<Instant> {
+        if let Some(s) = self.sessions.get(&sid) {
+            s.armed
+        } else {
+            self.openings.get(&sid).and_then(|o| o.armed)
         }
     }
 
@@ -353,7 +389,7 @@ impl Endpoint {
     /// must be called, if any.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         while let Some(Reverse((t, sid))) = self.timers.peek().copied() {
-            if self.deadlines.get(&sid) == Some(&t) {
+            if self.armed(sid) == Some(t) {
                 return Some(t);
             }
             self.timers.pop();
@@ -373,11 +409,14 @@ impl Endpoint {
                 break;
             }
             self.timers.pop();
-            if self.deadlines.get(&sid) != Some(&t) {
-                continue;
+            match self.armed_mut(sid) {
+                Some(armed) if *armed == Some(t) => *armed = None,
+                _ => continue, // superseded by an earlier entry, or gone
             }
-            self.deadlines.remove(&sid);
             due.push(sid);
+        }
+        if self.timers.capacity() > 1024 && self.timers.len() < self.timers.capacity() / 4 {
+            self.timers.shrink_to(self.timers.len() * 2);
         }
         for sid in due {
             if self.openings.contains_key(&sid) {
@@ -403,7 +442,11 @@ impl Endpoint {
 
     /// Drains the next event.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let e = self.events.pop_front();
+        if e.is_none() {
+            shrink_queue(&mut self.events);
+        }
+        e
     }
 
     /// Assembles the next datagram to send into `buf` (cleared first) and
@@ -416,6 +459,7 @@ impl Endpoint {
             self.stats.datagrams_sent += 1;
             return Some(dst);
         }
+        shrink_queue(&mut self.startup_queue);
         while let Some(sid) = self.ready.pop_front() {
             self.in_ready.remove(&sid);
             let (mut ctx, sessions) = self.ctx();
@@ -426,11 +470,17 @@ impl Endpoint {
             if r.is_some() {
                 self.mark_ready(sid);
                 self.stats.datagrams_sent += 1;
+            } else {
+                s.compact();
             }
             self.after_session(sid);
             if r.is_some() {
                 return r;
             }
+        }
+        shrink_queue(&mut self.ready);
+        if self.in_ready.is_empty() && self.in_ready.capacity() > 64 {
+            self.in_ready = FxHashSet::default();
         }
         None
     }
@@ -449,7 +499,6 @@ impl Endpoint {
                     self.by_addr.remove(&s.far_addr);
                 }
             }
-            self.deadlines.remove(&sid);
             return;
         }
         self.schedule(sid);
@@ -911,11 +960,11 @@ impl Endpoint {
         }
         // duplicate session check (§3.5.1.1.1): an open session with the
         // same certificate (hence the same canonical EPD)
-        if let Some(&existing) = self
-            .by_cert
-            .get(&cert_key(cert))
-            .filter(|id| self.sessions.get(id).is_some_and(|s| s.is_open()))
-        {
+        if let Some(&existing) = self.by_cert.get(&cert_key(cert)).filter(|id| {
+            self.sessions
+                .get(id)
+                .is_some_and(|s| s.is_open() && s.far_cert[..] == cert[..])
+        }) {
             self.fail_opening(sid, OpenError::Duplicate(SessionId(existing)));
             return;
         }
@@ -1104,6 +1153,7 @@ impl Endpoint {
             .filter(|id| {
                 self.sessions.get(id).is_some_and(|s| {
                     s.is_open()
+                        && s.far_cert[..] == k.certificate[..]
                         && self.profile.overrides(&s.far_cert, k.certificate)
                         && s.far_addr != from
                 })
@@ -1156,7 +1206,7 @@ impl Endpoint {
         );
         s.keying_digest = Some(digest);
         s.rikeying = Some(Bytes::from(rik.clone()));
-        self.sessions.insert(rsid, s);
+        self.sessions.insert(rsid, Box::new(s));
         self.by_addr.insert(from, rsid);
         self.by_cert.insert(cert_key(k.certificate), rsid);
         self.queue_startup(from, isid, &rik);
@@ -1218,7 +1268,7 @@ impl Endpoint {
                     now,
                     &self.config,
                 );
-                self.sessions.insert(sid, s);
+                self.sessions.insert(sid, Box::new(s));
                 self.by_addr.insert(dest, sid);
                 self.stats.sessions_initiated += 1;
                 self.push_event(Event::SessionOpened {
@@ -1337,7 +1387,6 @@ impl Endpoint {
         let o = self.openings.remove(&sid)?;
         self.tags.remove(&o.tag);
         self.by_addr.retain(|_, v| *v != sid);
-        self.deadlines.remove(&sid);
         Some(o)
     }
 
@@ -1387,6 +1436,7 @@ impl Endpoint {
             started: now,
             candidates: Vec::new(),
             phase: Phase::IHello,
+            armed: None,
         };
         for &a in candidates.iter().take(self.config.redirect_threshold) {
             if !o.candidates.iter().any(|c| c.addr == a) {
@@ -1438,7 +1488,10 @@ impl Endpoint {
     }
 
     fn session_mut(&mut self, session: SessionId) -> Result<&mut Session, Error> {
-        self.sessions.get_mut(&session.0).ok_or(Error::NoSession)
+        self.sessions
+            .get_mut(&session.0)
+            .map(|s| &mut **s)
+            .ok_or(Error::NoSession)
     }
 
     /// Opens a sending flow with the user's metadata, optionally in return

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::session::release_if_empty;
 use crate::wire::Fragmentation;
 
 /// Flow priority. Flows at [`Priority::PRIORITY`] and above are time
@@ -332,6 +333,15 @@ impl SendFlow {
         self.next_eligible().is_some()
     }
 
+    /// Frees the buffers of empty queues.
+    pub(crate) fn compact(&mut self) {
+        release_if_empty(&mut self.queue);
+        if self.retransmit.is_empty() {
+            // an emptied B-tree may keep its root node
+            self.retransmit = BTreeSet::new();
+        }
+    }
+
     /// Whether the sending flow is complete (§3.6.2.11).
     pub(crate) fn is_complete(&self) -> bool {
         self.state == SendState::Closing && self.queue.is_empty()
@@ -396,6 +406,13 @@ impl RangeSet {
 
     pub(crate) fn len(&self) -> usize {
         self.ranges.len()
+    }
+
+    /// Drops spare capacity (a flow without gaps holds one range).
+    pub(crate) fn compact(&mut self) {
+        if self.ranges.capacity() > self.ranges.len() {
+            self.ranges.shrink_to_fit();
+        }
     }
 }
 
@@ -715,6 +732,16 @@ impl RecvFlow {
         self.ready.clear();
         self.buffered_bytes = 0;
         self.should_ack = true;
+    }
+
+    /// Frees the buffers of empty queues and spare range capacity.
+    pub(crate) fn compact(&mut self) {
+        release_if_empty(&mut self.ready);
+        if self.buffer.is_empty() {
+            // an emptied B-tree may keep its root node
+            self.buffer = BTreeMap::new();
+        }
+        self.seqs.compact();
     }
 
     /// Whether every sequence number through the final one was received

@@ -92,6 +92,8 @@ pub(crate) struct Ctx<'a> {
     pub events: &'a mut VecDeque<Event>,
     pub tc: &'a mut TcState,
     pub epoch: Instant,
+    /// Scratch for the flow service order in `write_data`.
+    pub order_scratch: &'a mut Vec<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -129,12 +131,12 @@ pub(crate) struct Session {
     pacing_until: Option<Instant>,
     // keyed by flow IDs this end chose: a fast hasher is safe (receiving
     // flows, keyed by the peer's IDs, keep SipHash)
-    send_flows: FxHashMap<u64, SendFlow>,
+    // boxed values: a map's buckets outnumber its entries
+    send_flows: FxHashMap<u64, Box<SendFlow>>,
     send_order: Vec<u64>,
     send_order_prio: Vec<Priority>,
-    order_scratch: Vec<u64>,
     rr: usize,
-    recv_flows: HashMap<u64, RecvFlow>,
+    recv_flows: HashMap<u64, Box<RecvFlow>>,
     next_flow_id: u64,
     in_flight: VecDeque<InFlight>,
     next_tsn: u64,
@@ -152,7 +154,8 @@ pub(crate) struct Session {
     mob_secret: [u8; 16],
     mob_tx_ts: Option<Instant>,
     mob_rx_ts: u64,
-    mobility_probe: Option<(SocketAddr, Vec<u8>)>,
+    /// (boxed: rarely used)
+    mobility_probe: Option<Box<(SocketAddr, Vec<u8>)>>,
     ping_replies: VecDeque<Bytes>,
     fihellos: VecDeque<Vec<u8>>,
     send_close_ack: bool,
@@ -160,6 +163,8 @@ pub(crate) struct Session {
     tcr_rx_at: Option<Instant>,
     pub stats: SessionStats,
     plain_budget: usize,
+    /// Time of this session's live entry in the endpoint's timer heap.
+    pub armed: Option<Instant>,
     /// Per-session keepalive interval in ms (0: the configuration's).
     keepalive_ms: u32,
     /// Per-session idle timeout in ms (0: the configuration's).
@@ -175,6 +180,13 @@ fn clamp_ms(d: Duration) -> u32 {
     d.max(MIN_SESSION_TIMER)
         .as_millis()
         .min(u128::from(u32::MAX)) as u32
+}
+
+/// Frees an empty queue's buffer (`VecDeque::new` does not allocate).
+pub(crate) fn release_if_empty<T>(q: &mut VecDeque<T>) {
+    if q.is_empty() && q.capacity() > 0 {
+        *q = VecDeque::new();
+    }
 }
 
 fn timestamp(now: Instant, epoch: Instant) -> u16 {
@@ -237,7 +249,6 @@ impl Session {
             send_flows: FxHashMap::default(),
             send_order: Vec::new(),
             send_order_prio: Vec::new(),
-            order_scratch: Vec::new(),
             rr: 0,
             recv_flows: HashMap::new(),
             next_flow_id: 1,
@@ -265,6 +276,7 @@ impl Session {
             tcr_rx_at: None,
             stats: SessionStats::default(),
             plain_budget,
+            armed: None,
             keepalive_ms: 0,
             idle_ms: 0,
         }
@@ -319,7 +331,12 @@ impl Session {
         self.next_flow_id = id + 1;
         self.send_flows.insert(
             id,
-            SendFlow::new(id, Bytes::copy_from_slice(metadata), association, priority),
+            Box::new(SendFlow::new(
+                id,
+                Bytes::copy_from_slice(metadata),
+                association,
+                priority,
+            )),
         );
         self.rebuild_order();
         Ok(id)
@@ -717,7 +734,7 @@ impl Session {
             msg.extend_from_slice(&ts.to_be_bytes());
             let mac = self.mobility_mac(&msg, from);
             msg.extend_from_slice(&mac);
-            self.mobility_probe = Some((from, msg));
+            self.mobility_probe = Some(Box::new((from, msg)));
         }
     }
 
@@ -825,7 +842,7 @@ impl Session {
                     association: assoc,
                 });
             }
-            self.recv_flows.insert(flow_id, f);
+            self.recv_flows.insert(flow_id, Box::new(f));
             self.ack_now = true;
         }
         let Some(f) = self.recv_flows.get_mut(&flow_id) else {
@@ -1181,7 +1198,7 @@ impl Session {
         ctx: &mut Ctx<'_>,
     ) -> Option<SocketAddr> {
         out.clear();
-        if let Some((addr, msg)) = self.mobility_probe.take() {
+        if let Some((addr, msg)) = self.mobility_probe.take().map(|b| *b) {
             if self.state == SessionState::Open {
                 out.extend_from_slice(&[0; 4]);
                 let header = self.header(now, ctx, false);
@@ -1487,7 +1504,7 @@ impl Session {
         // highest priority first; round-robin among flows of equal priority
         let start = self.rr % n;
         self.rr = self.rr.wrapping_add(1);
-        let mut order = std::mem::take(&mut self.order_scratch);
+        let mut order = std::mem::take(ctx.order_scratch);
         order.clear();
         let mut i = 0;
         while i < n {
@@ -1610,8 +1627,23 @@ impl Session {
                 break;
             }
         }
-        self.order_scratch = order;
+        *ctx.order_scratch = order;
         (any, tc)
+    }
+
+    /// Releases the buffers of queues that are empty (an idle session then
+    /// holds no spare capacity). Called whenever the session has nothing
+    /// more to send; O(flows).
+    pub(crate) fn compact(&mut self) {
+        release_if_empty(&mut self.in_flight);
+        release_if_empty(&mut self.ping_replies);
+        release_if_empty(&mut self.fihellos);
+        for f in self.send_flows.values_mut() {
+            f.compact();
+        }
+        for f in self.recv_flows.values_mut() {
+            f.compact();
+        }
     }
 
     /// Whether the session may be forgotten.
