@@ -1,20 +1,19 @@
 //! An established session (RFC 7016 §3.5): packet processing, flows,
 //! acknowledgements, congestion control, keepalive, mobility and close.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
-use rustc_hash::FxHashMap;
 use sha2::Sha256;
 
 use crate::cc::{Congestion, Pacer, RttEstimator};
 use crate::config::EndpointConfig;
 use crate::crypto::{PacketCrypto, SessionKeys};
 use crate::event::{CloseReason, Event, Role, SessionId, SessionInfo, SessionStats};
-use crate::flow::{Priority, RecvFlow, RecvMessage, RecvState, SendFlow, SendState};
+use crate::flow::{FlowMap, Priority, RecvFlow, RecvMessage, RecvState, SendFlow, SendState};
 use crate::wire::{
     self, chunk_type, encode_ack_body, option_len, put_option, put_vlu, vlu_len, Chunk, DataFlags,
     Mode, Packet, PacketHeader, UserData, OPTION_RETURN_ASSOCIATION, OPTION_USER_METADATA,
@@ -129,14 +128,13 @@ pub(crate) struct Session {
     cc: Congestion,
     pacer: Pacer,
     pacing_until: Option<Instant>,
-    // keyed by flow IDs this end chose: a fast hasher is safe (receiving
-    // flows, keyed by the peer's IDs, keep SipHash)
-    // boxed values: a map's buckets outnumber its entries
-    send_flows: FxHashMap<u64, Box<SendFlow>>,
+    // sorted vectors: sessions have few flows (no hashing of the peer's
+    // flow IDs, O(log n) lookups)
+    send_flows: FlowMap<SendFlow>,
     send_order: Vec<u64>,
     send_order_prio: Vec<Priority>,
     rr: usize,
-    recv_flows: HashMap<u64, Box<RecvFlow>>,
+    recv_flows: FlowMap<RecvFlow>,
     next_flow_id: u64,
     in_flight: VecDeque<InFlight>,
     next_tsn: u64,
@@ -246,11 +244,11 @@ impl Session {
             cc: Congestion::new(plain_budget as u64),
             pacer: Pacer::new(),
             pacing_until: None,
-            send_flows: FxHashMap::default(),
+            send_flows: FlowMap::default(),
             send_order: Vec::new(),
             send_order_prio: Vec::new(),
             rr: 0,
-            recv_flows: HashMap::new(),
+            recv_flows: FlowMap::default(),
             next_flow_id: 1,
             in_flight: VecDeque::new(),
             next_tsn: 1,
