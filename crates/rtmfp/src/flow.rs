@@ -408,9 +408,10 @@ impl RangeSet {
         self.ranges.len()
     }
 
-    /// Drops spare capacity (a flow without gaps holds one range).
+    /// Drops spare capacity once there are no gaps (one range), so that
+    /// lossy transfers do not reallocate back and forth.
     pub(crate) fn compact(&mut self) {
-        if self.ranges.capacity() > self.ranges.len() {
+        if self.ranges.len() <= 1 && self.ranges.capacity() > self.ranges.len() {
             self.ranges.shrink_to_fit();
         }
     }

@@ -225,6 +225,46 @@ fn keepalive_holds_an_idle_session_and_idle_timeout_ends_a_dead_one() {
 }
 
 #[test]
+fn per_session_keepalive_and_idle_timeout_override_the_configuration() {
+    // as a client told by its server (RFC 7425 §5.3.4, Set Keepalive
+    // Timers) to ping every 3 s instead of the configured 10 s
+    let mut sim = pair(21, EndpointConfig::default());
+    sim.net.set_default_link(lossy(0.0));
+    let (sa, sb) = connect(&mut sim, 0, 1, Duration::from_secs(10)).expect("open");
+    sim.run_for(Duration::from_secs(1));
+    let now = sim.now();
+    sim.node_mut(0)
+        .with(now, |ep, _| ep.set_keepalive(sa, Duration::from_secs(3)))
+        .unwrap();
+    let before = sim.node(0).ep.session_info(sa).unwrap().stats.packets_sent;
+    sim.run_for(Duration::from_secs(60));
+    let pings = sim.node(0).ep.session_info(sa).unwrap().stats.packets_sent - before;
+    assert!((15..=25).contains(&pings), "{pings} keepalives in 60 s");
+    // the server drops a silent client after 5 s instead of 60
+    let now = sim.now();
+    sim.node_mut(1)
+        .with(now, |ep, _| ep.set_idle_timeout(sb, Duration::from_secs(5)))
+        .unwrap();
+    let (ia, ib) = (sim.node(0).addr.ip(), sim.node(1).addr.ip());
+    sim.net.block(ia, ib, true);
+    let t0 = sim.now();
+    assert!(
+        sim.run_until(Duration::from_secs(30), |s| s.node(1).has_event(
+            |e| matches!(
+                e,
+                Event::SessionClosed {
+                    reason: CloseReason::IdleTimeout,
+                    ..
+                }
+            )
+        ))
+    );
+    let took = sim.now() - t0;
+    assert!(took <= Duration::from_secs(6), "{took:?}");
+    assert!(sim.node(0).ep.session_info(sa).is_some_and(|i| i.open));
+}
+
+#[test]
 fn orderly_close_handshake() {
     let mut sim = pair(12, EndpointConfig::default());
     sim.net.set_default_link(lossy(0.0));
