@@ -170,7 +170,10 @@ mod tests {
             ..ServerArgs::default()
         };
         let c = a.to_config().unwrap();
-        assert_eq!(c.listen, vec!["127.0.0.1:2000".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(
+            c.listen,
+            vec!["127.0.0.1:2000".parse::<SocketAddr>().unwrap()]
+        );
         assert_eq!(c.shards, 4);
         assert_eq!(c.apps[0].policy, Policy::DeveloperKey);
     }

@@ -288,7 +288,10 @@ impl ServerConfig {
         }
         let l = &self.limits;
         if l.max_sessions == 0 || l.sessions_per_address == 0 || l.flows_per_session < 4 {
-            return bad("limits: max_sessions and sessions_per_address must be > 0, flows_per_session >= 4".into());
+            return bad(
+                "limits: max_sessions and sessions_per_address must be > 0, flows_per_session >= 4"
+                    .into(),
+            );
         }
         if l.idle_timeout_secs < 10 {
             return bad("limits.idle_timeout_secs must be at least 10".into());

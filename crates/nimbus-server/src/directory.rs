@@ -146,8 +146,7 @@ impl Directory {
     /// Removes a peer if `shard`/`session` still own it.
     pub fn remove(&self, peer: &[u8; 32], shard: usize, session: SessionId) {
         let mut m = lock(&self.peers[part_of(peer)]);
-        if m
-            .get(peer)
+        if m.get(peer)
             .is_some_and(|e| e.shard == shard && e.session == session)
         {
             m.remove(peer);
@@ -181,15 +180,16 @@ impl Directory {
     /// Looks up a name.
     pub fn name(&self, name: &str) -> Option<NameEntry> {
         let key = name.to_lowercase();
-        lock(&self.names[part_of(key.as_bytes())]).get(&key).cloned()
+        lock(&self.names[part_of(key.as_bytes())])
+            .get(&key)
+            .cloned()
     }
 
     /// Releases a name held by `shard`/`session`.
     pub fn release_name(&self, name: &str, shard: usize, session: SessionId) {
         let key = name.to_lowercase();
         let mut m = lock(&self.names[part_of(key.as_bytes())]);
-        if m
-            .get(&key)
+        if m.get(&key)
             .is_some_and(|e| e.shard == shard && e.session == session)
         {
             m.remove(&key);

@@ -78,7 +78,10 @@ pub struct Server {
     local_addrs: Vec<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
     registry_http: Option<nimbus_registry::ServeHandle>,
-    metrics_task: Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
+    metrics_task: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
 }
 
 fn dh_group(g: u8) -> DhGroup {
@@ -135,7 +138,8 @@ impl Server {
 
         // sockets: every shard gets one per listen address, same port
         let mut local_addrs = Vec::new();
-        let mut per_shard: Vec<Vec<std::net::UdpSocket>> = (0..nshards).map(|_| Vec::new()).collect();
+        let mut per_shard: Vec<Vec<std::net::UdpSocket>> =
+            (0..nshards).map(|_| Vec::new()).collect();
         for want in &config.listen {
             let first = bind_udp(*want, nshards > 1)
                 .with_context(|| format!("cannot listen on udp {want}"))?;
@@ -143,10 +147,10 @@ impl Server {
             local_addrs.push(actual);
             per_shard[0].push(first);
             for socks in per_shard.iter_mut().skip(1) {
-                socks.push(
-                    bind_udp(actual, true)
-                        .with_context(|| format!("cannot listen on udp {actual} (SO_REUSEPORT)"))?,
-                );
+                socks
+                    .push(bind_udp(actual, true).with_context(|| {
+                        format!("cannot listen on udp {actual} (SO_REUSEPORT)")
+                    })?);
             }
         }
 
@@ -224,6 +228,8 @@ impl Server {
                 send_buffer: l.buffered_bytes_per_session,
                 idle_timeout: config.idle_timeout(),
                 keepalive_interval: Duration::from_secs(30).min(config.idle_timeout() / 3),
+                ihello_rate_per_source: l.handshakes_per_second_per_address,
+                ihello_burst_per_source: l.handshakes_per_second_per_address.saturating_mul(2),
                 ..EndpointConfig::default()
             };
             let ep = Endpoint::new(

@@ -140,12 +140,16 @@ pub fn decide(apps: &[AppConfig], req: &ConnectRequest, unix_now: u64) -> Decisi
         },
         Policy::DeveloperKey => {
             let first = req.path.first().map(String::as_str);
-            let offered = [first, req.query_value("key"), req.args.first().map(String::as_str)];
-            if offered
-                .iter()
-                .flatten()
-                .any(|k| app.developer_keys.iter().any(|d| constant_eq(d.as_bytes(), k.as_bytes())))
-            {
+            let offered = [
+                first,
+                req.query_value("key"),
+                req.args.first().map(String::as_str),
+            ];
+            if offered.iter().flatten().any(|k| {
+                app.developer_keys
+                    .iter()
+                    .any(|d| constant_eq(d.as_bytes(), k.as_bytes()))
+            }) {
                 Decision::Accept {
                     app: i,
                     user: claimed,
@@ -196,8 +200,7 @@ pub fn decide(apps: &[AppConfig], req: &ConnectRequest, unix_now: u64) -> Decisi
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '@'))
 }
 

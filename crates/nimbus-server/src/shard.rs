@@ -117,6 +117,8 @@ struct Player {
     session: SessionId,
     stream: u32,
     waiting_keyframe: bool,
+    /// Joined and not yet sent the stream's cached configuration.
+    needs_headers: bool,
 }
 
 #[derive(Debug, Default)]
@@ -581,9 +583,7 @@ impl Shard {
             .collect();
         self.ep.send_redirect(from, tag, &dests);
         if target.shard == self.id {
-            let _ = self
-                .ep
-                .forward_ihello(now, target.session, epd, from, tag);
+            let _ = self.ep.forward_ihello(now, target.session, epd, from, tag);
         } else {
             self.send_to_shard(
                 target.shard,
@@ -702,9 +702,12 @@ impl Shard {
         let peer_hex = hex(&c.peer);
         let _ = c.nc.accept_connect(&mut self.ep, now, Vec::new());
         let cfg = &self.shared.config;
-        let _ = c
-            .nc
-            .set_keepalive(&mut self.ep, now, cfg.client_keepalive_ms, cfg.peer_keepalive_ms);
+        let _ = c.nc.set_keepalive(
+            &mut self.ep,
+            now,
+            cfg.client_keepalive_ms,
+            cfg.peer_keepalive_ms,
+        );
         let m = &self.shared.metrics;
         Metrics::inc(&m.connects_accepted_total, 1);
         Metrics::add(&m.connections, 1);
@@ -783,7 +786,14 @@ impl Shard {
 
     // ----- calls ---------------------------------------------------------------
 
-    fn on_call(&mut self, now: Instant, sid: SessionId, txn: f64, name: &str, mut args: Vec<Value>) {
+    fn on_call(
+        &mut self,
+        now: Instant,
+        sid: SessionId,
+        txn: f64,
+        name: &str,
+        mut args: Vec<Value>,
+    ) {
         Metrics::inc(&self.shared.metrics.calls_total, 1);
         let Some(app) = self.app_of(sid).cloned() else {
             return;
@@ -806,7 +816,10 @@ impl Shard {
                     }
                     None => {
                         Metrics::inc(&self.shared.metrics.relays_failed_total, 1);
-                        Err(("NetConnection.Call.Failed", "relay target is not connected".to_string()))
+                        Err((
+                            "NetConnection.Call.Failed",
+                            "relay target is not connected".to_string(),
+                        ))
                     }
                 }
             }
@@ -818,31 +831,34 @@ impl Shard {
                     .and_then(|n| self.shared.directory.name(n));
                 match target {
                     Some(t) => {
-                        args[0] = Value::String(
-                            my_name.map(String::from).unwrap_or_else(|| hex(&me)),
-                        );
+                        args[0] =
+                            Value::String(my_name.map(String::from).unwrap_or_else(|| hex(&me)));
                         self.deliver(now, t.shard, t.session, "onMessage", args);
                         Metrics::inc(&self.shared.metrics.relays_total, 1);
                         Ok(Value::Null)
                     }
                     None => {
                         Metrics::inc(&self.shared.metrics.relays_failed_total, 1);
-                        Err(("NetConnection.Call.Failed", "user is not connected".to_string()))
+                        Err((
+                            "NetConnection.Call.Failed",
+                            "user is not connected".to_string(),
+                        ))
                     }
                 }
             }
             // lookup(name) -> peer ID (hex) or null
-            "lookup" | "lookupUser" => {
-                match args.first().and_then(Value::as_str) {
-                    Some(n) => Ok(self
-                        .shared
-                        .directory
-                        .name(n)
-                        .map(|e| Value::String(hex(&e.peer)))
-                        .unwrap_or(Value::Null)),
-                    None => Err(("NetConnection.Call.BadValue", "lookup(name) needs a name".to_string())),
-                }
-            }
+            "lookup" | "lookupUser" => match args.first().and_then(Value::as_str) {
+                Some(n) => Ok(self
+                    .shared
+                    .directory
+                    .name(n)
+                    .map(|e| Value::String(hex(&e.peer)))
+                    .unwrap_or(Value::Null)),
+                None => Err((
+                    "NetConnection.Call.BadValue",
+                    "lookup(name) needs a name".to_string(),
+                )),
+            },
             // whoami() -> { peerID, user, address }
             "getPeerInfo" | "whoami" => {
                 let mut o = rtmfp_flash::amf::Object::new();
@@ -853,7 +869,10 @@ impl Shard {
                 o.insert("address", Value::String(c.addr.to_string()));
                 Ok(Value::Object(o))
             }
-            _ => Err(("NetConnection.Call.Failed", format!("Method not found ({name})"))),
+            _ => Err((
+                "NetConnection.Call.Failed",
+                format!("Method not found ({name})"),
+            )),
         };
         if txn == 0.0 {
             return;
@@ -870,7 +889,14 @@ impl Shard {
         };
     }
 
-    fn deliver(&mut self, now: Instant, shard: usize, session: SessionId, name: &str, args: Vec<Value>) {
+    fn deliver(
+        &mut self,
+        now: Instant,
+        shard: usize,
+        session: SessionId,
+        name: &str,
+        args: Vec<Value>,
+    ) {
         if shard == self.id {
             if let Some(c) = self.conns.get_mut(&session) {
                 let _ = c.nc.call(&mut self.ep, now, name, args);
@@ -900,18 +926,34 @@ impl Shard {
         Some(format!("{app}/{name}").into())
     }
 
-    fn status(&mut self, now: Instant, sid: SessionId, stream: u32, code: &str, level: &str, desc: &str, details: Option<&str>) {
+    fn status(
+        &mut self,
+        now: Instant,
+        sid: SessionId,
+        stream: u32,
+        code: &str,
+        level: &str,
+        desc: &str,
+        details: Option<&str>,
+    ) {
         if let Some(c) = self.conns.get_mut(&sid) {
-            let _ = c
-                .nc
-                .stream_status(&mut self.ep, now, stream, code, level, desc, details);
+            let _ =
+                c.nc.stream_status(&mut self.ep, now, stream, code, level, desc, details);
         }
     }
 
     fn on_publish(&mut self, now: Instant, sid: SessionId, stream: u32, name: &str) {
         let allowed = self.app_of(sid).is_some_and(|a| a.streams);
         let Some(key) = self.stream_key(sid, name).filter(|_| allowed) else {
-            self.status(now, sid, stream, "NetStream.Publish.BadName", "error", "publishing is not allowed here", Some(name));
+            self.status(
+                now,
+                sid,
+                stream,
+                "NetStream.Publish.BadName",
+                "error",
+                "publishing is not allowed here",
+                Some(name),
+            );
             return;
         };
         self.end_stream(now, sid, stream);
@@ -921,7 +963,15 @@ impl Shard {
             stream,
         };
         let Some(subscribers) = self.shared.streams.publish(&key, p) else {
-            self.status(now, sid, stream, "NetStream.Publish.BadName", "error", "stream is already being published", Some(name));
+            self.status(
+                now,
+                sid,
+                stream,
+                "NetStream.Publish.BadName",
+                "error",
+                "stream is already being published",
+                Some(name),
+            );
             return;
         };
         self.publications.insert(
@@ -937,7 +987,15 @@ impl Shard {
             c.streams.push((stream, Role::Publishing(key.clone())));
         }
         Metrics::add(&self.shared.metrics.streams_published, 1);
-        self.status(now, sid, stream, "NetStream.Publish.Start", "status", &format!("{name} is now published"), Some(name));
+        self.status(
+            now,
+            sid,
+            stream,
+            "NetStream.Publish.Start",
+            "status",
+            &format!("{name} is now published"),
+            Some(name),
+        );
         for shard in bits(subscribers) {
             self.route_state(now, shard, key.clone(), true);
         }
@@ -947,14 +1005,34 @@ impl Shard {
     fn on_play(&mut self, now: Instant, sid: SessionId, stream: u32, name: &str) {
         let allowed = self.app_of(sid).is_some_and(|a| a.streams);
         let Some(key) = self.stream_key(sid, name).filter(|_| allowed) else {
-            self.status(now, sid, stream, "NetStream.Play.StreamNotFound", "error", "playing is not allowed here", Some(name));
+            self.status(
+                now,
+                sid,
+                stream,
+                "NetStream.Play.StreamNotFound",
+                "error",
+                "playing is not allowed here",
+                Some(name),
+            );
             return;
         };
         self.end_stream(now, sid, stream);
         let limit = self.shared.config.limits.players_per_stream;
-        if self.audiences.get(&key).is_some_and(|a| a.players.len() >= limit) {
+        if self
+            .audiences
+            .get(&key)
+            .is_some_and(|a| a.players.len() >= limit)
+        {
             Metrics::inc(&self.shared.metrics.limit_refusals_total, 1);
-            self.status(now, sid, stream, "NetStream.Play.Failed", "error", "too many players", Some(name));
+            self.status(
+                now,
+                sid,
+                stream,
+                "NetStream.Play.Failed",
+                "error",
+                "too many players",
+                Some(name),
+            );
             return;
         }
         let publisher = self.shared.streams.play(&key, self.id);
@@ -962,25 +1040,43 @@ impl Shard {
             c.streams.push((stream, Role::Playing(key.clone())));
             let _ = c.nc.stream_begin(&mut self.ep, now, stream);
         }
-        self.status(now, sid, stream, "NetStream.Play.Reset", "status", &format!("Playing and resetting {name}"), Some(name));
-        self.status(now, sid, stream, "NetStream.Play.Start", "status", &format!("Started playing {name}"), Some(name));
+        self.status(
+            now,
+            sid,
+            stream,
+            "NetStream.Play.Reset",
+            "status",
+            &format!("Playing and resetting {name}"),
+            Some(name),
+        );
+        self.status(
+            now,
+            sid,
+            stream,
+            "NetStream.Play.Start",
+            "status",
+            &format!("Started playing {name}"),
+            Some(name),
+        );
         let audience = self.audiences.entry(key.clone()).or_default();
         audience.players.push(Player {
             session: sid,
             stream,
             waiting_keyframe: true,
+            needs_headers: true,
         });
-        let cached: Vec<Bytes> = audience.headers.frames().cloned().collect();
         Metrics::add(&self.shared.metrics.stream_players, 1);
         if let Some(p) = publisher {
-            if !cached.is_empty() {
-                if let Some(c) = self.conns.get_mut(&sid) {
-                    for f in cached {
-                        let _ = c.nc.send_media(&mut self.ep, now, stream, f, Some(VIDEO_LIFETIME));
-                    }
-                }
-            }
-            self.status(now, sid, stream, "NetStream.Play.PublishNotify", "status", &format!("{name} is now published"), Some(name));
+            // the publisher's shard answers with the cached configuration
+            self.status(
+                now,
+                sid,
+                stream,
+                "NetStream.Play.PublishNotify",
+                "status",
+                &format!("{name} is now published"),
+                Some(name),
+            );
             self.route_subscribe(now, p.shard, key.clone());
         }
         tracing::info!(shard = self.id, stream = %key, "play");
@@ -988,9 +1084,21 @@ impl Shard {
 
     fn route_subscribe(&mut self, now: Instant, shard: usize, key: StreamKey) {
         if shard == self.id {
-            self.handle_msg(now, ShardMsg::Subscribe { key, shard: self.id });
+            self.handle_msg(
+                now,
+                ShardMsg::Subscribe {
+                    key,
+                    shard: self.id,
+                },
+            );
         } else {
-            self.send_to_shard(shard, ShardMsg::Subscribe { key, shard: self.id });
+            self.send_to_shard(
+                shard,
+                ShardMsg::Subscribe {
+                    key,
+                    shard: self.id,
+                },
+            );
         }
     }
 
@@ -1048,7 +1156,8 @@ impl Shard {
             Role::Playing(key) => {
                 let mut empty = false;
                 if let Some(a) = self.audiences.get_mut(&key) {
-                    a.players.retain(|p| !(p.session == sid && p.stream == stream));
+                    a.players
+                        .retain(|p| !(p.session == sid && p.stream == stream));
                     empty = a.players.is_empty();
                 }
                 Metrics::add(&self.shared.metrics.stream_players, -1);
@@ -1090,9 +1199,15 @@ impl Shard {
             .collect();
         let name = key.split_once('/').map(|(_, n)| n).unwrap_or(key);
         let (code, desc) = if published {
-            ("NetStream.Play.PublishNotify", format!("{name} is now published"))
+            (
+                "NetStream.Play.PublishNotify",
+                format!("{name} is now published"),
+            )
         } else {
-            ("NetStream.Play.UnpublishNotify", format!("{name} is now unpublished"))
+            (
+                "NetStream.Play.UnpublishNotify",
+                format!("{name} is now unpublished"),
+            )
         };
         for (sid, stream) in players {
             self.status(now, sid, stream, code, "status", &desc, Some(name));
@@ -1105,18 +1220,16 @@ impl Shard {
         };
         a.headers = headers;
         let frames: Vec<Bytes> = a.headers.frames().cloned().collect();
-        let targets: Vec<(SessionId, u32)> = a
-            .players
-            .iter()
-            .filter(|p| p.waiting_keyframe)
-            .map(|p| (p.session, p.stream))
-            .collect();
+        let mut targets = Vec::new();
+        for p in a.players.iter_mut().filter(|p| p.needs_headers) {
+            p.needs_headers = false;
+            targets.push((p.session, p.stream));
+        }
         for (sid, stream) in targets {
             if let Some(c) = self.conns.get_mut(&sid) {
                 for f in &frames {
-                    let _ = c
-                        .nc
-                        .send_media(&mut self.ep, now, stream, f.clone(), Some(VIDEO_LIFETIME));
+                    let _ =
+                        c.nc.send_media(&mut self.ep, now, stream, f.clone(), Some(VIDEO_LIFETIME));
                 }
             }
         }
@@ -1195,10 +1308,12 @@ impl Shard {
                     }
                     AUDIO_LIFETIME
                 }
-                MediaClass::Config(_) => VIDEO_LIFETIME,
+                MediaClass::Config(_) => {
+                    p.needs_headers = false;
+                    VIDEO_LIFETIME
+                }
             };
-            if c
-                .nc
+            if c.nc
                 .send_media(&mut self.ep, now, p.stream, frame.clone(), Some(lifetime))
                 .is_ok()
             {

@@ -255,7 +255,10 @@ mod tests {
             classify(&frame(9, &[0x17, 0, 0, 0, 0])),
             MediaClass::Config(ConfigSlot::Video)
         );
-        assert_eq!(classify(&frame(9, &[0x17, 1, 0, 0, 0])), MediaClass::Keyframe);
+        assert_eq!(
+            classify(&frame(9, &[0x17, 1, 0, 0, 0])),
+            MediaClass::Keyframe
+        );
         assert_eq!(classify(&frame(9, &[0x27, 1])), MediaClass::Video);
         assert_eq!(
             classify(&frame(8, &[0xaf, 0, 0x12, 0x10])),

@@ -1,0 +1,187 @@
+//! A blocking test client: one RTMFP endpoint (Flash profile, its own
+//! identity) on one UDP socket, with an optional NetConnection to the server.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use rand_core::SeedableRng;
+use rtmfp::{Endpoint, EndpointConfig, Event};
+use rtmfp_flash::amf::{Object, Value};
+use rtmfp_flash::message::{NcEvent, NetConnection};
+use rtmfp_flash::{DhGroup, FlashProfile, PeerId};
+
+pub struct Client {
+    pub ep: Endpoint,
+    pub sock: UdpSocket,
+    out: Vec<u8>,
+    rbuf: Vec<u8>,
+    pub nc: Option<NetConnection>,
+    pub nc_events: Vec<NcEvent>,
+    /// Engine events not consumed by the NetConnection (direct sessions).
+    pub events: Vec<Event>,
+    pub peer_id: PeerId,
+    /// Datagrams are dropped instead of sent while set (to fake a dead path).
+    pub mute: bool,
+}
+
+impl Client {
+    pub fn new(seed: u64) -> Self {
+        Self::bind("127.0.0.1:0".parse().unwrap(), seed)
+    }
+
+    pub fn bind(addr: SocketAddr, seed: u64) -> Self {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
+        let profile = FlashProfile::client()
+            .groups(&[DhGroup::Modp1024])
+            .build(&mut rng)
+            .unwrap();
+        let peer_id = profile.peer_id();
+        let sock = UdpSocket::bind(addr).unwrap();
+        sock.set_nonblocking(true).unwrap();
+        let ep = Endpoint::new(
+            EndpointConfig::default(),
+            Box::new(profile),
+            Box::new(rand_chacha::ChaCha20Rng::seed_from_u64(seed ^ 0x5555)),
+            Instant::now(),
+        );
+        Self {
+            ep,
+            sock,
+            out: Vec::with_capacity(2048),
+            rbuf: vec![0; 65536],
+            nc: None,
+            nc_events: Vec::new(),
+            events: Vec::new(),
+            peer_id,
+            mute: false,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.sock.local_addr().unwrap()
+    }
+
+    pub fn connect(&mut self, url: &str, server: SocketAddr, args: Vec<Value>) {
+        let nc =
+            NetConnection::connect(&mut self.ep, Instant::now(), url, &[server], Object::new())
+                .unwrap()
+                .with_connect_args(args);
+        self.nc = Some(nc);
+    }
+
+    /// Receives, runs timers, sends; dispatches events.
+    pub fn turn(&mut self) {
+        let now = Instant::now();
+        while let Ok((n, from)) = self.sock.recv_from(&mut self.rbuf) {
+            if !self.mute {
+                self.ep.handle_datagram(now, from, &self.rbuf[..n]);
+            }
+        }
+        if self.ep.poll_timeout().is_some_and(|t| t <= now) {
+            self.ep.handle_timeout(now);
+        }
+        while let Some(e) = self.ep.poll_event() {
+            let used = match self.nc.as_mut() {
+                Some(nc) => nc.on_event(&mut self.ep, now, &e),
+                None => false,
+            };
+            if !used {
+                self.events.push(e);
+            }
+        }
+        if let Some(nc) = self.nc.as_mut() {
+            while let Some(e) = nc.poll_event() {
+                self.nc_events.push(e);
+            }
+        }
+        while let Some(dst) = self.ep.poll_transmit(now, &mut self.out) {
+            if !self.mute {
+                let _ = self.sock.send_to(&self.out, dst);
+            }
+        }
+    }
+
+    pub fn connected(&self) -> bool {
+        self.nc_events
+            .iter()
+            .any(|e| matches!(e, NcEvent::Connected(_)))
+    }
+
+    pub fn connect_failed(&self) -> Option<String> {
+        self.nc_events.iter().find_map(|e| match e {
+            NcEvent::ConnectFailed(s) => Some(format!("{} {}", s.code, s.description)),
+            _ => None,
+        })
+    }
+
+    pub fn call_result(&self, txn: f64) -> Option<(bool, Vec<Value>)> {
+        self.nc_events.iter().find_map(|e| match e {
+            NcEvent::CallResult {
+                transaction_id,
+                ok,
+                values,
+            } if *transaction_id == txn => Some((*ok, values.clone())),
+            _ => None,
+        })
+    }
+
+    pub fn commands(&self, name: &str) -> Vec<Vec<Value>> {
+        self.nc_events
+            .iter()
+            .filter_map(|e| match e {
+                NcEvent::Command { command, .. } if command.name == name => {
+                    Some(command.arguments.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn statuses(&self, stream: u32) -> Vec<String> {
+        self.nc_events
+            .iter()
+            .filter_map(|e| match e {
+                NcEvent::Status { stream: s, status } if *s == stream => Some(status.code.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Runs `f` with the NetConnection and endpoint.
+    pub fn with_nc<R>(
+        &mut self,
+        f: impl FnOnce(&mut NetConnection, &mut Endpoint, Instant) -> R,
+    ) -> R {
+        let nc = self.nc.as_mut().expect("connected");
+        f(nc, &mut self.ep, Instant::now())
+    }
+}
+
+/// Turns every client until `done` or the timeout; returns whether `done` held.
+pub fn pump(
+    clients: &mut [&mut Client],
+    timeout: Duration,
+    mut done: impl FnMut(&mut [&mut Client]) -> bool,
+) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        for c in clients.iter_mut() {
+            c.turn();
+        }
+        if done(clients) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    false
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}

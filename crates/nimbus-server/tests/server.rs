@@ -1,0 +1,478 @@
+//! End-to-end tests of `nimbus server` over loopback UDP with Flash-profile
+//! clients: connect policy, calls and relays, introductions, stream relay,
+//! metrics and shutdown.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{pump, runtime, Client};
+use nimbus_server::{AppConfig, Policy, Server, ServerConfig};
+use rtmfp::Event;
+use rtmfp_flash::amf::Value;
+use rtmfp_flash::message::NcEvent;
+use rtmfp_flash::Epd;
+
+const T: Duration = Duration::from_secs(10);
+
+fn config(shards: usize) -> ServerConfig {
+    let mut c = ServerConfig {
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        shards,
+        dh_groups: vec![2],
+        shutdown_grace_secs: 2,
+        ..ServerConfig::default()
+    };
+    c.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+    c
+}
+
+fn url(server: SocketAddr, path: &str) -> String {
+    format!("rtmfp://{server}/{path}")
+}
+
+fn connect_all(clients: &mut [&mut Client]) {
+    assert!(
+        pump(clients, T, |cs| cs.iter().all(|c| c.connected())),
+        "connect failed: {:?}",
+        clients
+            .iter()
+            .map(|c| c.connect_failed())
+            .collect::<Vec<_>>()
+    );
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+fn metric(text: &str, name: &str) -> i64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(-1)
+}
+
+#[test]
+fn connect_calls_relay_and_lookup() {
+    let rt = runtime();
+    let server = rt.block_on(Server::start(config(2))).unwrap();
+    let addr = server.local_addrs()[0];
+    let mut alice = Client::new(1);
+    let mut bob = Client::new(2);
+    alice.connect(&url(addr, "app?user=alice"), addr, vec![]);
+    bob.connect(&url(addr, "app?user=bob"), addr, vec![]);
+    connect_all(&mut [&mut alice, &mut bob]);
+
+    // the server told the clients their keepalive periods (RFC 7425 §5.3.4)
+    assert!(alice.nc_events.iter().any(|e| matches!(
+        e,
+        NcEvent::UserControl {
+            event: rtmfp_flash::message::UserControl::SetKeepalive { .. },
+            ..
+        }
+    )));
+
+    // lookup by name
+    let t = alice.with_nc(|nc, ep, now| nc.call(ep, now, "lookup", vec!["BOB".into()]).unwrap());
+    let t2 =
+        alice.with_nc(|nc, ep, now| nc.call(ep, now, "lookup", vec!["nobody".into()]).unwrap());
+    assert!(pump(&mut [&mut alice, &mut bob], T, |c| c[0]
+        .call_result(t)
+        .is_some()
+        && c[0].call_result(t2).is_some()));
+    let (ok, v) = alice.call_result(t).unwrap();
+    assert!(ok);
+    assert_eq!(
+        v.last().and_then(Value::as_str),
+        Some(bob.peer_id.to_hex().as_str())
+    );
+    assert_eq!(alice.call_result(t2).unwrap().1.last(), Some(&Value::Null));
+
+    // Cirrus relay: relay(target, args) -> onRelay(sender, args)
+    let bob_id = bob.peer_id.to_hex();
+    let t = alice.with_nc(|nc, ep, now| {
+        nc.call(
+            ep,
+            now,
+            "relay",
+            vec![bob_id.as_str().into(), "invite".into(), 7.0.into()],
+        )
+        .unwrap()
+    });
+    assert!(pump(&mut [&mut alice, &mut bob], T, |c| !c[1]
+        .commands("onRelay")
+        .is_empty()
+        && c[0].call_result(t).is_some()));
+    let args = &bob.commands("onRelay")[0];
+    assert_eq!(args[0].as_str(), Some(alice.peer_id.to_hex().as_str()));
+    assert_eq!(args[1].as_str(), Some("invite"));
+    assert_eq!(args[2].as_f64(), Some(7.0));
+    assert!(alice.call_result(t).unwrap().0);
+
+    // relay to a peer that is not connected: an error for the sender
+    let t = alice.with_nc(|nc, ep, now| {
+        nc.call(ep, now, "relay", vec!["00".repeat(32).into(), "x".into()])
+            .unwrap()
+    });
+    assert!(pump(&mut [&mut alice], T, |c| c[0]
+        .call_result(t)
+        .is_some()));
+    assert!(!alice.call_result(t).unwrap().0);
+
+    // message a user by name
+    let t = bob.with_nc(|nc, ep, now| {
+        nc.call(ep, now, "sendToUser", vec!["alice".into(), "hi".into()])
+            .unwrap()
+    });
+    assert!(pump(&mut [&mut alice, &mut bob], T, |c| !c[0]
+        .commands("onMessage")
+        .is_empty()
+        && c[1].call_result(t).is_some()));
+    let args = &alice.commands("onMessage")[0];
+    assert_eq!(args[0].as_str(), Some("bob"));
+    assert_eq!(args[1].as_str(), Some("hi"));
+
+    // unknown method
+    let t = bob.with_nc(|nc, ep, now| nc.call(ep, now, "noSuchMethod", vec![]).unwrap());
+    assert!(pump(&mut [&mut bob], T, |c| c[0].call_result(t).is_some()));
+    assert!(!bob.call_result(t).unwrap().0);
+
+    // a second client cannot take a connected user's name
+    let mut mallory = Client::new(3);
+    mallory.connect(&url(addr, "app?user=Alice"), addr, vec![]);
+    assert!(pump(&mut [&mut mallory], T, |c| c[0]
+        .connect_failed()
+        .is_some()));
+    assert!(mallory.connect_failed().unwrap().contains("Rejected"));
+
+    let m = http_get(server.metrics_addr().unwrap(), "/metrics");
+    assert!(m.starts_with("HTTP/1.1 200"), "{m}");
+    assert_eq!(metric(&m, "nimbus_connections"), 2);
+    assert!(metric(&m, "nimbus_relays_total") >= 2);
+    assert_eq!(metric(&m, "nimbus_relays_failed_total"), 1);
+    assert_eq!(metric(&m, "nimbus_connects_rejected_total"), 1);
+
+    // graceful shutdown closes the sessions: the clients are told
+    rt.block_on(server.shutdown());
+    assert!(pump(&mut [&mut alice, &mut bob], T, |c| c.iter().all(
+        |c| c.nc_events.iter().any(|e| matches!(e, NcEvent::Closed))
+    )));
+}
+
+#[test]
+fn policies_refuse_with_a_description() {
+    let rt = runtime();
+    let mut c = config(1);
+    c.apps = vec![
+        AppConfig {
+            name: "cirrus".into(),
+            policy: Policy::DeveloperKey,
+            developer_keys: vec!["0123456789abcdef01234567".into()],
+            ..AppConfig::default()
+        },
+        AppConfig {
+            name: "secure".into(),
+            policy: Policy::Token,
+            token_secret: Some("a-secret-of-enough-length".into()),
+            ..AppConfig::default()
+        },
+    ];
+    let server = rt.block_on(Server::start(c)).unwrap();
+    let addr = server.local_addrs()[0];
+
+    let mut good = Client::new(10);
+    good.connect(&url(addr, "0123456789abcdef01234567"), addr, vec![]);
+    let mut bad = Client::new(11);
+    bad.connect(&url(addr, "cirrus"), addr, vec!["wrong-key".into()]);
+    let mut unknown = Client::new(12);
+    unknown.connect(&url(addr, "elsewhere"), addr, vec![]);
+    let token = nimbus_server::policy::make_token(
+        "a-secret-of-enough-length",
+        "secure",
+        "carol",
+        u64::MAX / 2,
+    );
+    let mut tok = Client::new(13);
+    tok.connect(&url(addr, "secure"), addr, vec![token.as_str().into()]);
+    assert!(pump(
+        &mut [&mut good, &mut bad, &mut unknown, &mut tok],
+        T,
+        |c| c[0].connected()
+            && c[1].connect_failed().is_some()
+            && c[2].connect_failed().is_some()
+            && c[3].connected()
+    ));
+    let why = bad.connect_failed().unwrap();
+    assert!(
+        why.contains("NetConnection.Connect.Rejected") && why.contains("developer key"),
+        "{why}"
+    );
+    let why = unknown.connect_failed().unwrap();
+    assert!(why.contains("unknown application"), "{why}");
+    // the rejected session is closed by the server after the answer
+    assert!(pump(&mut [&mut bad], T, |c| c[0]
+        .nc_events
+        .iter()
+        .any(|e| matches!(e, NcEvent::Closed))));
+    rt.block_on(server.shutdown());
+}
+
+#[test]
+fn introduction_opens_a_direct_session() {
+    let rt = runtime();
+    let server = rt.block_on(Server::start(config(2))).unwrap();
+    let addr = server.local_addrs()[0];
+    let mut a = Client::new(21);
+    let mut b = Client::new(22);
+    a.connect(&url(addr, "p2p"), addr, vec![]);
+    b.connect(&url(addr, "p2p"), addr, vec![]);
+    connect_all(&mut [&mut a, &mut b]);
+
+    // a opens a session to b's peer ID with the server as the only candidate
+    let epd = Epd::peer(b.peer_id).encode();
+    let sid = a.ep.connect(Instant::now(), &epd, &[addr]).unwrap();
+    let b_addr = b.addr();
+    assert!(
+        pump(&mut [&mut a, &mut b], T, |c| {
+            c[0].events.iter().any(|e| matches!(e, Event::SessionOpened { session, peer, .. } if *session == sid && *peer == b_addr))
+        }),
+        "a: {:?}\nb: {:?}",
+        a.events,
+        b.events
+    );
+    let flow =
+        a.ep.open_flow(Instant::now(), sid, b"direct", None, Default::default())
+            .unwrap();
+    a.ep.send(
+        Instant::now(),
+        sid,
+        flow,
+        Bytes::from_static(b"hello, bob"),
+        None,
+    )
+    .unwrap();
+    assert!(
+        pump(&mut [&mut a, &mut b], T, |c| {
+            c[1].events
+                .iter()
+                .any(|e| matches!(e, Event::Readable { .. }))
+        }),
+        "b: {:?}",
+        b.events
+    );
+    let (s, f) = b
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::Readable { session, flow } => Some((*session, *flow)),
+            _ => None,
+        })
+        .unwrap();
+    let msg = b.ep.read(Instant::now(), s, f).unwrap();
+    assert_eq!(&msg.data[..], b"hello, bob");
+
+    let m = http_get(server.metrics_addr().unwrap(), "/metrics");
+    assert!(metric(&m, "nimbus_introductions_total") >= 1, "{m}");
+    rt.block_on(server.shutdown());
+}
+
+fn video(key: bool, n: u8) -> Bytes {
+    Bytes::from(vec![if key { 0x17 } else { 0x27 }, 1, 0, 0, 0, n])
+}
+
+#[test]
+fn stream_relay_one_publisher_many_players() {
+    let rt = runtime();
+    let server = rt.block_on(Server::start(config(2))).unwrap();
+    let addr = server.local_addrs()[0];
+    let mut publisher = Client::new(31);
+    let mut early = Client::new(32);
+    let mut late = Client::new(33);
+    for c in [&mut publisher, &mut early, &mut late] {
+        c.connect(&url(addr, "live"), addr, vec![]);
+    }
+    connect_all(&mut [&mut publisher, &mut early, &mut late]);
+
+    let tp = publisher.with_nc(|nc, ep, now| nc.create_stream(ep, now).unwrap());
+    let te = early.with_nc(|nc, ep, now| nc.create_stream(ep, now).unwrap());
+    let created = |c: &Client, t: f64| {
+        c.nc_events.iter().find_map(|e| match e {
+            NcEvent::StreamCreated {
+                transaction_id,
+                stream,
+            } if *transaction_id == t => Some(*stream),
+            _ => None,
+        })
+    };
+    assert!(pump(&mut [&mut publisher, &mut early], T, |c| created(
+        c[0], tp
+    )
+    .is_some()
+        && created(c[1], te).is_some()));
+    let ps = created(&publisher, tp).unwrap();
+    let es = created(&early, te).unwrap();
+    // a player may come before the publisher
+    early.with_nc(|nc, ep, now| nc.play(ep, now, es, "cam").unwrap());
+    assert!(pump(&mut [&mut early], T, |c| c[0]
+        .statuses(es)
+        .iter()
+        .any(|s| s == "NetStream.Play.Start")));
+    publisher.with_nc(|nc, ep, now| nc.publish(ep, now, ps, "cam").unwrap());
+    assert!(pump(&mut [&mut publisher, &mut early], T, |c| c[0]
+        .statuses(ps)
+        .iter()
+        .any(|s| s == "NetStream.Publish.Start")
+        && c[1]
+            .statuses(es)
+            .iter()
+            .any(|s| s == "NetStream.Play.PublishNotify")));
+
+    // AVC sequence header, AAC config, then frames
+    let seq = Bytes::from_static(&[0x17, 0, 0, 0, 0, 1, 0x42, 0, 0x1e]);
+    let aac = Bytes::from_static(&[0xaf, 0, 0x12, 0x10]);
+    publisher.with_nc(|nc, ep, now| {
+        nc.send_video(ep, now, ps, 0, seq.clone()).unwrap();
+        nc.send_audio(ep, now, ps, 0, aac.clone()).unwrap();
+        nc.send_video(ep, now, ps, 0, video(true, 1)).unwrap();
+        nc.send_video(ep, now, ps, 40, video(false, 2)).unwrap();
+        nc.send_audio(ep, now, ps, 40, Bytes::from_static(&[0xaf, 1, 9]))
+            .unwrap();
+    });
+    let videos = |c: &Client, s: u32| -> Vec<Bytes> {
+        c.nc_events
+            .iter()
+            .filter_map(|e| match e {
+                NcEvent::Video {
+                    stream, payload, ..
+                } if *stream == s => Some(payload.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(pump(&mut [&mut publisher, &mut early], T, |c| videos(
+        c[1], es
+    )
+    .len()
+        >= 3));
+    assert_eq!(
+        videos(&early, es),
+        vec![seq.clone(), video(true, 1), video(false, 2)]
+    );
+
+    // a late joiner gets the cached headers, then starts at the next keyframe
+    let tl = late.with_nc(|nc, ep, now| nc.create_stream(ep, now).unwrap());
+    assert!(pump(&mut [&mut late], T, |c| created(c[0], tl).is_some()));
+    let ls = created(&late, tl).unwrap();
+    late.with_nc(|nc, ep, now| nc.play(ep, now, ls, "cam").unwrap());
+    assert!(pump(&mut [&mut publisher, &mut early, &mut late], T, |c| c
+        [2]
+    .statuses(ls)
+    .iter()
+    .any(|s| s == "NetStream.Play.Start")
+        && !videos(c[2], ls).is_empty()));
+    publisher.with_nc(|nc, ep, now| {
+        nc.send_video(ep, now, ps, 80, video(false, 3)).unwrap();
+        nc.send_video(ep, now, ps, 120, video(true, 4)).unwrap();
+        nc.send_video(ep, now, ps, 160, video(false, 5)).unwrap();
+    });
+    assert!(pump(
+        &mut [&mut publisher, &mut early, &mut late],
+        T,
+        |c| videos(c[2], ls).len() >= 3 && videos(c[1], es).len() >= 6
+    ));
+    assert_eq!(
+        videos(&late, ls),
+        vec![seq, video(true, 4), video(false, 5)]
+    );
+
+    // a second publisher of the same name is refused
+    let t2 = late.with_nc(|nc, ep, now| nc.create_stream(ep, now).unwrap());
+    assert!(pump(&mut [&mut late], T, |c| created(c[0], t2).is_some()));
+    let s2 = created(&late, t2).unwrap();
+    late.with_nc(|nc, ep, now| nc.publish(ep, now, s2, "cam").unwrap());
+    assert!(pump(&mut [&mut late], T, |c| c[0]
+        .statuses(s2)
+        .iter()
+        .any(|s| s == "NetStream.Publish.BadName")));
+
+    // unpublish: the players are told
+    publisher.with_nc(|nc, ep, now| nc.close_stream(ep, now, ps).unwrap());
+    assert!(pump(&mut [&mut publisher, &mut early, &mut late], T, |c| c
+        [1]
+    .statuses(es)
+    .iter()
+    .any(|s| s == "NetStream.Play.UnpublishNotify")
+        && c[2]
+            .statuses(ls)
+            .iter()
+            .any(|s| s == "NetStream.Play.UnpublishNotify")));
+    let m = http_get(server.metrics_addr().unwrap(), "/metrics");
+    assert_eq!(metric(&m, "nimbus_streams_published"), 0, "{m}");
+    assert!(
+        metric(&m, "nimbus_media_messages_relayed_total") >= 9,
+        "{m}"
+    );
+    rt.block_on(server.shutdown());
+}
+
+#[test]
+fn registry_policy_authenticates_and_binds() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(1);
+    c.registry = Some(nimbus_server::config::RegistrySection {
+        db: format!("sqlite:{}", dir.path().join("r.db").display()),
+        listen: None,
+    });
+    c.apps = vec![AppConfig {
+        name: "phone".into(),
+        policy: Policy::Registry,
+        ..AppConfig::default()
+    }];
+    let server = rt.block_on(Server::start(c)).unwrap();
+    let addr = server.local_addrs()[0];
+    let reg = server.registry().unwrap().clone();
+    rt.block_on(reg.sign_up("dave", "correct horse battery"))
+        .unwrap();
+
+    let mut ok = Client::new(41);
+    ok.connect(
+        &url(addr, "phone"),
+        addr,
+        vec!["dave".into(), "correct horse battery".into()],
+    );
+    let mut bad = Client::new(42);
+    bad.connect(
+        &url(addr, "phone"),
+        addr,
+        vec!["dave".into(), "wrong".into()],
+    );
+    assert!(pump(&mut [&mut ok, &mut bad], T, |c| c[0].connected()
+        && c[1].connect_failed().is_some()));
+    assert!(bad.connect_failed().unwrap().contains("wrong password"));
+    // the registry now maps dave to the session's peer ID
+    let id = ok.peer_id.to_hex();
+    let deadline = Instant::now() + T;
+    loop {
+        let p = rt.block_on(reg.lookup("dave")).unwrap();
+        if p.as_ref().is_some_and(|p| p.peer_id == id) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not bound: {p:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    rt.block_on(server.shutdown());
+}
