@@ -171,8 +171,8 @@ fn session_of(ev: &Event) -> Option<SessionId> {
 
 /// The shard that owns a datagram's session, from its scrambled session ID
 /// (RFC 7016 §2.2.1); `None` for startup packets (session ID 0).
-pub(crate) fn datagram_shard(data: &[u8], shard_bits: u8) -> Option<usize> {
-    if shard_bits == 0 || data.len() < 12 {
+pub fn datagram_shard(data: &[u8], shard_bits: u8) -> Option<usize> {
+    if shard_bits == 0 || shard_bits > 16 || data.len() < 12 {
         return None;
     }
     let w = |i: usize| u32::from_be_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]);
