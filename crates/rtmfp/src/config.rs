@@ -67,7 +67,12 @@ pub struct EndpointConfig {
     /// times the datagram that triggered it; 0 = no limit. RIKeying is not
     /// limited: the cookie proved the address.
     ///
-    /// Default 4, not 3: with the RFC 7425 profile
+    /// Default 0 (off) so that existing configurations keep working:
+    /// a server whose certificate carries static Diffie-Hellman keys
+    /// (RFC 7425 §4.3.3.5) sends RHellos of several hundred bytes (a
+    /// 128 to 512-byte public key per group), more than any small factor
+    /// of a 52-byte IHello allows. **Servers with ephemeral keys should set
+    /// 4** (not 3): with the RFC 7425 profile
     /// (`rtmfp_flash::FlashProfile::server`) the server certificate is 77
     /// bytes without a hostname (hostname of *h* bytes: 79 + *h*), so an
     /// RHello datagram is 180 bytes (196 with a 17-byte hostname, 228 with
@@ -119,7 +124,7 @@ impl Default for EndpointConfig {
             report_foreign_ihello: false,
             accept_forwarded_ihello: true,
             accept_sessions: true,
-            amplification_factor: 4,
+            amplification_factor: 0,
             ihello_rate_per_source: 20,
             ihello_burst_per_source: 40,
             max_rate_limit_entries: 65536,

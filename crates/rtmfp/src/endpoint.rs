@@ -1667,8 +1667,8 @@ impl Endpoint {
     /// [`amplification_factor`](EndpointConfig::amplification_factor) times
     /// the smallest datagram that can carry an IHello with this `tag` (the
     /// engine keeps nothing of the IHello itself). With the RFC 7425
-    /// profile and a 16-byte tag that datagram is 36 bytes, so at the
-    /// default factor of 4 a Redirect holds up to 14 IPv4 or 5 IPv6
+    /// profile and a 16-byte tag that datagram is 36 bytes, so at a
+    /// factor of 4 a Redirect holds up to 14 IPv4 or 5 IPv6
     /// addresses (PlainProfile: 44 bytes, 18 IPv4 or 6 IPv6 addresses).
     /// Trailing destinations that do not fit are left out.
     ///
@@ -1838,7 +1838,7 @@ mod tests {
     }
 
     #[test]
-    fn rikeying_is_not_limited_and_sessions_open_at_the_default_factor() {
+    fn rikeying_is_not_limited_and_sessions_open_at_factor_4() {
         let now = Instant::now();
         let (aa, ba) = (addr("192.0.2.1:1"), addr("192.0.2.2:2"));
         let mut a = ep("a", EndpointConfig::default(), 1, now);
@@ -1855,6 +1855,7 @@ mod tests {
 
     fn foreign_ihello(now: Instant) -> (Endpoint, SocketAddr, Bytes) {
         let config = EndpointConfig {
+            amplification_factor: 4,
             report_foreign_ihello: true,
             accept_sessions: false,
             ..EndpointConfig::default()

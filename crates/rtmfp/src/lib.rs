@@ -53,7 +53,8 @@
 //!   any shard answers). A shard given a datagram for a session it does not
 //!   own drops it.
 //! * **Handshake floods.** Answers to addresses not yet proven by a cookie
-//!   are bounded by [`EndpointConfig::amplification_factor`], IHellos per
+//!   can be bounded with [`EndpointConfig::amplification_factor`] (off by
+//!   default; 4 suits servers with ephemeral keys), IHellos per
 //!   source by [`EndpointConfig::ihello_rate_per_source`]; the responder
 //!   keeps no state before a valid cookie, and [`EndpointConfig::max_sessions`]
 //!   bounds sessions.
