@@ -61,32 +61,20 @@ pub struct EndpointConfig {
     pub accept_forwarded_ihello: bool,
     /// Accept incoming sessions (act as a responder).
     pub accept_sessions: bool,
-    /// Anti-amplification limit: before an initiator's address is proven
-    /// (by an IIKeying echoing our cookie), an answer to it (RHello, RHello
-    /// Cookie Change, Redirect) is not sent when it is larger than this many
-    /// times the datagram that triggered it; 0 = no limit. RIKeying is not
-    /// limited: the cookie proved the address.
+    /// Anti-amplification limit: before an address is proven (by an
+    /// IIKeying echoing our cookie), everything sent to it in answer (RHello,
+    /// RHello Cookie Change, Redirect; not RIKeying, which the cookie
+    /// allows) is at most this many times the bytes of all the startup
+    /// datagrams it sent us (counted per address in a bounded table, like
+    /// QUIC's limit); 0 = no limit (the default, for peers).
     ///
-    /// Default 0 (off) so that existing configurations keep working:
-    /// a server whose certificate carries static Diffie-Hellman keys
-    /// (RFC 7425 §4.3.3.5) sends RHellos of several hundred bytes (a
-    /// 128 to 512-byte public key per group), more than any small factor
-    /// of a 52-byte IHello allows. **Servers with ephemeral keys should set
-    /// 4** (not 3): with the RFC 7425 profile
-    /// (`rtmfp_flash::FlashProfile::server`) the server certificate is 77
-    /// bytes without a hostname (hostname of *h* bytes: 79 + *h*), so an
-    /// RHello datagram is 180 bytes (196 with a 17-byte hostname, 228 with
-    /// a 40-byte one), while a Flash-profile IHello (16-byte tag, EPD
-    /// with the server URI as Ancillary Data) is 52 bytes for URIs of up to
-    /// 21 bytes (`rtmfp://10.0.0.1/live`), 68 bytes up to 37 bytes
-    /// (`rtmfp://127.0.0.1:1935/live`), 100 bytes for a 57-byte URI.
-    /// AES-CBC padding makes 52 bytes the smallest IHello a Flash client
-    /// sends, so a factor of 3 (156 bytes) would refuse clients with short
-    /// URIs; 4 (208 bytes) answers every client of a server whose
-    /// certificate is at most 102 bytes (hostname up to 23 bytes) and
-    /// still refuses the 20 to 36-byte IHellos an attacker would spoof.
-    /// Servers with a longer hostname should use 5 (hostname up to 87
-    /// bytes).
+    /// Servers should use 3. Sizes with the RFC 7425 profile
+    /// (`rtmfp_flash::FlashProfile::server`): the server certificate is 77
+    /// bytes without a hostname (79 + *h* with one), an RHello 180 bytes; a
+    /// Flash IHello is 52 bytes for server URIs of up to 21 bytes, 68 up to
+    /// 37 bytes, 100 for 57 bytes. So at factor 3 a client whose EPD is
+    /// very short (librtmfp sends the bare app name) is answered at its
+    /// first IHello retransmission, every other client at once.
     pub amplification_factor: usize,
     /// IHellos accepted per second from one source (an IPv4 address or an
     /// IPv6 /64), as a token bucket refilled at this rate; 0 = unlimited.

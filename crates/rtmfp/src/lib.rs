@@ -61,6 +61,7 @@
 //! * **Idle sessions** hold no buffer capacity: about 1.9 KB each with
 //!   [`PlainProfile`] and one flow each way (`examples/session_memory.rs`).
 
+mod amplification;
 mod cc;
 mod config;
 mod crypto;
