@@ -1330,13 +1330,13 @@ impl Session {
     }
 
     fn header(&mut self, now: Instant, ctx: &Ctx<'_>, _tc: bool) -> PacketHeader {
+        // every packet carries the timestamp, even within one 4 ms tick:
+        // RFC 7016 allows leaving repeats out, but librtmfp (and so
+        // MonaServer-era clients) drops every packet without one; receivers
+        // ignore repeats (§3.5.2.2), so this costs two bytes and nothing else
         let ts = timestamp(now, ctx.epoch);
-        let timestamp = if self.ts_tx != Some(ts) {
-            self.ts_tx = Some(ts);
-            Some(ts)
-        } else {
-            None
-        };
+        self.ts_tx = Some(ts);
+        let timestamp = Some(ts);
         let mut timestamp_echo = None;
         if let (Some(rx), Some(rx_time)) = (self.ts_rx, self.ts_rx_time) {
             let elapsed = now.saturating_duration_since(rx_time);
