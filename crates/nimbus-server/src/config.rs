@@ -89,6 +89,9 @@ pub struct Limits {
     pub idle_timeout_secs: u64,
     /// Most addresses listed in one Redirect.
     pub redirect_addresses: usize,
+    /// Before a client's address is proven, never send it more than this
+    /// many times the bytes it sent (RHello, Redirect); 0 = no limit.
+    pub amplification_factor: usize,
 }
 
 impl Default for Limits {
@@ -104,6 +107,7 @@ impl Default for Limits {
             player_backlog_bytes: 256 << 10,
             idle_timeout_secs: 120,
             redirect_addresses: 8,
+            amplification_factor: 3,
         }
     }
 }

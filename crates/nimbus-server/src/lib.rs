@@ -229,6 +229,7 @@ impl Server {
                 idle_timeout: config.idle_timeout(),
                 keepalive_interval: Duration::from_secs(30).min(config.idle_timeout() / 3),
                 ihello_rate_per_source: l.handshakes_per_second_per_address,
+                amplification_factor: l.amplification_factor,
                 ihello_burst_per_source: l.handshakes_per_second_per_address.saturating_mul(2),
                 ..EndpointConfig::default()
             };
