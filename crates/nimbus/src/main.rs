@@ -4,6 +4,7 @@
 //! library crates (`rtmfp`, `rtmfp-tokio`, ...).
 
 mod bench;
+mod bench_server;
 mod demo;
 mod udp;
 
@@ -84,6 +85,14 @@ enum BenchCommand {
         #[arg(long, default_value = "plain")]
         crypto: String,
     },
+    /// Load test of the rendezvous server: a burst of simultaneous
+    /// connects, a ramp to many idle sessions (memory per session),
+    /// lookups and introductions, with real Flash-profile clients in
+    /// worker processes.
+    Server(bench_server::BenchServerArgs),
+    /// (internal) One worker process of `bench server`.
+    #[command(hide = true)]
+    ServerWorker(bench_server::WorkerArgs),
 }
 
 fn main() -> Result<()> {
@@ -110,6 +119,8 @@ fn main() -> Result<()> {
                 sequential,
                 crypto,
             } => bench::run_handshake(json, burst.max(1), sequential.max(1), &crypto),
+            BenchCommand::Server(args) => bench_server::run(args),
+            BenchCommand::ServerWorker(args) => bench_server::run_worker(args),
         },
     }
 }
