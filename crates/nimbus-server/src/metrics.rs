@@ -78,6 +78,10 @@ metrics! {
     counter socket_errors_total: "UDP send/receive errors",
     /// Protocol errors.
     counter protocol_errors_total: "malformed messages and refused flows or commands",
+    /// Answers withheld by the anti-amplification limit.
+    counter amplification_drops_total: "RHellos / Redirects not sent because the client's address was not proven and the answer would exceed the amplification limit",
+    /// IHellos over the per-source rate.
+    counter handshake_rate_drops_total: "IHellos dropped by the per-source handshake rate limit",
     /// Sessions refused for limits.
     counter limit_refusals_total: "sessions or requests refused by a limit",
 }

@@ -142,6 +142,9 @@ pub(crate) struct Shard {
     stopping: Option<Instant>,
     /// Rejected connections waiting for their grace period.
     rejecting: Vec<SessionId>,
+    /// Engine counters already added to the metrics.
+    reported: rtmfp::EndpointStats,
+    next_report: Instant,
 }
 
 impl std::fmt::Debug for Shard {
@@ -228,6 +231,8 @@ impl Shard {
             backlog: VecDeque::new(),
             stopping: None,
             rejecting: Vec::new(),
+            reported: rtmfp::EndpointStats::default(),
+            next_report: Instant::now(),
         }
     }
 
@@ -240,6 +245,9 @@ impl Shard {
             }
             if !self.rejecting.is_empty() {
                 self.reject_timers(now);
+            }
+            if now >= self.next_report {
+                self.report_engine_stats(now);
             }
             self.process_events(now);
             self.flush(now);
@@ -313,6 +321,26 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// Adds the engine's defence counters to the metrics (once a second).
+    fn report_engine_stats(&mut self, now: Instant) {
+        self.next_report = now + Duration::from_secs(1);
+        let st = self.ep.stats();
+        let m = &self.shared.metrics;
+        let amp = st.amplification_drops.saturating_sub(self.reported.amplification_drops);
+        let rate = st.ihello_rate_drops.saturating_sub(self.reported.ihello_rate_drops);
+        if amp > 0 || rate > 0 {
+            tracing::debug!(
+                shard = self.id,
+                amplification_drops = amp,
+                ihello_rate_drops = rate,
+                "handshake answers withheld"
+            );
+        }
+        Metrics::inc(&m.amplification_drops_total, amp);
+        Metrics::inc(&m.handshake_rate_drops_total, rate);
+        self.reported = st;
     }
 
     fn socket_for(&self, dst: SocketAddr) -> usize {

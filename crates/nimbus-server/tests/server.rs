@@ -476,3 +476,34 @@ fn registry_policy_authenticates_and_binds() {
     }
     rt.block_on(server.shutdown());
 }
+
+#[test]
+fn short_ihellos_are_answered_within_the_amplification_limit() {
+    let rt = runtime();
+    let server = rt.block_on(Server::start(config(1))).unwrap();
+    let addr = server.local_addrs()[0];
+    // librtmfp's EPD is the bare app name: a 36-byte IHello cannot be
+    // answered with a 180-byte RHello at factor 3; its retransmission can
+    let mut c = Client::new(61);
+    let epd = Epd::server(&b"a"[..]).encode();
+    let sid = c.ep.connect(Instant::now(), &epd, &[addr]).unwrap();
+    let started = Instant::now();
+    assert!(pump(&mut [&mut c], T, |c| c[0]
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::SessionOpened { session, .. } if *session == sid))));
+    let took = started.elapsed();
+    let m = http_get(server.metrics_addr().unwrap(), "/metrics");
+    let deadline = Instant::now() + T;
+    let mut drops = metric(&m, "nimbus_amplification_drops_total");
+    while drops < 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        drops = metric(
+            &http_get(server.metrics_addr().unwrap(), "/metrics"),
+            "nimbus_amplification_drops_total",
+        );
+    }
+    assert_eq!(drops, 1, "the first IHello is not answered");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    rt.block_on(server.shutdown());
+}
