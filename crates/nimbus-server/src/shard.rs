@@ -133,7 +133,8 @@ pub(crate) struct Shard {
     ep: Endpoint,
     socks: Vec<UdpSocket>,
     rx: mpsc::Receiver<ShardMsg>,
-    conns: FxHashMap<SessionId, Conn>,
+    /// Boxed: the table's slack then costs a pointer per slot, not a `Conn`.
+    conns: FxHashMap<SessionId, Box<Conn>>,
     publications: HashMap<StreamKey, Publication>,
     audiences: HashMap<StreamKey, Audience>,
     out: Vec<u8>,
@@ -328,8 +329,12 @@ impl Shard {
         self.next_report = now + Duration::from_secs(1);
         let st = self.ep.stats();
         let m = &self.shared.metrics;
-        let amp = st.amplification_drops.saturating_sub(self.reported.amplification_drops);
-        let rate = st.ihello_rate_drops.saturating_sub(self.reported.ihello_rate_drops);
+        let amp = st
+            .amplification_drops
+            .saturating_sub(self.reported.amplification_drops);
+        let rate = st
+            .ihello_rate_drops
+            .saturating_sub(self.reported.ihello_rate_drops);
         if amp > 0 || rate > 0 {
             tracing::debug!(
                 shard = self.id,
@@ -537,7 +542,7 @@ impl Shard {
         tracing::debug!(shard = self.id, %peer, peer_id = %hex(&peer_id), "session open");
         self.conns.insert(
             session,
-            Conn {
+            Box::new(Conn {
                 nc: ServerConnection::new(session),
                 peer: peer_id,
                 addr: peer,
@@ -548,12 +553,12 @@ impl Shard {
                 user: None,
                 registry_bound: false,
                 streams: Vec::new(),
-            },
+            }),
         );
     }
 
     fn on_closed(&mut self, now: Instant, session: SessionId) {
-        let Some(c) = self.conns.remove(&session) else {
+        let Some(c) = self.conns.remove(&session).map(|b| *b) else {
             return;
         };
         let m = &self.shared.metrics;

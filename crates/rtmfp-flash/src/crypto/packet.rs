@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use aes::cipher::block_padding::NoPadding;
 use aes::cipher::{BlockDecryptMut, BlockEncryptMut, InnerIvInit, KeyInit};
-use aes::Aes128;
+use aes::{Aes128Dec, Aes128Enc};
 use hmac::{Hmac, Mac};
 use rtmfp::wire::{put_vlu, Reader};
 use rtmfp::{CryptoError, PacketCrypto};
@@ -25,8 +25,8 @@ pub const MAX_HMAC_LENGTH: usize = 32;
 /// Longest VLU encoding of a session sequence number.
 const MAX_SSEQ_LEN: usize = 10;
 
-type CbcEnc = cbc::Encryptor<Aes128>;
-type CbcDec = cbc::Decryptor<Aes128>;
+type CbcEnc = cbc::Encryptor<Aes128Enc>;
+type CbcDec = cbc::Decryptor<Aes128Dec>;
 
 /// The simple checksum of §4.7.3.1: the 16-bit ones' complement of the
 /// ones' complement sum of the big-endian 16-bit words of `data`.
@@ -160,8 +160,12 @@ impl SessionKeyMaterial {
 /// ([`FlashPacketCrypto::default_key`]) or a session's negotiated keys.
 #[derive(Clone)]
 pub struct FlashPacketCrypto {
-    enc: Aes128,
-    dec: Aes128,
+    // the raw AES keys, expanded for each packet (cheap, and the CBC mode
+    // needs a fresh cipher per packet anyway): an expanded schedule is
+    // ~750 bytes per direction, too much for a server holding 20,000+
+    // sessions
+    enc: Zeroizing<[u8; 16]>,
+    dec: Zeroizing<[u8; 16]>,
     /// HMAC_SEND_KEY and length, when we append an HMAC.
     tx_hmac: Option<(Zeroizing<[u8; 32]>, usize)>,
     /// HMAC_RECV_KEY and length, when the far end appends one.
@@ -191,10 +195,9 @@ impl FlashPacketCrypto {
     /// Crypto for the Default Session Key (§4.1): checksum verification,
     /// no session sequence numbers.
     pub fn default_key() -> Self {
-        let k = Aes128::new(&DEFAULT_SESSION_KEY.into());
         Self {
-            enc: k.clone(),
-            dec: k,
+            enc: Zeroizing::new(DEFAULT_SESSION_KEY),
+            dec: Zeroizing::new(DEFAULT_SESSION_KEY),
             tx_hmac: None,
             rx_hmac: None,
             tx_sseq: None,
@@ -209,8 +212,8 @@ impl FlashPacketCrypto {
         ek.copy_from_slice(&m.encrypt_key[..16]);
         let mut dk = [0u8; 16];
         dk.copy_from_slice(&m.decrypt_key[..16]);
-        let enc = Aes128::new(&ek.into());
-        let dec = Aes128::new(&dk.into());
+        let enc = Zeroizing::new(ek);
+        let dec = Zeroizing::new(dk);
         ek.zeroize();
         dk.zeroize();
         let hmac = |key: &[u8; 32], len: usize| {
@@ -266,7 +269,7 @@ impl PacketCrypto for FlashPacketCrypto {
             buf[at..at + 2].copy_from_slice(&sum.to_be_bytes());
         }
         let body = &mut buf[start..];
-        let enc = CbcEnc::inner_iv_init(self.enc.clone(), &[0u8; BLOCK].into());
+        let enc = CbcEnc::inner_iv_init(Aes128Enc::new(&(*self.enc).into()), &[0u8; BLOCK].into());
         let n = body.len();
         // cannot fail: the body is a whole number of blocks
         let _ = enc.encrypt_padded_mut::<NoPadding>(body, n);
@@ -295,7 +298,7 @@ impl PacketCrypto for FlashPacketCrypto {
                 return Err(CryptoError::BadPacket);
             }
         }
-        let dec = CbcDec::inner_iv_init(self.dec.clone(), &[0u8; BLOCK].into());
+        let dec = CbcDec::inner_iv_init(Aes128Dec::new(&(*self.dec).into()), &[0u8; BLOCK].into());
         dec.decrypt_padded_mut::<NoPadding>(body)
             .map_err(|_| CryptoError::BadPacket)?;
         let mut at = 0;
@@ -339,5 +342,16 @@ impl PacketCrypto for FlashPacketCrypto {
             None => 2,
         };
         sseq + verify + (BLOCK - 1)
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn packet_crypto_footprint() {
+        // two full Aes128 schedules were ~1 KB per session
+        let n = std::mem::size_of::<super::FlashPacketCrypto>();
+        println!("FlashPacketCrypto: {n} bytes");
+        assert!(n <= 256, "{n}");
     }
 }

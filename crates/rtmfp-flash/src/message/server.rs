@@ -342,7 +342,14 @@ impl ServerConnection {
 
     /// The next event.
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
-        let e = self.events.pop_front()?;
+        let Some(e) = self.events.pop_front() else {
+            // an idle connection keeps no queue capacity (servers hold
+            // tens of thousands of them)
+            if self.events.capacity() > 0 {
+                self.events = Default::default();
+            }
+            return None;
+        };
         if let ServerEvent::Media { frame, .. } = &e {
             self.queued_media = self.queued_media.saturating_sub(frame.len());
         }
