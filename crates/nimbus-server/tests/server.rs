@@ -488,10 +488,9 @@ fn short_ihellos_are_answered_within_the_amplification_limit() {
     let epd = Epd::server(&b"a"[..]).encode();
     let sid = c.ep.connect(Instant::now(), &epd, &[addr]).unwrap();
     let started = Instant::now();
-    assert!(pump(&mut [&mut c], T, |c| c[0]
-        .events
-        .iter()
-        .any(|e| matches!(e, Event::SessionOpened { session, .. } if *session == sid))));
+    assert!(pump(&mut [&mut c], T, |c| c[0].events.iter().any(
+        |e| matches!(e, Event::SessionOpened { session, .. } if *session == sid)
+    )));
     let took = started.elapsed();
     let m = http_get(server.metrics_addr().unwrap(), "/metrics");
     let deadline = Instant::now() + T;
