@@ -506,3 +506,58 @@ fn short_ihellos_are_answered_within_the_amplification_limit() {
     assert!(took < Duration::from_secs(5), "{took:?}");
     rt.block_on(server.shutdown());
 }
+
+#[test]
+fn a_client_that_changes_address_keeps_its_session_across_shards() {
+    let rt = runtime();
+    let server = rt.block_on(Server::start(config(4))).unwrap();
+    let addr = server.local_addrs()[0];
+    let mut c = Client::new(71);
+    c.connect(&url(addr, "app?user=mover"), addr, vec![]);
+    connect_all(&mut [&mut c]);
+    let first = c.addr();
+    let mut rerouted = 0;
+    for round in 0..8 {
+        // a new socket: the client's address (port) changes, the kernel
+        // may now deliver its datagrams to another shard's socket
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_nonblocking(true).unwrap();
+        c.sock = s;
+        // the server moves the session once it has verified the new
+        // address (RFC 7016 mobility); ask until it reports it
+        let want = c.addr().to_string();
+        let deadline = Instant::now() + T;
+        loop {
+            let t = c.with_nc(|nc, ep, now| nc.call(ep, now, "whoami", vec![]).unwrap());
+            assert!(
+                pump(&mut [&mut c], T, |c| c[0].call_result(t).is_some()),
+                "round {round}: no answer after the address change"
+            );
+            let (ok, v) = c.call_result(t).unwrap();
+            assert!(ok);
+            let seen = v
+                .last()
+                .and_then(|o| o.get("address"))
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            if seen.as_deref() == Some(want.as_str()) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: server still sees {seen:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        rerouted = server
+            .metrics()
+            .datagrams_rerouted_total
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if rerouted > 0 && round >= 2 {
+            break;
+        }
+    }
+    assert_ne!(c.addr(), first);
+    assert!(rerouted > 0, "no datagram ever reached another shard");
+    rt.block_on(server.shutdown());
+}
