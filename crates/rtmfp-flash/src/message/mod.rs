@@ -23,6 +23,10 @@
 //! media, sending `onStatus`, user control events and relayed media); see its
 //! module documentation for the server's flow layout.
 //!
+//! [`PeerPublisher`] and [`PeerPlayer`] are the two halves of direct
+//! peer-to-peer NetStreams (§5.4, Flash's `NetStream.DIRECT_CONNECTIONS`);
+//! see their module documentation for the P2P flow layout.
+//!
 //! Flow association (§5.3.2, §5.3.5) is an engine matter: a flow is opened
 //! "in return" to a receiving flow with
 //! [`Endpoint::open_flow`](rtmfp::Endpoint::open_flow)'s `association`, and the
@@ -50,6 +54,7 @@
 
 mod client;
 mod metadata;
+mod peer;
 mod rtmp;
 mod server;
 mod sync;
@@ -57,6 +62,10 @@ mod url;
 
 pub use client::{NcEvent, NcState, NetConnection, Status, TraceEntry};
 pub use metadata::{FlowMetadata, ReceiveIntent, TC_SIGNATURE};
+pub use peer::{
+    PeerEvent, PeerPlayer, PeerPublisher, PlayerEvent, MAX_PEER_EVENTS, MAX_PEER_STREAMS,
+    MAX_PEER_SUBSCRIBERS,
+};
 pub use rtmp::{
     Body, RtmpMessage, UserControl, MSG_AUDIO, MSG_USER_CONTROL, MSG_VIDEO, UC_BUFFER_EMPTY,
     UC_BUFFER_READY, UC_FLOW_SYNC, UC_PING_REQUEST, UC_PING_RESPONSE, UC_SET_BUFFER_LENGTH,
