@@ -561,3 +561,36 @@ fn a_client_that_changes_address_keeps_its_session_across_shards() {
     assert!(rerouted > 0, "no datagram ever reached another shard");
     rt.block_on(server.shutdown());
 }
+
+#[test]
+fn garbage_datagrams_do_not_disturb_the_server() {
+    use rand_core::{RngCore, SeedableRng};
+    let rt = runtime();
+    let server = rt.block_on(Server::start(config(2))).unwrap();
+    let addr = server.local_addrs()[0];
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(99);
+    let junk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..5_000 {
+        let len = (rng.next_u32() % 1500) as usize;
+        let mut d = vec![0u8; len];
+        rng.fill_bytes(&mut d);
+        // some look like startup packets (session ID 0 after unscrambling)
+        if i % 3 == 0 && len >= 12 {
+            let (w1, w2) = (d[4..8].to_vec(), d[8..12].to_vec());
+            for k in 0..4 {
+                d[k] = w1[k] ^ w2[k];
+            }
+        }
+        let _ = junk.send_to(&d, addr);
+    }
+    let mut c = Client::new(81);
+    c.connect(&url(addr, "app"), addr, vec![]);
+    connect_all(&mut [&mut c]);
+    let m = http_get(server.metrics_addr().unwrap(), "/metrics");
+    assert!(
+        metric(&m, "nimbus_datagrams_received_total") >= 1_000,
+        "{m}"
+    );
+    assert_eq!(metric(&m, "nimbus_sessions"), 1);
+    rt.block_on(server.shutdown());
+}
