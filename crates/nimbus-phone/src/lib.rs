@@ -35,4 +35,5 @@
 //! # Ok::<(), nimbus_phone::media::MediaError>(())
 //! ```
 
+pub mod call;
 pub mod media;
