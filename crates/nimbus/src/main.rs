@@ -95,8 +95,15 @@ enum BenchCommand {
     ServerWorker(bench_server::WorkerArgs),
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+fn main() {
+    // errors are for users: one line with its causes, no backtrace
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("nimbus: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo {
             json,
