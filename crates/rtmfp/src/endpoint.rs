@@ -522,13 +522,10 @@ impl Endpoint {
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
         buf.extend_from_slice(enc);
-        if sid != 0 {
-            if let Some(s) = self.sessions.get_mut(&sid) {
-                let _ = s;
-                self.handle_session_datagram(now, from, sid, &mut buf, data.len());
-                self.scratch = buf;
-                return;
-            }
+        if sid != 0 && self.sessions.contains_key(&sid) {
+            self.handle_session_datagram(now, from, sid, &mut buf, data.len());
+            self.scratch = buf;
+            return;
         }
         // startup packet (SID 0), or RIKeying / cookie change to an opening
         if sid == 0 || self.openings.contains_key(&sid) {
@@ -537,7 +534,7 @@ impl Endpoint {
             }
             if let Ok(r) = self.default_crypto.decrypt(&mut buf) {
                 let plain = buf[r].to_vec();
-                self.handle_startup(now, from, sid, &plain, 0, data.len());
+                self.handle_startup(now, from, sid, &plain, 0);
             } else {
                 self.stats.datagrams_dropped += 1;
             }
@@ -592,7 +589,7 @@ impl Endpoint {
             {
                 // the forwarder vouches for the initiator with its datagram
                 self.amp.received(reply, size);
-                self.send_rhello(now, reply, &tag, size);
+                self.send_rhello(now, reply, &tag);
             }
         }
         self.mark_ready(sid);
@@ -608,7 +605,6 @@ impl Endpoint {
         sid: u32,
         plain: &[u8],
         depth: u8,
-        size: usize,
     ) {
         let Ok(packet) = Packet::parse(plain) else {
             self.stats.datagrams_dropped += 1;
@@ -636,11 +632,10 @@ impl Endpoint {
                         fragment_num,
                         data,
                     ) {
-                        let size = size.max(whole.len());
-                        self.handle_startup(now, from, sid, &whole, 1, size);
+                        self.handle_startup(now, from, sid, &whole, 1);
                     }
                 }
-                Chunk::IHello { epd, tag } if sid == 0 => self.on_ihello(now, from, epd, tag, size),
+                Chunk::IHello { epd, tag } if sid == 0 => self.on_ihello(now, from, epd, tag),
                 Chunk::RHello {
                     tag_echo,
                     cookie,
@@ -660,7 +655,6 @@ impl Endpoint {
                 } if sid == 0 => self.on_iikeying(
                     now,
                     from,
-                    size,
                     initiator_session_id,
                     cookie_echo,
                     IIKeyingInput {
@@ -771,15 +765,8 @@ impl Endpoint {
 
     /// Like [`queue_startup`](Self::queue_startup) for an answer to an
     /// unproven address: nothing is sent, and false returned, when the
-    /// datagrams would exceed the amplification limit for a trigger of
-    /// `trigger_size` bytes.
-    fn queue_startup_limited(
-        &mut self,
-        dst: SocketAddr,
-        sid: u32,
-        chunk: &[u8],
-        _trigger_size: usize,
-    ) -> bool {
+    /// datagrams would exceed what the amplification ledger allows `dst`.
+    fn queue_startup_limited(&mut self, dst: SocketAddr, sid: u32, chunk: &[u8]) -> bool {
         let datagrams = self.seal_startup(sid, chunk);
         let total: usize = datagrams.iter().map(Vec::len).sum();
         if total > self.amp.allowance(dst) {
@@ -899,9 +886,9 @@ impl Endpoint {
         }
     }
 
-    /// Answers an IHello (or a Forwarded IHello) that came in a datagram
-    /// of `trigger_size` bytes, within the amplification limit.
-    fn send_rhello(&mut self, now: Instant, to: SocketAddr, tag: &[u8], trigger_size: usize) {
+    /// Answers an IHello (or a Forwarded IHello) within the amplification
+    /// limit.
+    fn send_rhello(&mut self, now: Instant, to: SocketAddr, tag: &[u8]) {
         let cookie = self.make_cookie(now, to);
         let mut c =
             Vec::with_capacity(COOKIE_LEN + tag.len() + self.profile.certificate().len() + 8);
@@ -911,12 +898,12 @@ impl Endpoint {
             certificate: self.profile.certificate(),
         }
         .encode(&mut c);
-        if self.queue_startup_limited(to, 0, &c, trigger_size) {
+        if self.queue_startup_limited(to, 0, &c) {
             self.stats.rhellos_sent += 1;
         }
     }
 
-    fn on_ihello(&mut self, now: Instant, from: SocketAddr, epd: &[u8], tag: &[u8], size: usize) {
+    fn on_ihello(&mut self, now: Instant, from: SocketAddr, epd: &[u8], tag: &[u8]) {
         if tag.len() > 255 {
             return;
         }
@@ -925,7 +912,7 @@ impl Endpoint {
             return;
         }
         if self.config.accept_sessions && self.profile.epd_selects_near(epd) {
-            self.send_rhello(now, from, tag, size);
+            self.send_rhello(now, from, tag);
         } else if self.config.report_foreign_ihello {
             let e = Event::IHelloForOther {
                 from,
@@ -1083,7 +1070,6 @@ impl Endpoint {
         &mut self,
         now: Instant,
         from: SocketAddr,
-        size: usize,
         isid: u32,
         cookie: &[u8],
         k: IIKeyingInput<'_>,
@@ -1103,7 +1089,7 @@ impl Endpoint {
                 }
                 .encode(&mut c);
                 // the cookie's address differs: this one is not proven
-                self.queue_startup_limited(from, isid, &c, size);
+                self.queue_startup_limited(from, isid, &c);
                 return;
             }
             CookieCheck::Valid => self.amp.proven(from),
@@ -1508,9 +1494,11 @@ impl Endpoint {
         association: Option<u64>,
         priority: Priority,
     ) -> Result<u64, Error> {
-        let config = self.config.clone();
-        self.session_mut(session)?
-            .open_flow(metadata, association, priority, &config)
+        // disjoint borrows of the session table and the configuration
+        self.sessions
+            .get_mut(&session.0)
+            .ok_or(Error::NoSession)?
+            .open_flow(metadata, association, priority, &self.config)
     }
 
     /// Queues a message on a sending flow. With `lifetime`, the message is
