@@ -1,6 +1,6 @@
 //! The rendezvous server's own parsers: connect URLs and arguments (app,
 //! query, developer keys), signed tokens, media classification of relayed
-//! frames, shard routing of datagrams, and the TOML configuration.
+//! frames, and the TOML configuration.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -45,7 +45,6 @@ fuzz_target!(|data: &[u8]| {
     let _ = decide(&apps, &req, 1_000);
     let _ = verify_token("0123456789abcdef", "t", &text, 1_000);
     let _ = nimbus_server::streams::classify(data);
-    let _ = nimbus_server::shard::datagram_shard(data, (data.first().copied().unwrap_or(0) % 7) as u8);
     if data.len() < 4096 {
         let _ = ServerConfig::from_toml(&text);
     }

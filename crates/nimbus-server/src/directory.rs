@@ -200,7 +200,7 @@ impl Directory {
     /// address already has `limit`.
     pub fn add_address(&self, ip: IpAddr, limit: usize) -> bool {
         let key = address_key(ip);
-        let mut m = lock(&self.per_address[part_of(&ip_bytes(key))]);
+        let mut m = lock(&self.per_address[part_of_ip(key)]);
         let n = m.entry(key).or_insert(0);
         if *n as usize >= limit {
             if *n == 0 {
@@ -215,7 +215,7 @@ impl Directory {
     /// Uncounts a session from `ip`.
     pub fn remove_address(&self, ip: IpAddr) {
         let key = address_key(ip);
-        let mut m = lock(&self.per_address[part_of(&ip_bytes(key))]);
+        let mut m = lock(&self.per_address[part_of_ip(key)]);
         if let Some(n) = m.get_mut(&key) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -225,10 +225,10 @@ impl Directory {
     }
 }
 
-fn ip_bytes(ip: IpAddr) -> Vec<u8> {
+fn part_of_ip(ip: IpAddr) -> usize {
     match ip {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
+        IpAddr::V4(a) => part_of(&a.octets()),
+        IpAddr::V6(a) => part_of(&a.octets()),
     }
 }
 

@@ -247,11 +247,7 @@ pub fn verify_token(
     if hex.len() != 64 || !valid_name(user) {
         return Err("malformed token");
     }
-    let mut tag = [0u8; 32];
-    for (i, b) in tag.iter_mut().enumerate() {
-        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2).ok_or("malformed token")?, 16)
-            .map_err(|_| "malformed token")?;
-    }
+    let tag = rtmfp_flash::hex_decode(hex).ok_or("malformed token")?;
     token_mac(secret, app, user, expiry)
         .verify_slice(&tag)
         .map_err(|_| "invalid token")?;

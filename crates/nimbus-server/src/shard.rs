@@ -19,7 +19,7 @@ use bytes::Bytes;
 use rtmfp::{Address, AddressOrigin, Endpoint, Event, SessionId};
 use rtmfp_flash::amf::Value;
 use rtmfp_flash::message::{ServerConnection, ServerEvent};
-use rtmfp_flash::{fingerprint, Epd};
+use rtmfp_flash::{fingerprint, hex_decode, hex_encode as hex, Epd};
 use rustc_hash::FxHashMap;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -93,7 +93,9 @@ struct Conn {
     nc: ServerConnection,
     peer: [u8; 32],
     addr: SocketAddr,
-    counted: bool,
+    /// The address counted against the per-address limit at open (`addr`
+    /// follows the client when it moves).
+    counted_ip: std::net::IpAddr,
     app: Option<u16>,
     /// The app named in the connect URL (streams are named `app/name`).
     app_path: Box<str>,
@@ -132,6 +134,8 @@ pub(crate) struct Shard {
     shared: Arc<Shared>,
     ep: Endpoint,
     socks: Vec<UdpSocket>,
+    /// Whether each socket is IPv4 (read once: no syscall per datagram).
+    socks_v4: Vec<bool>,
     rx: mpsc::Receiver<ShardMsg>,
     /// Boxed: the table's slack then costs a pointer per slot, not a `Conn`.
     conns: FxHashMap<SessionId, Box<Conn>>,
@@ -173,20 +177,6 @@ fn session_of(ev: &Event) -> Option<SessionId> {
     })
 }
 
-/// The shard that owns a datagram's session, from its scrambled session ID
-/// (RFC 7016 §2.2.1); `None` for startup packets (session ID 0).
-pub fn datagram_shard(data: &[u8], shard_bits: u8) -> Option<usize> {
-    if shard_bits == 0 || shard_bits > 16 || data.len() < 12 {
-        return None;
-    }
-    let w = |i: usize| u32::from_be_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]);
-    let sid = w(0) ^ w(4) ^ w(8);
-    if sid == 0 {
-        return None;
-    }
-    Some((sid >> (32 - u32::from(shard_bits))) as usize)
-}
-
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -194,20 +184,8 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 fn parse_peer_id(v: Option<&Value>) -> Option<[u8; 32]> {
-    let s = v?.as_str()?;
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
+    hex_decode(v?.as_str()?)?.try_into().ok()
 }
 
 impl Shard {
@@ -218,11 +196,16 @@ impl Shard {
         socks: Vec<UdpSocket>,
         rx: mpsc::Receiver<ShardMsg>,
     ) -> Self {
+        let socks_v4 = socks
+            .iter()
+            .map(|s| s.local_addr().map(|l| l.is_ipv4()).unwrap_or(true))
+            .collect();
         Self {
             id,
             shared,
             ep,
             socks,
+            socks_v4,
             rx,
             conns: FxHashMap::default(),
             publications: HashMap::new(),
@@ -301,7 +284,7 @@ impl Shard {
                     Metrics::inc(&m.datagrams_received_total, 1);
                     Metrics::inc(&m.bytes_received_total, n as u64);
                     let data = &self.rbuf[..n];
-                    match datagram_shard(data, bits) {
+                    match rtmfp::datagram_shard(data, bits).map(|s| s as usize) {
                         Some(owner) if owner != self.id && owner < self.shared.senders.len() => {
                             Metrics::inc(&m.datagrams_rerouted_total, 1);
                             let msg = ShardMsg::Datagram {
@@ -349,13 +332,9 @@ impl Shard {
     }
 
     fn socket_for(&self, dst: SocketAddr) -> usize {
-        self.socks
+        self.socks_v4
             .iter()
-            .position(|s| {
-                s.local_addr()
-                    .map(|l| l.is_ipv4() == dst.is_ipv4())
-                    .unwrap_or(false)
-            })
+            .position(|v4| *v4 == dst.is_ipv4())
             .unwrap_or(0)
     }
 
@@ -546,7 +525,7 @@ impl Shard {
                 nc: ServerConnection::new(session),
                 peer: peer_id,
                 addr: peer,
-                counted: true,
+                counted_ip: peer.ip(),
                 app: None,
                 app_path: "".into(),
                 waiting: false,
@@ -564,9 +543,7 @@ impl Shard {
         let m = &self.shared.metrics;
         Metrics::inc(&m.sessions_closed_total, 1);
         Metrics::add(&m.sessions, -1);
-        if c.counted {
-            self.shared.directory.remove_address(c.addr.ip());
-        }
+        self.shared.directory.remove_address(c.counted_ip);
         if c.app.is_some() {
             Metrics::add(&m.connections, -1);
             self.shared.directory.remove(&c.peer, self.id, session);
@@ -828,7 +805,7 @@ impl Shard {
         mut args: Vec<Value>,
     ) {
         Metrics::inc(&self.shared.metrics.calls_total, 1);
-        let Some(app) = self.app_of(sid).cloned() else {
+        let Some(relay_allowed) = self.app_of(sid).map(|a| a.relay) else {
             return;
         };
         let Some(c) = self.conns.get(&sid) else {
@@ -838,7 +815,7 @@ impl Shard {
         let my_name = c.user.clone();
         let answer = match name {
             // Cirrus sample: relay(targetPeerID, args...) -> onRelay(senderPeerID, args...)
-            "relay" if app.relay => {
+            "relay" if relay_allowed => {
                 let target = parse_peer_id(args.first());
                 match target.and_then(|t| self.shared.directory.get(&t)) {
                     Some(t) => {
@@ -857,7 +834,7 @@ impl Shard {
                 }
             }
             // sendToUser(name, args...) -> onMessage(senderName or peer ID, args...)
-            "sendToUser" if app.relay => {
+            "sendToUser" if relay_allowed => {
                 let target = args
                     .first()
                     .and_then(Value::as_str)
@@ -1389,33 +1366,9 @@ async fn writable(socks: &[UdpSocket]) {
     .await
 }
 
-#[allow(dead_code)]
-fn _assert_send() {
-    fn is_send<T: Send>() {}
-    is_send::<ShardMsg>();
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn datagram_shard_unscrambles() {
-        // session ID 0xC0000005 scrambled with two words
-        let w1 = 0x1234_5678u32;
-        let w2 = 0x9abc_def0u32;
-        let sid = 0xC000_0005u32;
-        let mut d = Vec::new();
-        d.extend_from_slice(&(sid ^ w1 ^ w2).to_be_bytes());
-        d.extend_from_slice(&w1.to_be_bytes());
-        d.extend_from_slice(&w2.to_be_bytes());
-        assert_eq!(datagram_shard(&d, 2), Some(3));
-        assert_eq!(datagram_shard(&d, 1), Some(1));
-        assert_eq!(datagram_shard(&d, 0), None);
-        assert_eq!(datagram_shard(&d[..11], 2), None);
-        let startup = [w1.to_be_bytes(), w1.to_be_bytes(), [0; 4]].concat();
-        assert_eq!(datagram_shard(&startup, 2), None);
-    }
 
     #[test]
     fn bit_iteration() {

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use rtmfp::SessionId;
+use rtmfp_flash::message::{MSG_AUDIO, MSG_VIDEO};
 
 /// A stream's server-wide name: `app/name`.
 pub type StreamKey = Arc<str>;
@@ -157,10 +158,6 @@ pub enum ConfigSlot {
     /// AAC audio specific config.
     Audio,
 }
-
-/// RTMP message type of a frame (`type u8 | timestamp u32 | body`).
-const MSG_AUDIO: u8 = 8;
-const MSG_VIDEO: u8 = 9;
 
 /// Classifies one framed RTMP message.
 pub fn classify(frame: &[u8]) -> MediaClass {
