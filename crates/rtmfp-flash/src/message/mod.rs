@@ -57,6 +57,7 @@ mod metadata;
 mod peer;
 mod rtmp;
 mod server;
+mod slot;
 mod sync;
 mod url;
 

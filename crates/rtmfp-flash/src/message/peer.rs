@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rtmfp::{Endpoint, Event, Priority, SessionId};
 
+use super::slot::{encode, Slot};
 use super::{Body, FlowMetadata, RtmpMessage, Status, UserControl, MAX_COMMAND_SIZE};
 use super::{MSG_AUDIO, MSG_VIDEO};
 use crate::amf::{Command, DataMessage, Value};
@@ -86,23 +87,6 @@ pub enum PeerEvent {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-enum Slot {
-    #[default]
-    None,
-    Open(u64),
-    Refused,
-}
-
-impl Slot {
-    fn flow(self) -> Option<u64> {
-        match self {
-            Slot::Open(f) => Some(f),
-            _ => None,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SubState {
     /// Waiting for `play`.
@@ -131,12 +115,6 @@ impl Subscriber {
     fn slots(&self) -> [Slot; 3] {
         [self.data, self.audio, self.video]
     }
-}
-
-fn encode(timestamp: u32, body: &Body) -> Result<Bytes, rtmfp::Error> {
-    Ok(RtmpMessage::from_body(timestamp, body)
-        .map_err(|_| rtmfp::Error::TooLarge)?
-        .encode())
 }
 
 fn status_body(stream: u32, code: &str, level: &str, description: &str) -> Body {

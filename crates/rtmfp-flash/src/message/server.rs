@@ -53,6 +53,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rtmfp::{Endpoint, Event, Priority, SessionId};
 
+use super::slot::{encode, Slot};
 use super::{Body, FlowMetadata, RtmpMessage, Status, SyncBarriers, UserControl};
 use super::{MSG_AUDIO, MSG_VIDEO};
 use crate::amf::{Command, Object, Value};
@@ -192,25 +193,6 @@ enum State {
     Rejecting,
     /// Closed.
     Closed,
-}
-
-/// A sending flow slot: not opened, open, or refused by the client (then it
-/// is never reopened, §5.3.5.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-enum Slot {
-    #[default]
-    None,
-    Open(u64),
-    Refused,
-}
-
-impl Slot {
-    fn flow(self) -> Option<u64> {
-        match self {
-            Slot::Open(f) => Some(f),
-            _ => None,
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -407,12 +389,6 @@ impl ServerConnection {
         ep.send(now, self.session, flow, data, lifetime)
     }
 
-    fn encode(timestamp: u32, body: &Body) -> Result<Bytes, rtmfp::Error> {
-        Ok(RtmpMessage::from_body(timestamp, body)
-            .map_err(|_| rtmfp::Error::TooLarge)?
-            .encode())
-    }
-
     /// Our canonical control flow, opened on first use in return to the
     /// client's control flow.
     fn control_flow(&mut self, ep: &mut Endpoint, now: Instant) -> Result<u64, rtmfp::Error> {
@@ -437,7 +413,7 @@ impl ServerConnection {
         now: Instant,
         body: &Body,
     ) -> Result<(), rtmfp::Error> {
-        let m = Self::encode(0, body)?;
+        let m = encode(0, body)?;
         let f = self.control_flow(ep, now)?;
         self.send_on(ep, now, f, m, None)
     }
@@ -645,7 +621,7 @@ impl ServerConnection {
         }
         info.insert("clientid", Value::Number(f64::from(stream)));
         let c = Command::new("onStatus", 0.0, Value::Null).with_arg(Value::Object(info));
-        let m = Self::encode(0, &Body::command(c))?;
+        let m = encode(0, &Body::command(c))?;
         self.send_on(ep, now, f, m, None)
     }
 
@@ -1001,7 +977,7 @@ impl ServerConnection {
                                 message: message.strip_set_data_frame(),
                                 amf3,
                             };
-                            match Self::encode(timestamp, &body) {
+                            match encode(timestamp, &body) {
                                 Ok(f) => f,
                                 Err(_) => return,
                             }
