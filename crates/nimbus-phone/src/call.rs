@@ -360,6 +360,24 @@ impl CallMachine {
         out
     }
 
+    /// The direct session to the call's peer was closed by the peer (it hung
+    /// up without a `bye` reaching us, e.g. while the server was away). While
+    /// `InCall` this ends the call as a hang-up by the peer:
+    /// `[HungUp{by_peer: true}, Ended]`; while `Ending` it ends it: `[Ended]`.
+    /// Ignored in other states (a session may close before the call starts).
+    pub fn peer_gone(&mut self, _now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        match self.state {
+            CallState::InCall => {
+                out.push(Action::Event(Event::HungUp { by_peer: true }));
+                self.finish(&mut out);
+            }
+            CallState::Ending => self.finish(&mut out),
+            _ => {}
+        }
+        out
+    }
+
     /// When [`handle_timeout`](Self::handle_timeout) must be called next, if at all.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.deadline
@@ -864,6 +882,27 @@ mod tests {
             vec![relay(BOB, "ok", "alice"), ev(Event::Ended)]
         );
         assert_idle(&m);
+    }
+
+    #[test]
+    fn peer_gone_ends_only_established_or_ending_calls() {
+        let now = t0();
+        let mut m = calling(now);
+        assert!(m.peer_gone(now).is_empty());
+        assert_eq!(m.state(), CallState::Calling);
+        m.on_relay(now, BOB, &["accept", "bob"]);
+        assert_eq!(m.state(), CallState::InCall);
+        assert_eq!(
+            m.peer_gone(now),
+            vec![ev(Event::HungUp { by_peer: true }), ev(Event::Ended)]
+        );
+        assert_eq!(m.state(), CallState::Idle);
+        assert!(m.peer_gone(now).is_empty());
+        let mut m = calling(now);
+        m.on_relay(now, BOB, &["accept", "bob"]);
+        m.hangup(now);
+        assert_eq!(m.state(), CallState::Ending);
+        assert_eq!(m.peer_gone(now), vec![ev(Event::Ended)]);
     }
 
     #[test]

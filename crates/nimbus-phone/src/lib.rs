@@ -36,4 +36,7 @@
 //! ```
 
 pub mod call;
+pub mod driver;
 pub mod media;
+pub mod phone;
+pub mod registry;

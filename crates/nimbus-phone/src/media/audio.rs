@@ -2,11 +2,13 @@
 //! of every second (so A/V sync is audible next to the video clock's beep box),
 //! and the codecs that turn its samples into FLV AUDIODATA bodies.
 //!
-//! Today the only codec is FLV linear PCM, little-endian, 16-bit mono
+//! The default codec is FLV linear PCM, little-endian, 16-bit mono
 //! (SoundFormat 3), which Flash Player plays and ffmpeg decodes without any
 //! library. FLV's SoundRate field only has 5.5/11/22/44 kHz, so the rate is one
-//! of 5512, 11025 (default), 22050 or 44100 Hz. Further codecs (Speex 16 kHz,
-//! Nellymoser) implement [`AudioEncoder`] and get a variant of [`AudioCodec`],
+//! of 5512, 11025 (default), 22050 or 44100 Hz. With the cargo feature `speex`
+//! there is also Speex wideband (SoundFormat 11, always 16 kHz; see
+//! `media::speex`, which links the system libspeex). Further codecs
+//! (Nellymoser) implement [`AudioEncoder`] and get a variant of [`AudioCodec`],
 //! possibly behind a cargo feature; the rest of the pipeline does not change.
 
 use rtmfp_flash::flv::{AudioTagHeader, SoundFormat, SoundRate, SoundSize, SoundType};
@@ -16,7 +18,9 @@ use crate::media::MediaError;
 /// Settings of the tone generator.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ToneConfig {
-    /// Sample rate in Hz. Default 11025.
+    /// Sample rate in Hz. Default 11025. A codec with a fixed rate (Speex:
+    /// 16000, see [`AudioCodec::fixed_sample_rate`]) overrides it in a
+    /// [`TestSource`](super::TestSource).
     pub sample_rate: u32,
     /// Continuous tone frequency in Hz. Default 440.
     pub tone_hz: f32,
@@ -143,6 +147,11 @@ pub enum AudioCodec {
     /// FLV SoundFormat 3: linear PCM, little-endian, 16-bit mono.
     #[default]
     PcmLe,
+    /// FLV SoundFormat 11: Speex wideband, 16 kHz mono, one 20 ms frame per
+    /// packet, as Flash Player sends it (cargo feature `speex`, links the
+    /// system libspeex).
+    #[cfg(feature = "speex")]
+    Speex,
 }
 
 impl AudioCodec {
@@ -150,6 +159,19 @@ impl AudioCodec {
     pub fn encoder(self, sample_rate: u32) -> Result<Box<dyn AudioEncoder>, MediaError> {
         match self {
             AudioCodec::PcmLe => Ok(Box::new(PcmLeEncoder::new(sample_rate)?)),
+            #[cfg(feature = "speex")]
+            AudioCodec::Speex => Ok(Box::new(super::speex::SpeexEncoder::new(sample_rate)?)),
+        }
+    }
+
+    /// The sample rate this codec always uses (Speex: 16000 Hz), or `None`
+    /// when it takes the configured rate (PCM). A
+    /// [`TestSource`](super::TestSource) runs its tone at this rate.
+    pub fn fixed_sample_rate(self) -> Option<u32> {
+        match self {
+            AudioCodec::PcmLe => None,
+            #[cfg(feature = "speex")]
+            AudioCodec::Speex => Some(super::speex::SPEEX_SAMPLE_RATE),
         }
     }
 
@@ -157,6 +179,8 @@ impl AudioCodec {
     pub fn sound_format(self) -> SoundFormat {
         match self {
             AudioCodec::PcmLe => SoundFormat::LinearPcmLittleEndian,
+            #[cfg(feature = "speex")]
+            AudioCodec::Speex => SoundFormat::Speex,
         }
     }
 }
@@ -239,6 +263,7 @@ mod tests {
         assert_eq!(h.sound_rate.hz(), 11_025);
         assert!(PcmLeEncoder::new(8000).is_err());
         assert_eq!(PcmLeEncoder::new(44_100).unwrap().header_byte(), 0x3E);
+        assert_eq!(AudioCodec::PcmLe.fixed_sample_rate(), None);
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub mod audio;
 pub mod flv;
 pub mod h264;
 pub mod source;
+#[cfg(feature = "speex")]
+pub mod speex;
 
 use std::time::{Duration, Instant};
 
@@ -26,6 +28,8 @@ use bytes::Bytes;
 
 pub use self::flv::{FlvFileSource, FlvSink};
 pub use self::source::{TestSource, TestSourceConfig};
+#[cfg(feature = "speex")]
+pub use self::speex::SpeexEncoder;
 
 /// Errors of the media module.
 #[derive(Debug, thiserror::Error)]

@@ -32,7 +32,8 @@ pub enum ClockDisplay {
 pub struct TestSourceConfig {
     /// Video (size, frame rate, IDR interval); `None` for audio only.
     pub video: Option<EncoderConfig>,
-    /// Audio tone; `None` for video only.
+    /// Audio tone; `None` for video only. Its sample rate is replaced by the
+    /// codec's fixed rate, if it has one (Speex: 16000 Hz).
     pub audio: Option<ToneConfig>,
     /// Audio codec.
     pub audio_codec: AudioCodec,
@@ -130,7 +131,15 @@ impl TestSource {
             }
             None => None,
         };
-        let audio = match cfg.audio {
+        // Codecs with a fixed rate (Speex: 16 kHz) set the tone's rate.
+        let tone_cfg = cfg.audio.map(|tc| ToneConfig {
+            sample_rate: cfg
+                .audio_codec
+                .fixed_sample_rate()
+                .unwrap_or(tc.sample_rate),
+            ..tc
+        });
+        let audio = match tone_cfg {
             Some(tc) => {
                 let encoder = cfg.audio_codec.encoder(tc.sample_rate)?;
                 Some(AudioState {
@@ -148,9 +157,7 @@ impl TestSource {
         if cfg.metadata {
             let info = StreamInfo {
                 video: cfg.video.map(|v| (v.width, v.height, v.fps)),
-                audio: cfg
-                    .audio
-                    .map(|a| (cfg.audio_codec.sound_format().as_u4(), a.sample_rate)),
+                audio: tone_cfg.map(|a| (cfg.audio_codec.sound_format().as_u4(), a.sample_rate)),
             };
             pending.push(metadata_tag(&info)?);
         }
@@ -168,7 +175,7 @@ impl TestSource {
             end_ms: cfg
                 .duration
                 .map(|d| d.as_millis().min(u128::from(u32::MAX)) as u64),
-            beep: cfg.audio,
+            beep: tone_cfg,
         })
     }
 

@@ -10,7 +10,8 @@
 //!  control flow (TC sid N, no association, IMMEDIATE) ──▶ play(name), closeStream…
 //!  ◀── data  (TC sid N, return to the control flow, IMMEDIATE): Stream Begin,
 //!       onStatus (Play.Reset, Play.Start / Connect.Rejected), data messages
-//!  ◀── audio (TC sid N, return to the control flow, IMMEDIATE, time critical)
+//!  ◀── audio (TC sid N, return to the control flow, IMMEDIATE, time critical,
+//!       receive intent "network order": the player reads it unordered)
 //!  ◀── video (TC sid N, return to the control flow, PRIORITY, time critical)
 //! ```
 //!
@@ -41,7 +42,9 @@ use bytes::Bytes;
 use rtmfp::{Endpoint, Event, Priority, SessionId};
 
 use super::slot::{encode, Slot};
-use super::{Body, FlowMetadata, RtmpMessage, Status, UserControl, MAX_COMMAND_SIZE};
+use super::{
+    Body, FlowMetadata, ReceiveIntent, RtmpMessage, Status, UserControl, MAX_COMMAND_SIZE,
+};
 use super::{MSG_AUDIO, MSG_VIDEO};
 use crate::amf::{Command, DataMessage, Value};
 
@@ -185,16 +188,18 @@ impl PeerPublisher {
     ) -> Result<u64, rtmfp::Error> {
         let s = &mut self.subs[i];
         let (control, stream) = (s.control, s.stream);
-        let (slot, prio) = match which {
-            0 => (&mut s.data, Priority::IMMEDIATE),
-            1 => (&mut s.audio, Priority::IMMEDIATE),
-            _ => (&mut s.video, Priority::PRIORITY),
+        // audio in network order (RXI 1), so a lost packet never holds back
+        // the ones after it; data and video in original order
+        let (slot, prio, intent) = match which {
+            0 => (&mut s.data, Priority::IMMEDIATE, ReceiveIntent::Sequence),
+            1 => (&mut s.audio, Priority::IMMEDIATE, ReceiveIntent::Network),
+            _ => (&mut s.video, Priority::PRIORITY, ReceiveIntent::Sequence),
         };
         match *slot {
             Slot::Open(f) => Ok(f),
             Slot::Refused => Err(rtmfp::Error::FlowRejected),
             Slot::None => {
-                let md = FlowMetadata::new(stream).encode();
+                let md = FlowMetadata::new(stream).with_intent(intent).encode();
                 let f = ep.open_flow(now, self.session, &md, Some(control), prio)?;
                 *slot = Slot::Open(f);
                 Ok(f)
@@ -657,10 +662,14 @@ impl PeerPlayer {
                 let Some(i) = self.streams.iter().position(|s| s.control == assoc) else {
                     return false;
                 };
-                let ok = FlowMetadata::decode(metadata)
-                    .is_ok_and(|md| md.stream_id == self.streams[i].stream)
+                let md = FlowMetadata::decode(metadata).ok();
+                let ok = md.is_some_and(|md| md.stream_id == self.streams[i].stream)
                     && self.streams[i].recv.len() < 8;
                 if ok {
+                    if md.is_some_and(|md| md.receive_intent == ReceiveIntent::Network) {
+                        // live media: deliver in arrival order, never wait for a gap
+                        let _ = ep.set_recv_flow_options(session, flow, Some(false), None, None);
+                    }
                     self.streams[i].recv.push(flow);
                 } else {
                     let _ = ep.reject_flow(now, session, flow, 0);

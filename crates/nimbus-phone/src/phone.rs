@@ -1,0 +1,2017 @@
+//! The phone itself, sans-IO: one RTMFP endpoint (Flash profile) that holds
+//! the NetConnection to the rendezvous server, the call-signalling machine
+//! ([`crate::call`]), and the direct P2P NetStreams of the call.
+//!
+//! Like the engine it wraps, [`PhoneCore`] has no socket, clock or thread:
+//! feed it datagrams ([`PhoneCore::handle_datagram`]) and timeouts
+//! ([`PhoneCore::handle_timeout`]), send what [`PhoneCore::poll_transmit`]
+//! returns, and show what [`PhoneCore::poll_event`] reports. After every
+//! input or command, drain `poll_transmit`, then `poll_event`, then re-read
+//! `poll_timeout`. The async driver is [`crate::driver`].
+//!
+//! # Call flow (Adobe's 2011 VideoPhone sample, so either side may be one)
+//!
+//! * **Log in**: `NetConnection.connect(rtmfp://host/app?user=NAME, NAME,
+//!   PASSWORD)`, so the server's `open` policy (claims `?user=`) and its
+//!   `registry` policy (user name + password arguments) both work.
+//! * **Call**: `lookup(name)` on the server (or the reg.cgi registry through
+//!   the driver), `relay(peer, "invite", me)`; the caller publishes
+//!   `media-caller` (a `DIRECT_CONNECTIONS` stream: the callee may subscribe
+//!   while it rings, as the sample does), opens the direct session to the
+//!   callee's peer ID through the server (Redirect + Forwarded IHello: hole
+//!   punching) and plays `media-callee` on it at once; the callee holds that
+//!   play request until it accepts.
+//! * **Accept**: the callee publishes `media-callee` (answering the held
+//!   request), plays `media-caller` and sends `accept`.
+//! * **Media**: audio and video from the driver's source go to the accepted
+//!   subscriber; audio on its own flow above video, in network order; every
+//!   message has a lifetime (late media is abandoned, not delayed); video
+//!   waits for a key frame after any drop. A subscriber that is not the
+//!   call's peer, or asks for another name, is refused
+//!   (`NetStream.Connect.Rejected`), as `onPeerConnect` returning false.
+//! * **Chat**: `NetStream.send("onIm", name, text)` on our published stream;
+//!   `onIm` and the paper's `onReceive` are shown.
+//! * **Hang up**: `bye` / `ok` (or `cancel` / `reject`); streams and the
+//!   direct session close. A direct session closed by the peer while in the
+//!   call also ends it (the peer hung up while the server was away).
+//! * **Fallback**: if no direct session is up [`PhoneConfig::direct_timeout`]
+//!   after the call is established, both phones (which see the same failed
+//!   session) publish to and play from the server's stream relay under names
+//!   derived from both peer IDs.
+//! * **Resilience**: the direct session survives address changes (RFC 7016
+//!   mobility); a lost server connection is re-established with backoff
+//!   while the call goes on.
+//!
+//! # Latency
+//!
+//! The phone adds `nimbusEpochMs` (Unix milliseconds at media timestamp 0)
+//! to the `onMetaData` it sends, so the receiving phone computes end-to-end
+//! latency as `now − (epoch + timestamp)`; Flash ignores the extra field.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand_core::RngCore;
+use rtmfp::{CloseReason, Endpoint, EndpointConfig, Event, SessionId};
+use rtmfp_flash::amf::{self, DataMessage, Object, Value};
+use rtmfp_flash::message::{
+    Body, NcEvent, NetConnection, PeerEvent, PeerPlayer, PeerPublisher, PlayerEvent, RtmpMessage,
+};
+use rtmfp_flash::{Epd, FlashProfile, PeerId};
+
+use crate::call::{self, Action, CallConfig, CallMachine, CallState};
+use crate::media::{MediaKind, MediaTag};
+
+/// Name of the caller's published stream.
+pub const CALLER_STREAM: &str = "media-caller";
+/// Name of the callee's published stream.
+pub const CALLEE_STREAM: &str = "media-callee";
+/// Most events waiting in [`PhoneCore::poll_event`]; media beyond it is
+/// dropped (and counted), other events are kept.
+pub const MAX_PENDING_EVENTS: usize = 4096;
+/// Latency samples kept for percentiles (a reservoir beyond that).
+const MAX_LATENCY_SAMPLES: usize = 100_000;
+
+/// Settings of a phone.
+#[derive(Debug, Clone)]
+pub struct PhoneConfig {
+    /// Our user name.
+    pub user: String,
+    /// Password or registry token for the server's `registry` policy.
+    pub password: Option<String>,
+    /// `rtmfp://host:port/app` of the rendezvous server.
+    pub url: String,
+    /// The server's addresses.
+    pub servers: Vec<SocketAddr>,
+    /// Addresses we can be reached at, sent with `setPeerInfo`.
+    pub local_addresses: Vec<SocketAddr>,
+    /// Call-signalling timeouts.
+    pub call: CallConfig,
+    /// How long the direct session may take after the call is established
+    /// before media goes through the server's relay.
+    pub direct_timeout: Duration,
+    /// Use the server's stream relay when no direct path opens.
+    pub relay_fallback: bool,
+    /// Abandon audio not delivered within this.
+    pub audio_lifetime: Duration,
+    /// Abandon video not delivered within this.
+    pub video_lifetime: Duration,
+    /// Longest wait between reconnection attempts to the server.
+    pub reconnect_max: Duration,
+    /// Ask the driver for a registry (reg.cgi) look-up when the server does
+    /// not know a name.
+    pub registry_lookup: bool,
+}
+
+impl PhoneConfig {
+    /// Defaults for `user` on the server at `url` / `servers`.
+    pub fn new(user: impl Into<String>, url: impl Into<String>, servers: Vec<SocketAddr>) -> Self {
+        PhoneConfig {
+            user: user.into(),
+            password: None,
+            url: url.into(),
+            servers,
+            local_addresses: Vec::new(),
+            call: CallConfig::default(),
+            direct_timeout: Duration::from_secs(4),
+            relay_fallback: true,
+            audio_lifetime: Duration::from_millis(500),
+            video_lifetime: Duration::from_millis(1500),
+            reconnect_max: Duration::from_secs(8),
+            registry_lookup: false,
+        }
+    }
+}
+
+/// How the call's media travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaPath {
+    /// Not yet decided (the direct session is opening).
+    Connecting,
+    /// A direct RTMFP session with the peer at this address.
+    Direct(SocketAddr),
+    /// Through the server's stream relay.
+    Relay,
+}
+
+impl std::fmt::Display for MediaPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MediaPath::Connecting => f.write_str("connecting"),
+            MediaPath::Direct(a) => write!(f, "direct to {a}"),
+            MediaPath::Relay => f.write_str("through the server's relay"),
+        }
+    }
+}
+
+/// What the phone reports.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum PhoneEvent {
+    /// Connected to the server; our peer ID (64 hex digits).
+    LoggedIn {
+        /// Our peer ID.
+        peer_id: String,
+        /// True when this was a reconnection.
+        reconnected: bool,
+    },
+    /// The server refused us or could not be reached. `retry_in` is `None`
+    /// when the phone gives up (the refusal is final).
+    LoginFailed {
+        /// The server's description or the failure.
+        reason: String,
+        /// When the phone tries again.
+        retry_in: Option<Duration>,
+    },
+    /// The connection to the server was lost; calls go on, the phone
+    /// reconnects.
+    ServerLost {
+        /// When the phone tries again.
+        retry_in: Duration,
+    },
+    /// We are calling `name` (its peer ID found).
+    Calling {
+        /// Callee's name.
+        name: String,
+        /// Callee's peer ID.
+        peer_id: String,
+    },
+    /// Call signalling (incoming call, accepted, rejected, busy, no answer,
+    /// offline, cancelled, hung up, ended).
+    Call(call::Event),
+    /// The call's media path was decided or changed.
+    Path(MediaPath),
+    /// Received media for the sink (FLV tag body and timestamp).
+    Media(MediaTag),
+    /// A chat line (ours when `local`).
+    Chat {
+        /// Sender's name.
+        from: String,
+        /// The text.
+        text: String,
+        /// Unix milliseconds when it was sent (ours) or received.
+        unix_ms: u64,
+        /// Sent by us.
+        local: bool,
+    },
+    /// A peer not in the call tried to play our stream and was refused.
+    Refused {
+        /// Its peer ID.
+        peer_id: String,
+        /// The stream it asked for.
+        stream: String,
+    },
+    /// The driver should look `name` up in the registry (reg.cgi) and call
+    /// [`PhoneCore::registry_lookup_result`].
+    RegistryLookup {
+        /// The name.
+        name: String,
+    },
+    /// Something the user asked for could not be done, or a peer misbehaved.
+    Notice(String),
+}
+
+/// Counters of one direction of media.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MediaCounters {
+    /// Video frames (key frames and others; sequence headers excluded).
+    pub video_frames: u64,
+    /// Audio packets.
+    pub audio_packets: u64,
+    /// Data messages (metadata, chat).
+    pub data_messages: u64,
+    /// Bytes of media payload.
+    pub bytes: u64,
+}
+
+/// Latency figures in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct LatencySummary {
+    /// Samples.
+    pub samples: u64,
+    /// Median.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Largest.
+    pub max_ms: f64,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Latency {
+    samples: Vec<f64>,
+    seen: u64,
+    rng: u64,
+}
+
+impl Latency {
+    fn add(&mut self, ms: f64) {
+        self.seen += 1;
+        if self.samples.len() < MAX_LATENCY_SAMPLES {
+            self.samples.push(ms);
+        } else {
+            // reservoir sampling with a xorshift (deterministic)
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            let j = (self.rng.wrapping_add(0x9e37_79b9) % self.seen) as usize;
+            if j < self.samples.len() {
+                self.samples[j] = ms;
+            }
+        }
+    }
+
+    fn summary(&self) -> LatencySummary {
+        if self.samples.is_empty() {
+            return LatencySummary::default();
+        }
+        let mut v = self.samples.clone();
+        v.sort_by(f64::total_cmp);
+        let pick = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        LatencySummary {
+            samples: self.seen,
+            p50_ms: pick(0.5),
+            p99_ms: pick(0.99),
+            max_ms: v[v.len() - 1],
+        }
+    }
+}
+
+/// Received-media loss estimate of one kind from timestamp continuity.
+#[derive(Debug, Default, Clone, Copy)]
+struct Continuity {
+    first: Option<u32>,
+    last: u32,
+    count: u64,
+    min_gap: Option<u32>,
+}
+
+impl Continuity {
+    fn add(&mut self, ts: u32) {
+        match self.first {
+            None => self.first = Some(ts),
+            Some(_) => {
+                let gap = ts.wrapping_sub(self.last);
+                if gap > 0 && gap < 10_000 {
+                    self.min_gap = Some(self.min_gap.map_or(gap, |g| g.min(gap)));
+                }
+            }
+        }
+        self.last = ts;
+        self.count += 1;
+    }
+
+    /// Expected count given a nominal interval (ms).
+    fn expected(&self, interval: Option<f64>) -> Option<u64> {
+        let first = self.first?;
+        let interval = interval.or(self.min_gap.map(f64::from))?;
+        let span = f64::from(self.last.wrapping_sub(first));
+        Some((span / interval).round() as u64 + 1)
+    }
+}
+
+/// A snapshot for `status` and summaries.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PhoneStatus {
+    /// Our user name.
+    pub user: String,
+    /// Our peer ID.
+    pub peer_id: String,
+    /// Connected to the server now.
+    pub online: bool,
+    /// Call state (`idle`, `calling`, `ringing`, `in-call`, `ending`).
+    pub call_state: String,
+    /// The peer's name.
+    pub peer_name: Option<String>,
+    /// Media path (`connecting`, `direct`, `relay`), if in a call.
+    pub path: Option<String>,
+    /// The peer's address on the direct path.
+    pub peer_address: Option<String>,
+    /// Media sent in this call (or the last one).
+    pub sent: MediaCounters,
+    /// Media received in this call (or the last one).
+    pub received: MediaCounters,
+    /// Video or audio the sender dropped (backpressure, waiting for a key frame).
+    pub send_drops: u64,
+    /// Received bit rate over the last second (kbit/s).
+    pub rx_kbps: f64,
+    /// Sent bit rate over the last second (kbit/s).
+    pub tx_kbps: f64,
+    /// Estimated loss of received audio (0..1), from timestamp continuity.
+    pub audio_loss: f64,
+    /// Estimated loss of received video frames (0..1).
+    pub video_loss: f64,
+    /// End-to-end latency of received audio.
+    pub audio_latency: LatencySummary,
+    /// End-to-end latency of received video.
+    pub video_latency: LatencySummary,
+    /// Smoothed round-trip time of the media session (ms).
+    pub rtt_ms: Option<f64>,
+    /// Chat lines received.
+    pub chat_received: u64,
+    /// Chat lines sent.
+    pub chat_sent: u64,
+    /// Whether the media went through the server's relay at any point.
+    pub relayed: bool,
+    /// Calls made or answered.
+    pub calls: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Rate {
+    start: Option<Instant>,
+    bytes: u64,
+    last_kbps: f64,
+}
+
+impl Rate {
+    fn add(&mut self, now: Instant, n: usize) {
+        self.roll(now);
+        self.bytes += n as u64;
+    }
+
+    fn roll(&mut self, now: Instant) {
+        let start = *self.start.get_or_insert(now);
+        let el = now.saturating_duration_since(start);
+        if el >= Duration::from_secs(1) {
+            self.last_kbps = if el > Duration::from_secs(3) {
+                0.0
+            } else {
+                self.bytes as f64 * 8.0 / el.as_secs_f64() / 1000.0
+            };
+            self.bytes = 0;
+            self.start = Some(now);
+        }
+    }
+
+    fn kbps(&mut self, now: Instant) -> f64 {
+        self.roll(now);
+        self.last_kbps
+    }
+}
+
+/// One direct session and our publisher half on it.
+#[derive(Debug)]
+struct Peer {
+    peer_hex: String,
+    publisher: PeerPublisher,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Subscriber {
+    session: SessionId,
+    id: u64,
+    audio: bool,
+    video: bool,
+}
+
+/// The server-relay half of a call (fallback).
+#[derive(Debug, Default)]
+struct RelayMedia {
+    publish_txn: Option<f64>,
+    play_txn: Option<f64>,
+    publish_stream: Option<u32>,
+    play_stream: Option<u32>,
+    publishing: bool,
+}
+
+/// Media state of the current call.
+#[derive(Debug)]
+struct CallMedia {
+    peer_hex: String,
+    caller: bool,
+    /// Our outgoing open to the peer, if any.
+    opening: Option<SessionId>,
+    /// The session the call uses.
+    session: Option<SessionId>,
+    player: Option<PeerPlayer>,
+    play_stream: Option<u32>,
+    subscriber: Option<Subscriber>,
+    /// Play requests for our name from the peer while we cannot answer yet.
+    held: Vec<(SessionId, u64)>,
+    established: bool,
+    direct_deadline: Option<Instant>,
+    path: MediaPath,
+    relay: Option<RelayMedia>,
+    /// Unix ms at our media timestamp 0.
+    local_epoch: Option<i64>,
+    /// Unix ms at the peer's media timestamp 0.
+    remote_epoch: Option<i64>,
+    remote_fps: Option<f64>,
+    /// Metadata and decoder configuration to send to a new receiver.
+    metadata: Option<MediaTag>,
+    avc_config: Option<MediaTag>,
+    aac_config: Option<MediaTag>,
+    /// The current receiver has not had the headers yet.
+    need_headers: bool,
+    /// Video is held until the next key frame.
+    need_key: bool,
+}
+
+impl CallMedia {
+    fn new(peer_hex: String, caller: bool) -> Self {
+        CallMedia {
+            peer_hex,
+            caller,
+            opening: None,
+            session: None,
+            player: None,
+            play_stream: None,
+            subscriber: None,
+            held: Vec::new(),
+            established: false,
+            direct_deadline: None,
+            path: MediaPath::Connecting,
+            relay: None,
+            local_epoch: None,
+            remote_epoch: None,
+            remote_fps: None,
+            metadata: None,
+            avc_config: None,
+            aac_config: None,
+            need_headers: true,
+            need_key: true,
+        }
+    }
+
+    fn our_stream(&self) -> &'static str {
+        if self.caller {
+            CALLER_STREAM
+        } else {
+            CALLEE_STREAM
+        }
+    }
+
+    fn their_stream(&self) -> &'static str {
+        if self.caller {
+            CALLEE_STREAM
+        } else {
+            CALLER_STREAM
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Login {
+    /// Connecting (the NetConnection exists).
+    Connecting,
+    /// Connected.
+    Online,
+    /// Waiting to reconnect.
+    Waiting(Instant),
+    /// Gave up or quit.
+    Off,
+}
+
+#[derive(Debug, Clone)]
+enum Pending {
+    Lookup(String),
+    Relay(String),
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    sent: MediaCounters,
+    received: MediaCounters,
+    send_drops: u64,
+    rx: Rate,
+    tx: Rate,
+    audio_latency: Latency,
+    video_latency: Latency,
+    audio: Continuity,
+    video: Continuity,
+    chat_sent: u64,
+    chat_received: u64,
+    relayed: bool,
+}
+
+/// The sans-IO phone (see the module documentation).
+#[derive(Debug)]
+pub struct PhoneCore {
+    cfg: PhoneConfig,
+    ep: Endpoint,
+    peer_id: PeerId,
+    peer_hex: String,
+    base: (Instant, i64),
+    nc: Option<NetConnection>,
+    login: Login,
+    was_online: bool,
+    backoff: Duration,
+    pending: HashMap<u64, Pending>,
+    call: CallMachine,
+    media: Option<CallMedia>,
+    peers: HashMap<SessionId, Peer>,
+    events: VecDeque<PhoneEvent>,
+    stats: Stats,
+    calls: u64,
+    media_dropped_events: u64,
+    quitting: bool,
+}
+
+fn tid_key(t: f64) -> u64 {
+    if t.is_finite() && t >= 0.0 {
+        t as u64
+    } else {
+        u64::MAX
+    }
+}
+
+fn valid_peer_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Stream name on the server's relay for one side of a call.
+pub fn relay_stream_name(caller_hex: &str, callee_hex: &str, publisher_is_caller: bool) -> String {
+    let side = if publisher_is_caller {
+        "caller"
+    } else {
+        "callee"
+    };
+    let c = &caller_hex[..caller_hex.len().min(16)];
+    let d = &callee_hex[..callee_hex.len().min(16)];
+    format!("nimbus-call-{c}-{d}-{side}")
+}
+
+impl PhoneCore {
+    /// A phone with its own identity (`profile`), randomness `rng`, at
+    /// `now`, whose wall clock reads `unix_ms` at `now`.
+    pub fn new(
+        cfg: PhoneConfig,
+        profile: FlashProfile,
+        rng: Box<dyn RngCore + Send>,
+        now: Instant,
+        unix_ms: i64,
+    ) -> Self {
+        let peer_id = profile.peer_id();
+        let ec = EndpointConfig {
+            max_sessions: 64,
+            ..EndpointConfig::default()
+        };
+        let ep = Endpoint::new(ec, Box::new(profile), rng, now);
+        let call = CallMachine::with_config(cfg.user.clone(), cfg.call);
+        PhoneCore {
+            peer_hex: peer_id.to_hex(),
+            peer_id,
+            base: (now, unix_ms),
+            nc: None,
+            login: Login::Off,
+            was_online: false,
+            backoff: Duration::from_millis(500),
+            pending: HashMap::new(),
+            call,
+            media: None,
+            peers: HashMap::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+            calls: 0,
+            media_dropped_events: 0,
+            quitting: false,
+            ep,
+            cfg,
+        }
+    }
+
+    /// Our peer ID (64 hex digits).
+    pub fn peer_id(&self) -> &str {
+        &self.peer_hex
+    }
+
+    /// Our peer ID.
+    pub fn peer_id_bytes(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PhoneConfig {
+        &self.cfg
+    }
+
+    /// The engine (for statistics).
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.ep
+    }
+
+    /// Connected to the server now.
+    pub fn online(&self) -> bool {
+        self.login == Login::Online
+    }
+
+    /// The call state.
+    pub fn call_state(&self) -> CallState {
+        self.call.state()
+    }
+
+    /// True while media should flow (the call is established).
+    pub fn in_call(&self) -> bool {
+        self.media.as_ref().is_some_and(|m| m.established)
+    }
+
+    /// Unix ms at `now`.
+    pub fn unix_ms(&self, now: Instant) -> i64 {
+        let (i, u) = self.base;
+        if now >= i {
+            u + now.duration_since(i).as_millis() as i64
+        } else {
+            u - i.duration_since(now).as_millis() as i64
+        }
+    }
+
+    fn push(&mut self, e: PhoneEvent) {
+        if self.events.len() >= MAX_PENDING_EVENTS && matches!(e, PhoneEvent::Media(_)) {
+            self.media_dropped_events += 1;
+            return;
+        }
+        self.events.push_back(e);
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<PhoneEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<SocketAddr> {
+        self.ep.poll_transmit(now, buf)
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is due.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let mut t = self.ep.poll_timeout();
+        let mut min = |x: Option<Instant>| {
+            if let Some(x) = x {
+                t = Some(t.map_or(x, |t| t.min(x)));
+            }
+        };
+        min(self.call.poll_timeout());
+        if let Login::Waiting(at) = self.login {
+            min(Some(at));
+        }
+        min(self.media.as_ref().and_then(|m| m.direct_deadline));
+        t
+    }
+
+    /// Starts logging in.
+    pub fn start(&mut self, now: Instant) {
+        if self.login == Login::Off && !self.quitting {
+            self.connect_server(now);
+        }
+    }
+
+    fn connect_url(&self) -> String {
+        let sep = if self.cfg.url.contains('?') { '&' } else { '?' };
+        format!("{}{sep}user={}", self.cfg.url, self.cfg.user)
+    }
+
+    fn connect_server(&mut self, now: Instant) {
+        let url = self.connect_url();
+        let props = Object::new().with("flashVer", "WIN 32,0,0,0 nimbus-phone");
+        match NetConnection::connect(&mut self.ep, now, &url, &self.cfg.servers, props) {
+            Ok(nc) => {
+                let mut args = vec![Value::from(self.cfg.user.as_str())];
+                if let Some(p) = &self.cfg.password {
+                    args.push(Value::from(p.as_str()));
+                }
+                let mut nc = nc
+                    .with_connect_args(args)
+                    .with_media_lifetime(Some(self.cfg.video_lifetime));
+                nc.set_peer_addresses(&self.cfg.local_addresses);
+                self.nc = Some(nc);
+                self.login = Login::Connecting;
+            }
+            Err(e) => {
+                let retry = self.next_backoff();
+                self.login = Login::Waiting(now + retry);
+                self.push(PhoneEvent::LoginFailed {
+                    reason: format!("cannot open a session to the server: {e}"),
+                    retry_in: Some(retry),
+                });
+            }
+        }
+    }
+
+    fn next_backoff(&mut self) -> Duration {
+        let b = self.backoff;
+        self.backoff = (self.backoff * 2).min(self.cfg.reconnect_max);
+        b
+    }
+
+    /// Feeds a received datagram.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        self.ep.handle_datagram(now, from, data);
+        self.process(now);
+    }
+
+    /// Runs timers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.ep.poll_timeout().is_some_and(|t| t <= now) {
+            self.ep.handle_timeout(now);
+        }
+        let acts = self.call.handle_timeout(now);
+        self.apply(now, acts);
+        if let Login::Waiting(at) = self.login {
+            if at <= now && !self.quitting {
+                self.connect_server(now);
+            }
+        }
+        let expired = self
+            .media
+            .as_ref()
+            .and_then(|m| m.direct_deadline)
+            .is_some_and(|d| d <= now);
+        if expired {
+            self.direct_timed_out(now);
+        }
+        self.process(now);
+    }
+
+    // ----- user commands ---------------------------------------------------
+
+    /// Calls the user `name`: looks up its peer ID, then invites it.
+    pub fn call(&mut self, now: Instant, name: &str) {
+        if self.call.state() != CallState::Idle {
+            self.push(PhoneEvent::Notice(
+                "already in a call; hang up first".into(),
+            ));
+            return;
+        }
+        if name.eq_ignore_ascii_case(&self.cfg.user) {
+            self.push(PhoneEvent::Notice("you cannot call yourself".into()));
+            return;
+        }
+        if valid_peer_hex(name) {
+            self.place_call(now, name.to_string(), name.to_ascii_lowercase());
+            return;
+        }
+        let Some(nc) = self.nc.as_mut().filter(|_| self.login == Login::Online) else {
+            self.push(PhoneEvent::Notice(
+                "not connected to the server; try again when logged in".into(),
+            ));
+            return;
+        };
+        match nc.call(&mut self.ep, now, "lookup", vec![Value::from(name)]) {
+            Ok(t) => {
+                self.pending
+                    .insert(tid_key(t), Pending::Lookup(name.to_string()));
+            }
+            Err(e) => self.push(PhoneEvent::Notice(format!("lookup failed: {e}"))),
+        }
+        self.process(now);
+    }
+
+    /// The driver's answer to [`PhoneEvent::RegistryLookup`].
+    pub fn registry_lookup_result(&mut self, now: Instant, name: &str, peer_id: Option<&str>) {
+        match peer_id.filter(|p| valid_peer_hex(p)) {
+            Some(p) if self.call.state() == CallState::Idle => {
+                self.place_call(now, name.to_string(), p.to_ascii_lowercase());
+            }
+            Some(_) => {}
+            None => {
+                self.push(PhoneEvent::Notice(format!("{name} is not registered")));
+                let acts = self.call.call(now, &self.cfg.user.clone(), "");
+                self.apply(now, acts);
+            }
+        }
+        self.process(now);
+    }
+
+    fn place_call(&mut self, now: Instant, name: String, peer_hex: String) {
+        if peer_hex == self.peer_hex {
+            self.push(PhoneEvent::Notice("you cannot call yourself".into()));
+            return;
+        }
+        let user = self.cfg.user.clone();
+        let acts = self.call.call(now, &user, &peer_hex);
+        if self.call.state() == CallState::Calling {
+            self.calls += 1;
+            self.stats = Stats::default();
+            self.push(PhoneEvent::Calling {
+                name,
+                peer_id: peer_hex.clone(),
+            });
+            self.media = Some(CallMedia::new(peer_hex, true));
+            // the sample's caller subscribes to media-callee at invite time:
+            // open the direct session now (hole punching while it rings)
+            self.open_direct(now);
+        }
+        self.apply(now, acts);
+    }
+
+    /// Accepts the ringing call.
+    pub fn accept(&mut self, now: Instant) {
+        if self.call.state() != CallState::Ringing {
+            self.push(PhoneEvent::Notice("no call to accept".into()));
+            return;
+        }
+        // publish media-callee (answer the held request) and play
+        // media-caller before sending accept, as the sample does
+        let acts = self.call.accept(now);
+        self.apply(now, acts);
+        self.process(now);
+    }
+
+    /// Rejects the ringing call.
+    pub fn reject(&mut self, now: Instant) {
+        if self.call.state() != CallState::Ringing {
+            self.push(PhoneEvent::Notice("no call to reject".into()));
+            return;
+        }
+        let acts = self.call.reject(now);
+        self.apply(now, acts);
+        self.process(now);
+    }
+
+    /// Hangs up (or cancels, or rejects) the call.
+    pub fn hangup(&mut self, now: Instant) {
+        if self.call.state() == CallState::Idle {
+            self.push(PhoneEvent::Notice("no call to hang up".into()));
+            return;
+        }
+        let acts = self.call.hangup(now);
+        self.apply(now, acts);
+        self.process(now);
+    }
+
+    /// Sends a chat line to the peer.
+    pub fn say(&mut self, now: Instant, text: &str) {
+        if !self.in_call() {
+            self.push(PhoneEvent::Notice("chat needs a call in progress".into()));
+            return;
+        }
+        let text: String = text.chars().take(4000).collect();
+        let msg = DataMessage::new(
+            "onIm",
+            vec![
+                Value::from(self.cfg.user.as_str()),
+                Value::from(text.as_str()),
+            ],
+        );
+        let ts = self.media_ts(now);
+        if self.send_data_message(now, ts, msg) {
+            self.stats.chat_sent += 1;
+            let unix_ms = self.unix_ms(now).max(0) as u64;
+            self.push(PhoneEvent::Chat {
+                from: self.cfg.user.clone(),
+                text,
+                unix_ms,
+                local: true,
+            });
+        } else {
+            self.push(PhoneEvent::Notice(
+                "the peer is not receiving yet; chat line not sent".into(),
+            ));
+        }
+        self.process(now);
+    }
+
+    /// Hangs up, closes every session and stops reconnecting.
+    pub fn quit(&mut self, now: Instant) {
+        if self.call.state() != CallState::Idle {
+            let acts = self.call.hangup(now);
+            self.apply(now, acts);
+        }
+        self.quitting = true;
+        self.teardown_media(now);
+        let sessions: Vec<SessionId> = self.peers.keys().copied().collect();
+        for s in sessions {
+            self.ep.close_session(now, s);
+        }
+        if let Some(nc) = self.nc.as_mut() {
+            nc.close(&mut self.ep, now);
+        }
+        self.login = Login::Off;
+        self.process(now);
+    }
+
+    /// True once [`quit`](Self::quit) finished closing (every session gone).
+    pub fn closed(&self) -> bool {
+        self.quitting && self.ep.session_count() == 0
+    }
+
+    /// Media timestamp for a data message now (our media clock).
+    fn media_ts(&self, now: Instant) -> u32 {
+        let epoch = self.media.as_ref().and_then(|m| m.local_epoch);
+        match epoch {
+            Some(e) => (self.unix_ms(now) - e).clamp(0, i64::from(u32::MAX)) as u32,
+            None => 0,
+        }
+    }
+
+    // ----- media out ---------------------------------------------------------
+
+    /// Sends one tag of our media source to the peer. Tags before the call
+    /// is established, or while no path is up, are dropped (headers are
+    /// kept for the receiver). Returns whether it was sent.
+    pub fn send_media(&mut self, now: Instant, tag: &MediaTag) -> bool {
+        let unix = self.unix_ms(now);
+        let Some(m) = self.media.as_mut() else {
+            return false;
+        };
+        if !m.established {
+            return false;
+        }
+        if m.local_epoch.is_none() {
+            m.local_epoch = Some(unix - i64::from(tag.timestamp));
+        }
+        if tag.kind == MediaKind::Data {
+            if data_handler(&tag.data).as_deref() == Some("onMetaData") {
+                m.metadata = Some(tag.clone());
+            }
+            let r = self.send_tag(now, tag, true);
+            self.process(now);
+            return r;
+        }
+        if tag.is_sequence_header() {
+            match tag.kind {
+                MediaKind::Video => m.avc_config = Some(tag.clone()),
+                _ => m.aac_config = Some(tag.clone()),
+            }
+        }
+        let r = self.send_tag(now, tag, false);
+        self.process(now);
+        r
+    }
+
+    /// Whether a receiver is ready (direct subscriber or relay publishing).
+    fn receiver_ready(&self) -> bool {
+        self.media.as_ref().is_some_and(|m| {
+            m.subscriber.is_some() || m.relay.as_ref().is_some_and(|r| r.publishing)
+        })
+    }
+
+    fn send_tag(&mut self, now: Instant, tag: &MediaTag, is_data: bool) -> bool {
+        if !self.receiver_ready() {
+            return false;
+        }
+        let headers = {
+            let m = self.media.as_mut().expect("media");
+            if m.need_headers {
+                m.need_headers = false;
+                m.need_key = true;
+                let mut h = vec![self.metadata_tag(tag.timestamp)];
+                let m = self.media.as_ref().expect("media");
+                h.extend(m.avc_config.iter().cloned());
+                h.extend(m.aac_config.iter().cloned());
+                h
+            } else {
+                Vec::new()
+            }
+        };
+        for h in headers {
+            let h = MediaTag::new(h.kind, tag.timestamp, h.data);
+            let _ = self.transmit(now, &h);
+        }
+        if is_data && data_handler(&tag.data).as_deref() == Some("onMetaData") {
+            // sent above with our clock added
+            return true;
+        }
+        let m = self.media.as_mut().expect("media");
+        if tag.kind == MediaKind::Video && !tag.is_sequence_header() {
+            if m.need_key && !tag.is_keyframe() {
+                self.stats.send_drops += 1;
+                return false;
+            }
+            m.need_key = false;
+        }
+        if let Some(sub) = m.subscriber {
+            let muted = match tag.kind {
+                MediaKind::Audio => !sub.audio,
+                MediaKind::Video => !sub.video,
+                MediaKind::Data => false,
+            };
+            if muted {
+                return false;
+            }
+        }
+        let ok = self.transmit(now, tag);
+        if ok {
+            let c = &mut self.stats.sent;
+            match tag.kind {
+                MediaKind::Video if !tag.is_sequence_header() => c.video_frames += 1,
+                MediaKind::Audio if !tag.is_sequence_header() => c.audio_packets += 1,
+                _ => c.data_messages += 1,
+            }
+            c.bytes += tag.data.len() as u64;
+            self.stats.tx.add(now, tag.data.len());
+        } else {
+            self.stats.send_drops += 1;
+            if tag.kind == MediaKind::Video {
+                if let Some(m) = self.media.as_mut() {
+                    m.need_key = true;
+                }
+            }
+        }
+        ok
+    }
+
+    /// Our `onMetaData`: the source's fields plus `nimbusEpochMs`.
+    fn metadata_tag(&self, ts: u32) -> MediaTag {
+        let m = self.media.as_ref().expect("media");
+        let mut values = m
+            .metadata
+            .as_ref()
+            .and_then(|t| amf::amf0::decode_all(&t.data).ok())
+            .unwrap_or_default();
+        if values.is_empty() {
+            values.push(Value::from("onMetaData"));
+        }
+        let epoch = m.local_epoch.unwrap_or(0) as f64;
+        let mut obj = match values.get(1).cloned().map(Value::into_unwrapped) {
+            Some(Value::Object(o)) => o,
+            Some(Value::EcmaArray(a)) => {
+                let mut o = Object::new();
+                for (k, v) in a.assoc {
+                    o.insert(k, v);
+                }
+                o
+            }
+            _ => Object::new(),
+        };
+        obj.insert("nimbusEpochMs", Value::Number(epoch));
+        values.truncate(1);
+        values.push(Value::Object(obj));
+        let data = amf::amf0::encode_all(&values).unwrap_or_default();
+        MediaTag::new(MediaKind::Data, ts, data)
+    }
+
+    /// Puts a tag on the wire by the current path.
+    fn transmit(&mut self, now: Instant, tag: &MediaTag) -> bool {
+        let (audio_lt, video_lt) = (self.cfg.audio_lifetime, self.cfg.video_lifetime);
+        let Some(m) = self.media.as_mut() else {
+            return false;
+        };
+        if let Some(sub) = m.subscriber {
+            let Some(peer) = self.peers.get_mut(&sub.session) else {
+                return false;
+            };
+            let (body, lt) = match tag.kind {
+                MediaKind::Audio => (Body::Audio(tag.data.clone()), Some(audio_lt)),
+                MediaKind::Video => (Body::Video(tag.data.clone()), Some(video_lt)),
+                MediaKind::Data => match data_message(&tag.data) {
+                    Some(d) => (Body::data(d), None),
+                    None => return false,
+                },
+            };
+            let Ok(frame) = RtmpMessage::from_body(tag.timestamp, &body).map(|m| m.encode()) else {
+                return false;
+            };
+            return peer
+                .publisher
+                .send_media(&mut self.ep, now, sub.id, frame, lt)
+                .is_ok();
+        }
+        let Some(stream) = m
+            .relay
+            .as_ref()
+            .filter(|r| r.publishing)
+            .and_then(|r| r.publish_stream)
+        else {
+            return false;
+        };
+        let Some(nc) = self.nc.as_mut().filter(|_| self.login == Login::Online) else {
+            return false;
+        };
+        let r = match tag.kind {
+            MediaKind::Audio => {
+                nc.send_audio(&mut self.ep, now, stream, tag.timestamp, tag.data.clone())
+            }
+            MediaKind::Video => {
+                nc.send_video(&mut self.ep, now, stream, tag.timestamp, tag.data.clone())
+            }
+            MediaKind::Data => match data_message(&tag.data) {
+                Some(d) => nc.send_data(&mut self.ep, now, stream, tag.timestamp, d),
+                None => return false,
+            },
+        };
+        r.is_ok()
+    }
+
+    fn send_data_message(&mut self, now: Instant, ts: u32, msg: DataMessage) -> bool {
+        let Ok(bytes) = RtmpMessage::from_body(ts, &Body::data(msg)) else {
+            return false;
+        };
+        let tag = MediaTag::new(MediaKind::Data, ts, bytes.payload.clone());
+        self.receiver_ready() && self.transmit(now, &tag)
+    }
+
+    // ----- internals -------------------------------------------------------
+
+    fn apply(&mut self, now: Instant, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::SendRelay { to_peer, args } => {
+                    let sent = match self.nc.as_mut().filter(|_| self.login == Login::Online) {
+                        Some(nc) => {
+                            let mut v = vec![Value::from(to_peer.as_str())];
+                            v.extend(args.iter().map(|s| Value::from(s.as_str())));
+                            nc.call(&mut self.ep, now, "relay", v).ok()
+                        }
+                        None => None,
+                    };
+                    match sent {
+                        Some(t) => {
+                            self.pending.insert(tid_key(t), Pending::Relay(to_peer));
+                        }
+                        None => {
+                            // the server is away: the message is lost; a
+                            // bye still ends our side, the direct session's
+                            // close tells the peer
+                            if args.first().map(String::as_str) == Some("invite") {
+                                let acts = self.call.relay_failed(now, &to_peer);
+                                self.push(PhoneEvent::Notice("not connected to the server".into()));
+                                self.apply(now, acts);
+                            }
+                        }
+                    }
+                }
+                Action::Event(e) => self.on_call_event(now, e),
+            }
+        }
+    }
+
+    fn on_call_event(&mut self, now: Instant, e: call::Event) {
+        match &e {
+            call::Event::Incoming { from_peer, .. } => {
+                self.calls += 1;
+                self.stats = Stats::default();
+                self.media = Some(CallMedia::new(from_peer.to_ascii_lowercase(), false));
+                self.adopt_session(now);
+            }
+            call::Event::Accepted => {
+                if let Some(m) = self.media.as_mut() {
+                    m.established = true;
+                    m.direct_deadline = Some(now + self.cfg.direct_timeout);
+                }
+                if !self.media.as_ref().is_some_and(|m| m.caller) {
+                    self.adopt_session(now);
+                    if self
+                        .media
+                        .as_ref()
+                        .is_some_and(|m| m.session.is_none() && m.opening.is_none())
+                    {
+                        self.open_direct(now);
+                    }
+                }
+                self.start_play(now);
+                self.answer_held(now);
+            }
+            call::Event::HungUp { .. }
+            | call::Event::Cancelled { .. }
+            | call::Event::Rejected { .. }
+            | call::Event::NoAnswer
+            | call::Event::Offline => {
+                // stop media at once; the session closes at Ended
+                self.stop_streams(now);
+            }
+            call::Event::Ended => self.teardown_media(now),
+            call::Event::Busy { .. } => {}
+        }
+        self.push(PhoneEvent::Call(e));
+    }
+
+    /// Opens the direct session to the call's peer through the server.
+    fn open_direct(&mut self, now: Instant) {
+        let Some(m) = self.media.as_mut() else {
+            return;
+        };
+        let Some(bytes) = rtmfp_flash::hex_decode(&m.peer_hex).filter(|b| b.len() == 32) else {
+            return;
+        };
+        let mut id = [0u8; 32];
+        id.copy_from_slice(&bytes);
+        let epd = Epd::peer(PeerId(id)).encode();
+        if let Ok(s) = self.ep.connect(now, &epd, &self.cfg.servers) {
+            m.opening = Some(s);
+        }
+    }
+
+    /// Takes an open session with the call's peer as the call's session.
+    fn adopt_session(&mut self, now: Instant) {
+        let Some(m) = self.media.as_mut() else {
+            return;
+        };
+        if m.session.is_some() {
+            return;
+        }
+        let found = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.peer_hex == m.peer_hex)
+            .map(|(s, _)| *s)
+            .min();
+        if let Some(s) = found {
+            m.session = Some(s);
+            if let Some(info) = self.ep.session_info(s) {
+                if m.path != MediaPath::Relay {
+                    m.path = MediaPath::Direct(info.peer);
+                    m.direct_deadline = None;
+                    let p = m.path;
+                    self.push(PhoneEvent::Path(p));
+                }
+            }
+            self.start_play(now);
+        }
+    }
+
+    /// Plays the peer's stream on the call session (caller: as soon as the
+    /// session is up; callee: once accepted).
+    fn start_play(&mut self, now: Instant) {
+        let Some(m) = self.media.as_mut() else {
+            return;
+        };
+        if m.play_stream.is_some() || m.path == MediaPath::Relay {
+            return;
+        }
+        if !m.caller && !m.established {
+            return;
+        }
+        let Some(s) = m.session else {
+            return;
+        };
+        let mut player = PeerPlayer::new(s);
+        if let Ok(id) = player.play(&mut self.ep, now, m.their_stream()) {
+            m.play_stream = Some(id);
+            m.player = Some(player);
+        }
+    }
+
+    /// Answers play requests held while we could not publish yet.
+    fn answer_held(&mut self, now: Instant) {
+        let held = match self.media.as_mut() {
+            Some(m) if m.established || m.caller => std::mem::take(&mut m.held),
+            _ => return,
+        };
+        for (s, sub) in held {
+            self.accept_subscriber(now, s, sub);
+        }
+    }
+
+    fn accept_subscriber(&mut self, now: Instant, s: SessionId, sub: u64) {
+        let Some(peer) = self.peers.get_mut(&s) else {
+            return;
+        };
+        if peer.publisher.accept(&mut self.ep, now, sub).is_err() {
+            return;
+        }
+        if let Some(m) = self.media.as_mut() {
+            if let Some(old) = m.subscriber.replace(Subscriber {
+                session: s,
+                id: sub,
+                audio: true,
+                video: true,
+            }) {
+                if old.session != s || old.id != sub {
+                    if let Some(p) = self.peers.get_mut(&old.session) {
+                        p.publisher.close_subscriber(&mut self.ep, now, old.id);
+                    }
+                }
+            }
+            m.need_headers = true;
+            m.need_key = true;
+            if m.path == MediaPath::Connecting {
+                if let Some(info) = self.ep.session_info(s) {
+                    m.path = MediaPath::Direct(info.peer);
+                    m.direct_deadline = None;
+                    let p = m.path;
+                    self.push(PhoneEvent::Path(p));
+                }
+            }
+        }
+    }
+
+    /// Stops our streams (keeps the session until the call has ended).
+    fn stop_streams(&mut self, now: Instant) {
+        let Some(m) = self.media.as_mut() else {
+            return;
+        };
+        m.established = false;
+        m.direct_deadline = None;
+        if let (Some(p), Some(id)) = (m.player.as_mut(), m.play_stream.take()) {
+            p.close(&mut self.ep, now, id);
+        }
+        if let Some(sub) = m.subscriber.take() {
+            if let Some(p) = self.peers.get_mut(&sub.session) {
+                p.publisher.close_subscriber(&mut self.ep, now, sub.id);
+            }
+        }
+        for (s, sub) in std::mem::take(&mut m.held) {
+            if let Some(p) = self.peers.get_mut(&s) {
+                let _ = p
+                    .publisher
+                    .refuse(&mut self.ep, now, sub, "the call is over");
+            }
+        }
+        if let Some(r) = m.relay.take() {
+            if let Some(nc) = self.nc.as_mut().filter(|_| self.login == Login::Online) {
+                for s in [r.publish_stream, r.play_stream].into_iter().flatten() {
+                    let _ = nc.delete_stream(&mut self.ep, now, s);
+                }
+            }
+        }
+    }
+
+    /// The call is over: streams and the direct session close.
+    fn teardown_media(&mut self, now: Instant) {
+        self.stop_streams(now);
+        if let Some(m) = self.media.take() {
+            for s in [m.session, m.opening].into_iter().flatten() {
+                self.ep.close_session(now, s);
+                self.peers.remove(&s);
+            }
+            // other sessions with the same peer (glare)
+            let dup: Vec<SessionId> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.peer_hex == m.peer_hex)
+                .map(|(s, _)| *s)
+                .collect();
+            for s in dup {
+                self.ep.close_session(now, s);
+                self.peers.remove(&s);
+            }
+        }
+    }
+
+    fn direct_timed_out(&mut self, now: Instant) {
+        let Some(m) = self.media.as_mut() else {
+            return;
+        };
+        m.direct_deadline = None;
+        if !m.established || m.subscriber.is_some() || m.path != MediaPath::Connecting {
+            return;
+        }
+        if !self.cfg.relay_fallback {
+            self.push(PhoneEvent::Notice(
+                "no direct path to the peer (relay fallback is off); still trying".into(),
+            ));
+            return;
+        }
+        m.path = MediaPath::Relay;
+        m.relay = Some(RelayMedia::default());
+        // give up on the direct player: media comes from the server now
+        if let (Some(p), Some(id)) = (m.player.as_mut(), m.play_stream.take()) {
+            p.close(&mut self.ep, now, id);
+        }
+        self.stats.relayed = true;
+        self.push(PhoneEvent::Path(MediaPath::Relay));
+        self.start_relay(now);
+    }
+
+    /// Creates the two relay streams (again after a reconnection).
+    fn start_relay(&mut self, now: Instant) {
+        let Some(nc) = self.nc.as_mut().filter(|_| self.login == Login::Online) else {
+            return;
+        };
+        let Some(r) = self.media.as_mut().and_then(|m| m.relay.as_mut()) else {
+            return;
+        };
+        *r = RelayMedia::default();
+        if let Ok(t) = nc.create_stream(&mut self.ep, now) {
+            r.publish_txn = Some(t);
+        }
+        if let Ok(t) = nc.create_stream(&mut self.ep, now) {
+            r.play_txn = Some(t);
+        }
+    }
+
+    fn relay_names(&self) -> Option<(String, String)> {
+        let m = self.media.as_ref()?;
+        let (caller, callee) = if m.caller {
+            (self.peer_hex.as_str(), m.peer_hex.as_str())
+        } else {
+            (m.peer_hex.as_str(), self.peer_hex.as_str())
+        };
+        let ours = relay_stream_name(caller, callee, m.caller);
+        let theirs = relay_stream_name(caller, callee, !m.caller);
+        Some((ours, theirs))
+    }
+
+    fn on_stream_created(&mut self, now: Instant, txn: f64, stream: u32) {
+        let Some((ours, theirs)) = self.relay_names() else {
+            return;
+        };
+        let Some(r) = self.media.as_mut().and_then(|m| m.relay.as_mut()) else {
+            return;
+        };
+        let Some(nc) = self.nc.as_mut() else {
+            return;
+        };
+        if r.publish_txn == Some(txn) {
+            r.publish_stream = Some(stream);
+            if nc.publish(&mut self.ep, now, stream, &ours).is_ok() {
+                r.publishing = true;
+                if let Some(m) = self.media.as_mut() {
+                    m.need_headers = true;
+                    m.need_key = true;
+                }
+            }
+        } else if r.play_txn == Some(txn) {
+            r.play_stream = Some(stream);
+            let _ = nc.play(&mut self.ep, now, stream, &theirs);
+        }
+    }
+
+    /// Drains engine, NetConnection, publisher and player events.
+    fn process(&mut self, now: Instant) {
+        // bounded: each round consumes what the previous produced
+        for _ in 0..64 {
+            let mut any = false;
+            while let Some(e) = self.ep.poll_event() {
+                any = true;
+                self.on_engine_event(now, e);
+            }
+            while let Some(e) = self.nc.as_mut().and_then(NetConnection::poll_event) {
+                any = true;
+                self.on_nc_event(now, e);
+            }
+            let sessions: Vec<SessionId> = self.peers.keys().copied().collect();
+            for s in sessions {
+                while let Some(e) = self
+                    .peers
+                    .get_mut(&s)
+                    .and_then(|p| p.publisher.poll_event())
+                {
+                    any = true;
+                    self.on_peer_event(now, s, e);
+                }
+            }
+            while let Some(e) = self
+                .media
+                .as_mut()
+                .and_then(|m| m.player.as_mut())
+                .and_then(PeerPlayer::poll_event)
+            {
+                any = true;
+                self.on_player_event(now, e);
+            }
+            if !any {
+                break;
+            }
+        }
+    }
+
+    fn on_engine_event(&mut self, now: Instant, e: Event) {
+        if let Some(nc) = self.nc.as_mut() {
+            if nc.on_event(&mut self.ep, now, &e) {
+                return;
+            }
+        }
+        match &e {
+            Event::SessionOpened { session, .. } => {
+                let Some(info) = self.ep.session_info(*session) else {
+                    return;
+                };
+                let hex = rtmfp_flash::fingerprint(&info.far_certificate).to_hex();
+                self.peers.insert(
+                    *session,
+                    Peer {
+                        peer_hex: hex.clone(),
+                        publisher: PeerPublisher::new(*session),
+                    },
+                );
+                let ours = self.media.as_ref().is_some_and(|m| m.peer_hex == hex);
+                if let Some(m) = self.media.as_mut() {
+                    if m.opening == Some(*session) {
+                        m.opening = None;
+                    }
+                }
+                if ours {
+                    self.adopt_session(now);
+                }
+                return;
+            }
+            Event::SessionFailed { session, .. } => {
+                if let Some(m) = self.media.as_mut() {
+                    if m.opening == Some(*session) {
+                        m.opening = None;
+                    }
+                }
+                return;
+            }
+            Event::SessionClosed { session, reason } => {
+                let was_call = self
+                    .media
+                    .as_ref()
+                    .is_some_and(|m| m.session == Some(*session));
+                // let the halves see it first
+                if let Some(p) = self.peers.get_mut(session) {
+                    p.publisher.on_event(&mut self.ep, now, &e);
+                }
+                if was_call {
+                    if let Some(pl) = self.media.as_mut().and_then(|m| m.player.as_mut()) {
+                        pl.on_event(&mut self.ep, now, &e);
+                    }
+                }
+                self.peers.remove(session);
+                if was_call {
+                    self.call_session_closed(now, reason.clone());
+                }
+                return;
+            }
+            _ => {}
+        }
+        let session = match &e {
+            Event::IncomingFlow { session, .. }
+            | Event::Readable { session, .. }
+            | Event::RecvFlowComplete { session, .. }
+            | Event::SendFlowException { session, .. }
+            | Event::SendFlowComplete { session, .. }
+            | Event::Writable { session, .. }
+            | Event::AddressChanged { session, .. } => *session,
+            _ => return,
+        };
+        if let Event::AddressChanged { new, .. } = &e {
+            if let Some(m) = self.media.as_mut() {
+                if m.session == Some(session) {
+                    if let MediaPath::Direct(_) = m.path {
+                        m.path = MediaPath::Direct(*new);
+                        self.push(PhoneEvent::Path(MediaPath::Direct(*new)));
+                    }
+                }
+            }
+            return;
+        }
+        if let Some(pl) = self.media.as_mut().and_then(|m| m.player.as_mut()) {
+            if pl.session() == session && pl.on_event(&mut self.ep, now, &e) {
+                return;
+            }
+        }
+        if let Some(p) = self.peers.get_mut(&session) {
+            if p.publisher.on_event(&mut self.ep, now, &e) {
+                return;
+            }
+        }
+        // a flow nobody claims: refuse it
+        if let Event::IncomingFlow { session, flow, .. } = e {
+            let _ = self.ep.reject_flow(now, session, flow, 0);
+        }
+    }
+
+    fn call_session_closed(&mut self, now: Instant, reason: CloseReason) {
+        let Some(m) = self.media.as_mut() else {
+            return;
+        };
+        m.session = None;
+        m.player = None;
+        m.play_stream = None;
+        m.subscriber = None;
+        if matches!(reason, CloseReason::Remote) {
+            let acts = self.call.peer_gone(now);
+            if !acts.is_empty() {
+                self.apply(now, acts);
+                return;
+            }
+        }
+        // lost without a goodbye: try again, relay if it does not come back
+        if m.established && m.path != MediaPath::Relay {
+            m.path = MediaPath::Connecting;
+            m.direct_deadline = Some(now + self.cfg.direct_timeout);
+            self.push(PhoneEvent::Notice("direct session lost; reopening".into()));
+            self.push(PhoneEvent::Path(MediaPath::Connecting));
+            self.open_direct(now);
+        }
+    }
+
+    fn on_peer_event(&mut self, now: Instant, s: SessionId, e: PeerEvent) {
+        match e {
+            PeerEvent::PlayRequest {
+                subscriber, name, ..
+            } => {
+                let peer_hex = self
+                    .peers
+                    .get(&s)
+                    .map(|p| p.peer_hex.clone())
+                    .unwrap_or_default();
+                let (ours, ready) = match self.media.as_ref() {
+                    Some(m) if m.peer_hex == peer_hex && name == m.our_stream() => {
+                        // the caller publishes from the invite on; the
+                        // callee once it accepts
+                        (true, m.caller || m.established)
+                    }
+                    _ => (false, false),
+                };
+                if ours && ready {
+                    self.accept_subscriber(now, s, subscriber);
+                } else if ours {
+                    if let Some(m) = self.media.as_mut() {
+                        if m.held.len() < 4 {
+                            m.held.push((s, subscriber));
+                        }
+                    }
+                } else {
+                    if let Some(p) = self.peers.get_mut(&s) {
+                        let _ = p.publisher.refuse(
+                            &mut self.ep,
+                            now,
+                            subscriber,
+                            "not in a call with you",
+                        );
+                    }
+                    self.push(PhoneEvent::Refused {
+                        peer_id: peer_hex,
+                        stream: name,
+                    });
+                }
+            }
+            PeerEvent::Command {
+                subscriber,
+                name,
+                args,
+            } => {
+                let on = args.first().and_then(Value::as_bool);
+                if let Some(sub) = self
+                    .media
+                    .as_mut()
+                    .and_then(|m| m.subscriber.as_mut())
+                    .filter(|x| x.session == s && x.id == subscriber)
+                {
+                    match (name.as_str(), on) {
+                        ("receiveAudio", Some(b)) => sub.audio = b,
+                        ("receiveVideo", Some(b)) => {
+                            if b && !sub.video {
+                                if let Some(m) = self.media.as_mut() {
+                                    m.need_key = true;
+                                }
+                            }
+                            if let Some(sub) =
+                                self.media.as_mut().and_then(|m| m.subscriber.as_mut())
+                            {
+                                sub.video = b;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            PeerEvent::Closed { subscriber } => {
+                if let Some(m) = self.media.as_mut() {
+                    if m.subscriber
+                        .is_some_and(|x| x.session == s && x.id == subscriber)
+                    {
+                        m.subscriber = None;
+                    }
+                    m.held.retain(|h| *h != (s, subscriber));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_player_event(&mut self, now: Instant, e: PlayerEvent) {
+        let Some(stream) = self.media.as_ref().and_then(|m| m.play_stream) else {
+            return;
+        };
+        match e {
+            PlayerEvent::Audio {
+                stream: s,
+                timestamp,
+                payload,
+            } if s == stream => self.on_media(now, MediaKind::Audio, timestamp, payload),
+            PlayerEvent::Video {
+                stream: s,
+                timestamp,
+                payload,
+            } if s == stream => self.on_media(now, MediaKind::Video, timestamp, payload),
+            PlayerEvent::Data {
+                stream: s,
+                timestamp,
+                message,
+            } if s == stream => self.on_data(now, timestamp, message),
+            PlayerEvent::Closed {
+                stream: s,
+                rejected,
+            } if s == stream => {
+                if let Some(m) = self.media.as_mut() {
+                    m.play_stream = None;
+                }
+                if rejected {
+                    self.push(PhoneEvent::Notice(
+                        "the peer refused to send us its media".into(),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_media(&mut self, now: Instant, kind: MediaKind, ts: u32, payload: Bytes) {
+        let unix = self.unix_ms(now);
+        let tag = MediaTag::new(kind, ts, payload);
+        let header = tag.is_sequence_header();
+        if !header {
+            let c = &mut self.stats.received;
+            match kind {
+                MediaKind::Audio => {
+                    c.audio_packets += 1;
+                    self.stats.audio.add(ts);
+                }
+                _ => {
+                    c.video_frames += 1;
+                    self.stats.video.add(ts);
+                }
+            }
+            c.bytes += tag.data.len() as u64;
+            if let Some(e) = self.media.as_ref().and_then(|m| m.remote_epoch) {
+                let lat = (unix - e - i64::from(ts)) as f64;
+                match kind {
+                    MediaKind::Audio => self.stats.audio_latency.add(lat),
+                    _ => self.stats.video_latency.add(lat),
+                }
+            }
+        }
+        self.stats.rx.add(now, tag.data.len());
+        self.push(PhoneEvent::Media(tag));
+    }
+
+    fn on_data(&mut self, now: Instant, ts: u32, message: DataMessage) {
+        self.stats.received.data_messages += 1;
+        match message.handler.as_str() {
+            "onIm" | "onReceive" => {
+                let mut it = message.values.iter().filter_map(Value::as_str);
+                let (Some(a), b) = (it.next(), it.next()) else {
+                    return;
+                };
+                let (from, text) = match b {
+                    Some(b) => (a.to_string(), b.to_string()),
+                    None => (
+                        self.media
+                            .as_ref()
+                            .map(|m| m.peer_hex.clone())
+                            .unwrap_or_default(),
+                        a.to_string(),
+                    ),
+                };
+                self.stats.chat_received += 1;
+                let unix_ms = self.unix_ms(now).max(0) as u64;
+                self.push(PhoneEvent::Chat {
+                    from,
+                    text: text.chars().take(4000).collect(),
+                    unix_ms,
+                    local: false,
+                });
+            }
+            "onMetaData" => {
+                let obj = message.values.first();
+                let epoch = obj
+                    .and_then(|o| o.get("nimbusEpochMs"))
+                    .and_then(Value::as_f64);
+                let fps = obj.and_then(|o| o.get("framerate")).and_then(Value::as_f64);
+                if let Some(m) = self.media.as_mut() {
+                    if let Some(e) = epoch.filter(|e| e.is_finite() && *e > 0.0) {
+                        m.remote_epoch = Some(e as i64);
+                    }
+                    if let Some(f) = fps.filter(|f| f.is_finite() && *f > 0.0 && *f <= 240.0) {
+                        m.remote_fps = Some(f);
+                    }
+                }
+                let values: Vec<Value> = std::iter::once(Value::from("onMetaData"))
+                    .chain(message.values)
+                    .collect();
+                if let Ok(data) = amf::amf0::encode_all(&values) {
+                    self.push(PhoneEvent::Media(MediaTag::new(MediaKind::Data, ts, data)));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_nc_event(&mut self, now: Instant, e: NcEvent) {
+        match e {
+            NcEvent::Connected(_) => {
+                self.login = Login::Online;
+                self.backoff = Duration::from_millis(500);
+                let reconnected = self.was_online;
+                self.was_online = true;
+                self.push(PhoneEvent::LoggedIn {
+                    peer_id: self.peer_hex.clone(),
+                    reconnected,
+                });
+                if self.media.as_ref().is_some_and(|m| m.relay.is_some()) {
+                    self.start_relay(now);
+                }
+            }
+            NcEvent::ConnectFailed(status) => {
+                let rejected = status.code == "NetConnection.Connect.Rejected";
+                let reason = if status.description.is_empty() {
+                    status.code.clone()
+                } else {
+                    format!("{} ({})", status.description, status.code)
+                };
+                if rejected && !self.was_online {
+                    self.login = Login::Off;
+                    self.nc = None;
+                    self.push(PhoneEvent::LoginFailed {
+                        reason,
+                        retry_in: None,
+                    });
+                } else {
+                    let retry = self.next_backoff();
+                    self.login = Login::Waiting(now + retry);
+                    self.nc = None;
+                    self.push(PhoneEvent::LoginFailed {
+                        reason,
+                        retry_in: Some(retry),
+                    });
+                }
+            }
+            NcEvent::Closed => {
+                if self.login == Login::Online && !self.quitting {
+                    let retry = self.next_backoff();
+                    self.login = Login::Waiting(now + retry);
+                    self.nc = None;
+                    self.pending.clear();
+                    if let Some(r) = self.media.as_mut().and_then(|m| m.relay.as_mut()) {
+                        *r = RelayMedia::default();
+                    }
+                    self.push(PhoneEvent::ServerLost { retry_in: retry });
+                }
+            }
+            NcEvent::CallResult {
+                transaction_id,
+                ok,
+                values,
+            } => {
+                let Some(p) = self.pending.remove(&tid_key(transaction_id)) else {
+                    return;
+                };
+                match p {
+                    Pending::Lookup(name) => {
+                        let id = values
+                            .get(1)
+                            .and_then(Value::as_str)
+                            .filter(|s| valid_peer_hex(s))
+                            .map(str::to_ascii_lowercase);
+                        match id {
+                            Some(id) if ok => self.place_call(now, name, id),
+                            _ if self.cfg.registry_lookup => {
+                                self.push(PhoneEvent::RegistryLookup { name });
+                            }
+                            _ => {
+                                self.push(PhoneEvent::Notice(format!("{name} is not online")));
+                                let user = self.cfg.user.clone();
+                                let acts = self.call.call(now, &user, "");
+                                self.apply(now, acts);
+                            }
+                        }
+                    }
+                    Pending::Relay(to) => {
+                        if !ok {
+                            let acts = self.call.relay_failed(now, &to);
+                            self.apply(now, acts);
+                        }
+                    }
+                }
+            }
+            NcEvent::StreamCreated {
+                transaction_id,
+                stream,
+            } => {
+                self.pending.remove(&tid_key(transaction_id));
+                self.on_stream_created(now, transaction_id, stream);
+            }
+            NcEvent::Command { command, .. } => {
+                if command.name == "onRelay" {
+                    let mut strs = command.arguments.iter().map(|v| v.as_str().unwrap_or(""));
+                    let from = strs.next().unwrap_or("").to_ascii_lowercase();
+                    let args: Vec<&str> = strs.collect();
+                    let acts = self.call.on_relay(now, &from, &args);
+                    self.apply(now, acts);
+                }
+            }
+            NcEvent::Audio {
+                stream,
+                timestamp,
+                payload,
+            } if self.relay_play_stream() == Some(stream) => {
+                self.on_media(now, MediaKind::Audio, timestamp, payload)
+            }
+            NcEvent::Video {
+                stream,
+                timestamp,
+                payload,
+            } if self.relay_play_stream() == Some(stream) => {
+                self.on_media(now, MediaKind::Video, timestamp, payload)
+            }
+            NcEvent::Data {
+                stream,
+                timestamp,
+                message,
+            } if self.relay_play_stream() == Some(stream) => self.on_data(now, timestamp, message),
+            _ => {}
+        }
+    }
+
+    fn relay_play_stream(&self) -> Option<u32> {
+        self.media
+            .as_ref()
+            .and_then(|m| m.relay.as_ref())
+            .and_then(|r| r.play_stream)
+    }
+
+    /// A snapshot of the phone and its call.
+    pub fn status(&mut self, now: Instant) -> PhoneStatus {
+        let state = match self.call.state() {
+            CallState::Idle => "idle",
+            CallState::Calling => "calling",
+            CallState::Ringing => "ringing",
+            CallState::InCall => "in-call",
+            CallState::Ending => "ending",
+        };
+        let m = self.media.as_ref();
+        let (path, addr) = match m.map(|m| m.path) {
+            Some(MediaPath::Direct(a)) => (Some("direct".to_string()), Some(a.to_string())),
+            Some(MediaPath::Relay) => (Some("relay".to_string()), None),
+            Some(MediaPath::Connecting) => (Some("connecting".to_string()), None),
+            None => (None, None),
+        };
+        let rtt_ms = m
+            .and_then(|m| m.session)
+            .and_then(|s| self.ep.session_info(s))
+            .and_then(|i| i.srtt)
+            .map(|d| d.as_secs_f64() * 1000.0);
+        let fps = m.and_then(|m| m.remote_fps);
+        let loss = |c: &Continuity, interval: Option<f64>| match c.expected(interval) {
+            Some(e) if e > 0 => (1.0 - c.count as f64 / e as f64).max(0.0),
+            _ => 0.0,
+        };
+        let audio_loss = loss(&self.stats.audio, None);
+        let video_loss = loss(&self.stats.video, fps.map(|f| 1000.0 / f));
+        PhoneStatus {
+            user: self.cfg.user.clone(),
+            peer_id: self.peer_hex.clone(),
+            online: self.online(),
+            call_state: state.into(),
+            peer_name: self.call.peer_name().map(str::to_string),
+            path,
+            peer_address: addr,
+            sent: self.stats.sent,
+            received: self.stats.received,
+            send_drops: self.stats.send_drops,
+            rx_kbps: self.stats.rx.kbps(now),
+            tx_kbps: self.stats.tx.kbps(now),
+            audio_loss,
+            video_loss,
+            audio_latency: self.stats.audio_latency.summary(),
+            video_latency: self.stats.video_latency.summary(),
+            rtt_ms,
+            chat_received: self.stats.chat_received,
+            chat_sent: self.stats.chat_sent,
+            relayed: self.stats.relayed,
+            calls: self.calls,
+        }
+    }
+}
+
+/// The handler name of an AMF0 data message body.
+fn data_handler(data: &[u8]) -> Option<String> {
+    let mut d = amf::amf0::Amf0Decoder::new(data);
+    d.decode().ok()?.as_str().map(str::to_string)
+}
+
+/// An AMF0 data message body as a [`DataMessage`].
+fn data_message(data: &[u8]) -> Option<DataMessage> {
+    let mut v = amf::amf0::decode_all(data).ok()?.into_iter();
+    let handler = v.next()?.as_str()?.to_string();
+    Some(DataMessage::new(handler, v.collect()))
+}
