@@ -19,7 +19,7 @@ use rtmfp_flash::FlashProfile;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::media::{
-    FlvFileSource, FlvSink, MediaSource, MediaTag, Paced, TestSource, TestSourceConfig,
+    FlvFileSource, FlvSink, MediaSource, MediaTag, Pacer, TestSource, TestSourceConfig,
 };
 use crate::phone::{PhoneConfig, PhoneCore, PhoneEvent, PhoneStatus};
 use crate::registry::{RegistryClient, REFRESH_INTERVAL};
@@ -178,11 +178,11 @@ impl PhoneHandle {
     }
 }
 
-fn unix_ms() -> i64 {
+fn unix_ms() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0)
 }
 
 /// Builds a phone with a new Flash identity (static key: a stable peer ID
@@ -282,10 +282,11 @@ struct Driver {
     registry: Option<RegistryClient>,
     events: mpsc::UnboundedSender<PhoneEvent>,
     out: Vec<u8>,
-    media_tx: mpsc::Sender<MediaTag>,
-    media_rx: mpsc::Receiver<MediaTag>,
+    media_tx: mpsc::Sender<(MediaTag, Instant)>,
+    media_rx: mpsc::Receiver<(MediaTag, Instant)>,
     media_thread: Option<MediaThread>,
     stdin_started: bool,
+    source_started: bool,
     sink: Option<FlvSink<Box<dyn std::io::Write + Send>>>,
     recordings: Vec<PathBuf>,
     calls: Vec<PhoneStatus>,
@@ -328,6 +329,7 @@ impl Driver {
             media_rx,
             media_thread: None,
             stdin_started: false,
+            source_started: false,
             sink: None,
             recordings: Vec::new(),
             calls: Vec::new(),
@@ -349,6 +351,21 @@ impl Driver {
         mut commands: mpsc::UnboundedReceiver<Command>,
     ) -> anyhow::Result<RunReport> {
         let mut rbuf = vec![0u8; 65_536];
+        // a Nimbus registry in its `authenticated` legacy mode wants a token
+        // with reg.cgi requests: log in with the phone's password first
+        let (user, password) = (
+            self.core.config().user.clone(),
+            self.core.config().password.clone(),
+        );
+        if let (Some(r), Some(pw)) = (self.registry.as_mut(), password) {
+            if !r.has_token() {
+                if let Err(e) = r.log_in(&user, &pw).await {
+                    let _ = self.events.send(PhoneEvent::Notice(format!(
+                        "registry log-in failed ({e}); reg.cgi requests go without a token"
+                    )));
+                }
+            }
+        }
         self.core.start(Instant::now());
         let mut quit_deadline: Option<Instant> = None;
         let mut commands_open = true;
@@ -413,12 +430,12 @@ impl Driver {
                         }
                     }
                 }
-                Some(tag) = self.media_rx.recv() => {
+                Some((tag, at)) = self.media_rx.recv() => {
                     let now = Instant::now();
-                    self.core.send_media(now, &tag);
+                    self.core.send_media(now, &tag, at);
                     // take whatever else is ready, in order
-                    while let Ok(tag) = self.media_rx.try_recv() {
-                        self.core.send_media(now, &tag);
+                    while let Ok((tag, at)) = self.media_rx.try_recv() {
+                        self.core.send_media(now, &tag, at);
                     }
                 }
                 Some((name, id)) = self.reg_rx.recv() => {
@@ -549,10 +566,14 @@ impl Driver {
     /// Starts the source when a call is established, stops it after.
     fn media_lifecycle(&mut self) -> anyhow::Result<()> {
         let in_call = self.core.in_call();
-        if in_call && !self.was_in_call {
+        // start the source once the peer receives: its first picture is then
+        // a key frame the peer can decode at once
+        if in_call && !self.source_started && self.core.media_ready() {
+            self.source_started = true;
             self.start_source()?;
         }
         if !in_call && self.was_in_call {
+            self.source_started = false;
             self.media_thread = None;
             self.end_call_recording();
             // drop what the source left queued
@@ -652,16 +673,23 @@ impl Driver {
 }
 
 /// Feeds a source's tags, on the wall clock, to the phone until `stop`.
+/// Each tag goes with the instant it was due (its capture time), from which
+/// the phone derives its media clock.
 fn pump_source(
-    source: Box<dyn MediaSource + Send>,
-    tx: mpsc::Sender<MediaTag>,
+    mut source: Box<dyn MediaSource + Send>,
+    tx: mpsc::Sender<(MediaTag, Instant)>,
     stop: Arc<AtomicBool>,
 ) {
-    let mut paced = Paced::new(source);
+    let mut pacer = Pacer::new();
     while !stop.load(Ordering::Relaxed) {
-        match paced.next_tag() {
+        match source.next_tag() {
             Ok(Some(tag)) => {
-                if tx.blocking_send(tag).is_err() {
+                let now = Instant::now();
+                let due = pacer.due(tag.timestamp, now);
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                if stop.load(Ordering::Relaxed) || tx.blocking_send((tag, due)).is_err() {
                     return;
                 }
             }

@@ -36,7 +36,9 @@
 //! ```
 
 pub mod call;
+pub mod cli;
 pub mod driver;
 pub mod media;
 pub mod phone;
 pub mod registry;
+pub use cli::{run, PhoneArgs};

@@ -94,6 +94,9 @@ pub struct PhoneConfig {
     pub direct_timeout: Duration,
     /// Use the server's stream relay when no direct path opens.
     pub relay_fallback: bool,
+    /// A direct call session silent this long is closed and reopened (or
+    /// the call moves to the relay); keepalives go every quarter of it.
+    pub direct_idle_timeout: Duration,
     /// Abandon audio not delivered within this.
     pub audio_lifetime: Duration,
     /// Abandon video not delivered within this.
@@ -117,6 +120,7 @@ impl PhoneConfig {
             call: CallConfig::default(),
             direct_timeout: Duration::from_secs(4),
             relay_fallback: true,
+            direct_idle_timeout: Duration::from_secs(6),
             audio_lifetime: Duration::from_millis(500),
             video_lifetime: Duration::from_millis(1500),
             reconnect_max: Duration::from_secs(8),
@@ -436,9 +440,9 @@ struct CallMedia {
     path: MediaPath,
     relay: Option<RelayMedia>,
     /// Unix ms at our media timestamp 0.
-    local_epoch: Option<i64>,
+    local_epoch: Option<f64>,
     /// Unix ms at the peer's media timestamp 0.
-    remote_epoch: Option<i64>,
+    remote_epoch: Option<f64>,
     remote_fps: Option<f64>,
     /// Metadata and decoder configuration to send to a new receiver.
     metadata: Option<MediaTag>,
@@ -525,6 +529,8 @@ struct Stats {
     chat_sent: u64,
     chat_received: u64,
     relayed: bool,
+    /// The call's last media path (kept after the call for summaries).
+    path: Option<MediaPath>,
 }
 
 /// The sans-IO phone (see the module documentation).
@@ -534,7 +540,7 @@ pub struct PhoneCore {
     ep: Endpoint,
     peer_id: PeerId,
     peer_hex: String,
-    base: (Instant, i64),
+    base: (Instant, f64),
     nc: Option<NetConnection>,
     login: Login,
     was_online: bool,
@@ -582,7 +588,7 @@ impl PhoneCore {
         profile: FlashProfile,
         rng: Box<dyn RngCore + Send>,
         now: Instant,
-        unix_ms: i64,
+        unix_ms: f64,
     ) -> Self {
         let peer_id = profile.peer_id();
         let ec = EndpointConfig {
@@ -649,16 +655,19 @@ impl PhoneCore {
     }
 
     /// Unix ms at `now`.
-    pub fn unix_ms(&self, now: Instant) -> i64 {
+    pub fn unix_ms(&self, now: Instant) -> f64 {
         let (i, u) = self.base;
         if now >= i {
-            u + now.duration_since(i).as_millis() as i64
+            u + now.duration_since(i).as_secs_f64() * 1000.0
         } else {
-            u - i.duration_since(now).as_millis() as i64
+            u - i.duration_since(now).as_secs_f64() * 1000.0
         }
     }
 
     fn push(&mut self, e: PhoneEvent) {
+        if let PhoneEvent::Path(p) = &e {
+            self.stats.path = Some(*p);
+        }
         if self.events.len() >= MAX_PENDING_EVENTS && matches!(e, PhoneEvent::Media(_)) {
             self.media_dropped_events += 1;
             return;
@@ -890,7 +899,7 @@ impl PhoneCore {
         let ts = self.media_ts(now);
         if self.send_data_message(now, ts, msg) {
             self.stats.chat_sent += 1;
-            let unix_ms = self.unix_ms(now).max(0) as u64;
+            let unix_ms = self.unix_ms(now).max(0.0) as u64;
             self.push(PhoneEvent::Chat {
                 from: self.cfg.user.clone(),
                 text,
@@ -933,18 +942,19 @@ impl PhoneCore {
     fn media_ts(&self, now: Instant) -> u32 {
         let epoch = self.media.as_ref().and_then(|m| m.local_epoch);
         match epoch {
-            Some(e) => (self.unix_ms(now) - e).clamp(0, i64::from(u32::MAX)) as u32,
+            Some(e) => (self.unix_ms(now) - e).clamp(0.0, f64::from(u32::MAX)) as u32,
             None => 0,
         }
     }
 
     // ----- media out ---------------------------------------------------------
 
-    /// Sends one tag of our media source to the peer. Tags before the call
-    /// is established, or while no path is up, are dropped (headers are
-    /// kept for the receiver). Returns whether it was sent.
-    pub fn send_media(&mut self, now: Instant, tag: &MediaTag) -> bool {
-        let unix = self.unix_ms(now);
+    /// Sends one tag of our media source to the peer; `captured` is when
+    /// the tag was due (its timestamp on our media clock). Tags before the
+    /// call is established, or while no path is up, are dropped (headers
+    /// are kept for the receiver). Returns whether it was sent.
+    pub fn send_media(&mut self, now: Instant, tag: &MediaTag, captured: Instant) -> bool {
+        let unix = self.unix_ms(captured);
         let Some(m) = self.media.as_mut() else {
             return false;
         };
@@ -952,7 +962,7 @@ impl PhoneCore {
             return false;
         }
         if m.local_epoch.is_none() {
-            m.local_epoch = Some(unix - i64::from(tag.timestamp));
+            m.local_epoch = Some(unix - f64::from(tag.timestamp));
         }
         if tag.kind == MediaKind::Data {
             if data_handler(&tag.data).as_deref() == Some("onMetaData") {
@@ -971,6 +981,12 @@ impl PhoneCore {
         let r = self.send_tag(now, tag, false);
         self.process(now);
         r
+    }
+
+    /// True once the call is established and the peer receives our media
+    /// (its subscription accepted, or the relay stream published).
+    pub fn media_ready(&self) -> bool {
+        self.in_call() && self.receiver_ready()
     }
 
     /// Whether a receiver is ready (direct subscriber or relay publishing).
@@ -1056,7 +1072,7 @@ impl PhoneCore {
         if values.is_empty() {
             values.push(Value::from("onMetaData"));
         }
-        let epoch = m.local_epoch.unwrap_or(0) as f64;
+        let epoch = m.local_epoch.unwrap_or(0.0);
         let mut obj = match values.get(1).cloned().map(Value::into_unwrapped) {
             Some(Value::Object(o)) => o,
             Some(Value::EcmaArray(a)) => {
@@ -1242,6 +1258,12 @@ impl PhoneCore {
             .min();
         if let Some(s) = found {
             m.session = Some(s);
+            // media flows all the time: a silent path is a dead one
+            let idle = self.cfg.direct_idle_timeout;
+            let _ = self.ep.set_idle_timeout(s, idle);
+            let _ = self
+                .ep
+                .set_keepalive(s, (idle / 4).max(Duration::from_secs(1)));
             if let Some(info) = self.ep.session_info(s) {
                 if m.path != MediaPath::Relay {
                     m.path = MediaPath::Direct(info.peer);
@@ -1753,7 +1775,7 @@ impl PhoneCore {
             }
             c.bytes += tag.data.len() as u64;
             if let Some(e) = self.media.as_ref().and_then(|m| m.remote_epoch) {
-                let lat = (unix - e - i64::from(ts)) as f64;
+                let lat = unix - e - f64::from(ts);
                 match kind {
                     MediaKind::Audio => self.stats.audio_latency.add(lat),
                     _ => self.stats.video_latency.add(lat),
@@ -1783,7 +1805,7 @@ impl PhoneCore {
                     ),
                 };
                 self.stats.chat_received += 1;
-                let unix_ms = self.unix_ms(now).max(0) as u64;
+                let unix_ms = self.unix_ms(now).max(0.0) as u64;
                 self.push(PhoneEvent::Chat {
                     from,
                     text: text.chars().take(4000).collect(),
@@ -1799,7 +1821,7 @@ impl PhoneCore {
                 let fps = obj.and_then(|o| o.get("framerate")).and_then(Value::as_f64);
                 if let Some(m) = self.media.as_mut() {
                     if let Some(e) = epoch.filter(|e| e.is_finite() && *e > 0.0) {
-                        m.remote_epoch = Some(e as i64);
+                        m.remote_epoch = Some(e);
                     }
                     if let Some(f) = fps.filter(|f| f.is_finite() && *f > 0.0 && *f <= 240.0) {
                         m.remote_fps = Some(f);
@@ -1855,17 +1877,15 @@ impl PhoneCore {
                     });
                 }
             }
-            NcEvent::Closed => {
-                if self.login == Login::Online && !self.quitting {
-                    let retry = self.next_backoff();
-                    self.login = Login::Waiting(now + retry);
-                    self.nc = None;
-                    self.pending.clear();
-                    if let Some(r) = self.media.as_mut().and_then(|m| m.relay.as_mut()) {
-                        *r = RelayMedia::default();
-                    }
-                    self.push(PhoneEvent::ServerLost { retry_in: retry });
+            NcEvent::Closed if self.login == Login::Online && !self.quitting => {
+                let retry = self.next_backoff();
+                self.login = Login::Waiting(now + retry);
+                self.nc = None;
+                self.pending.clear();
+                if let Some(r) = self.media.as_mut().and_then(|m| m.relay.as_mut()) {
+                    *r = RelayMedia::default();
                 }
+                self.push(PhoneEvent::ServerLost { retry_in: retry });
             }
             NcEvent::CallResult {
                 transaction_id,
@@ -1910,14 +1930,12 @@ impl PhoneCore {
                 self.pending.remove(&tid_key(transaction_id));
                 self.on_stream_created(now, transaction_id, stream);
             }
-            NcEvent::Command { command, .. } => {
-                if command.name == "onRelay" {
-                    let mut strs = command.arguments.iter().map(|v| v.as_str().unwrap_or(""));
-                    let from = strs.next().unwrap_or("").to_ascii_lowercase();
-                    let args: Vec<&str> = strs.collect();
-                    let acts = self.call.on_relay(now, &from, &args);
-                    self.apply(now, acts);
-                }
+            NcEvent::Command { command, .. } if command.name == "onRelay" => {
+                let mut strs = command.arguments.iter().map(|v| v.as_str().unwrap_or(""));
+                let from = strs.next().unwrap_or("").to_ascii_lowercase();
+                let args: Vec<&str> = strs.collect();
+                let acts = self.call.on_relay(now, &from, &args);
+                self.apply(now, acts);
             }
             NcEvent::Audio {
                 stream,
@@ -1959,7 +1977,7 @@ impl PhoneCore {
             CallState::Ending => "ending",
         };
         let m = self.media.as_ref();
-        let (path, addr) = match m.map(|m| m.path) {
+        let (path, addr) = match m.map(|m| m.path).or(self.stats.path) {
             Some(MediaPath::Direct(a)) => (Some("direct".to_string()), Some(a.to_string())),
             Some(MediaPath::Relay) => (Some("relay".to_string()), None),
             Some(MediaPath::Connecting) => (Some("connecting".to_string()), None),

@@ -113,6 +113,16 @@ impl RegistryClient {
         } else {
             format!("{}&{query}", self.base_query)
         };
+        self.request("GET", &format!("{}?{q}", self.path), None)
+            .await
+    }
+
+    async fn request(
+        &self,
+        method: &str,
+        target: &str,
+        json: Option<&str>,
+    ) -> Result<String, RegistryError> {
         let fut = async {
             let mut s = TcpStream::connect((self.host.as_str(), self.port)).await?;
             let host = if self.host.contains(':') {
@@ -120,10 +130,17 @@ impl RegistryClient {
             } else {
                 format!("{}:{}", self.host, self.port)
             };
-            let req = format!(
-                "GET {}?{q} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: nimbus-phone\r\nConnection: close\r\n\r\n",
-                self.path
+            let mut req = format!(
+                "{method} {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: nimbus-phone\r\nConnection: close\r\n"
             );
+            if let Some(b) = json {
+                req.push_str(&format!(
+                    "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+                    b.len()
+                ));
+            } else {
+                req.push_str("\r\n");
+            }
             s.write_all(req.as_bytes()).await?;
             let mut buf = Vec::new();
             let mut chunk = [0u8; 8192];
@@ -166,6 +183,37 @@ impl RegistryClient {
             });
         }
         Ok(body)
+    }
+
+    /// Whether requests carry a token (`token=` in the URL or from
+    /// [`log_in`](Self::log_in)).
+    pub fn has_token(&self) -> bool {
+        self.base_query
+            .split('&')
+            .any(|kv| kv.starts_with("token="))
+    }
+
+    /// Logs in with the JSON API (`POST /api/v1/sessions`) of a Nimbus
+    /// registry on the same host and adds the token to every reg.cgi
+    /// request (the registry's `authenticated` legacy mode).
+    pub async fn log_in(&mut self, user: &str, password: &str) -> Result<(), RegistryError> {
+        let body = serde_json::json!({ "name": user, "password": password }).to_string();
+        let reply = self
+            .request("POST", "/api/v1/sessions", Some(&body))
+            .await?;
+        let v: serde_json::Value = serde_json::from_str(&reply)
+            .map_err(|e| RegistryError::BadReply(format!("log-in reply: {e}")))?;
+        let token = v
+            .get("token")
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| RegistryError::BadReply("log-in reply has no token".into()))?;
+        let t = format!("token={}", enc(token));
+        self.base_query = if self.base_query.is_empty() {
+            t
+        } else {
+            format!("{}&{t}", self.base_query)
+        };
+        Ok(())
     }
 
     /// `?username=U&identity=ID` (also the 30-minute refresh, with `time`).

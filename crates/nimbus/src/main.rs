@@ -6,6 +6,7 @@
 mod bench;
 mod bench_server;
 mod demo;
+mod phone_run;
 mod udp;
 
 use anyhow::Result;
@@ -24,19 +25,28 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Open a real RTMFP session between two local endpoints over UDP, move
-    /// data on several flows, and report what moved and how fast.
+    /// The whole system on this machine: a rendezvous server with its
+    /// registry, two phones (alice and bob); alice calls bob, they exchange
+    /// live test media and chat peer to peer, hang up, and a summary is
+    /// printed.
     Demo {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
-        /// Megabytes to move per flow.
-        #[arg(long, default_value_t = 8)]
-        megabytes: usize,
-        /// Number of flows.
-        #[arg(long, default_value_t = 4)]
-        flows: usize,
+        /// Seconds of media.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Chat lines each phone sends.
+        #[arg(long, default_value_t = 3)]
+        chat_lines: usize,
+        /// Directory for the registry database and the received FLV files
+        /// (default: a new one under the temporary directory).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
     },
+    /// The P2P video phone: log in, call by name, talk (interactive or
+    /// scripted with --call/--answer/--seconds/--json).
+    Phone(nimbus_phone::PhoneArgs),
     /// The rendezvous server (Cirrus / FMS replacement): RTMFP with the
     /// Flash profile, introductions, relays, streams, metrics.
     Server(nimbus_server::ServerArgs),
@@ -107,9 +117,16 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo {
             json,
-            megabytes,
-            flows,
-        } => demo::run(json, megabytes, flows),
+            seconds,
+            chat_lines,
+            dir,
+        } => demo::run(demo::DemoArgs {
+            json,
+            seconds,
+            chat_lines,
+            dir,
+        }),
+        Command::Phone(args) => runtime()?.block_on(nimbus_phone::run(args)),
         Command::Server(args) => runtime()?.block_on(nimbus_server::run(args)),
         Command::Registry(args) => runtime()?.block_on(nimbus_registry::run(args)),
         Command::Bench { what } => match what {
