@@ -97,7 +97,14 @@ pub struct PhoneConfig {
     /// A direct call session silent this long is closed and reopened (or
     /// the call moves to the relay); keepalives go every quarter of it.
     pub direct_idle_timeout: Duration,
-    /// Abandon audio not delivered within this.
+    /// End-to-end budget of interactive audio on a direct path: each audio
+    /// message is abandoned unless it can still arrive within this, i.e.
+    /// its lifetime is `audio_budget − srtt/2` (at least 20 ms, at most
+    /// `audio_lifetime`); a retransmission that would come too late is
+    /// never sent, so late audio is dropped, not delayed.
+    pub audio_budget: Duration,
+    /// Abandon audio not delivered within this (the relay path, and the
+    /// cap of the direct path's budget-derived lifetime).
     pub audio_lifetime: Duration,
     /// Abandon video not delivered within this.
     pub video_lifetime: Duration,
@@ -121,6 +128,7 @@ impl PhoneConfig {
             direct_timeout: Duration::from_secs(4),
             relay_fallback: true,
             direct_idle_timeout: Duration::from_secs(6),
+            audio_budget: Duration::from_millis(150),
             audio_lifetime: Duration::from_millis(500),
             video_lifetime: Duration::from_millis(1500),
             reconnect_max: Duration::from_secs(8),
@@ -1100,6 +1108,14 @@ impl PhoneCore {
         if let Some(sub) = m.subscriber {
             let Some(peer) = self.peers.get_mut(&sub.session) else {
                 return false;
+            };
+            let audio_lt = match self.ep.session_info(sub.session).and_then(|i| i.srtt) {
+                Some(srtt) => self
+                    .cfg
+                    .audio_budget
+                    .saturating_sub(srtt / 2)
+                    .clamp(Duration::from_millis(20), audio_lt),
+                None => audio_lt,
             };
             let (body, lt) = match tag.kind {
                 MediaKind::Audio => (Body::Audio(tag.data.clone()), Some(audio_lt)),

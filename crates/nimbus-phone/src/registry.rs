@@ -159,23 +159,7 @@ impl RegistryClient {
         let buf = tokio::time::timeout(TIMEOUT, fut)
             .await
             .map_err(|_| RegistryError::Timeout)??;
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .ok_or_else(|| RegistryError::BadReply("no HTTP header".into()))?;
-        let status: u16 = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| RegistryError::BadReply("no HTTP status".into()))?;
-        let chunked = head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked");
-        let body = if chunked {
-            dechunk(body)
-        } else {
-            body.to_string()
-        };
+        let (status, body) = parse_http_reply(&buf)?;
         if status != 200 {
             return Err(RegistryError::Status {
                 status,
@@ -226,11 +210,7 @@ impl RegistryClient {
                 now_ms()
             ))
             .await?;
-        match element(&body, "update") {
-            Some("true") => Ok(()),
-            Some(other) => Err(RegistryError::BadReply(format!("update = {other}"))),
-            None => Err(RegistryError::BadReply("no <update> in the reply".into())),
-        }
+        parse_register_reply(&body)
     }
 
     /// `?username=U&identity=0`.
@@ -245,16 +225,57 @@ impl RegistryClient {
         let body = self
             .get(&format!("friends={}&time={}", enc(user), now_ms()))
             .await?;
-        if !body.contains("<result") {
-            return Err(RegistryError::BadReply(
-                "HTTP response has no result".into(),
-            ));
-        }
-        let id = element(&body, "friend").and_then(|f| element(f, "identity"));
-        Ok(id
-            .filter(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))
-            .map(str::to_ascii_lowercase))
+        parse_lookup_reply(&body)
     }
+}
+
+/// Splits a raw HTTP/1.x reply into its status and body (chunked bodies
+/// are de-chunked). Never panics.
+pub fn parse_http_reply(raw: &[u8]) -> Result<(u16, String), RegistryError> {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| RegistryError::BadReply("no HTTP header".into()))?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| RegistryError::BadReply("no HTTP status".into()))?;
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Ok((status, body))
+}
+
+/// Reads a reg.cgi registration reply (`<result><update>true</update>…`).
+pub fn parse_register_reply(body: &str) -> Result<(), RegistryError> {
+    match element(body, "update") {
+        Some("true") => Ok(()),
+        Some(other) => Err(RegistryError::BadReply(format!(
+            "update = {}",
+            other.chars().take(40).collect::<String>()
+        ))),
+        None => Err(RegistryError::BadReply("no <update> in the reply".into())),
+    }
+}
+
+/// Reads a reg.cgi look-up reply: the first friend's identity when it is a
+/// peer ID (64 hex digits, lower-cased), `None` for an unknown user.
+pub fn parse_lookup_reply(body: &str) -> Result<Option<String>, RegistryError> {
+    if !body.contains("<result") {
+        return Err(RegistryError::BadReply(
+            "HTTP response has no result".into(),
+        ));
+    }
+    let id = element(body, "friend").and_then(|f| element(f, "identity"));
+    Ok(id
+        .filter(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_ascii_lowercase))
 }
 
 fn now_ms() -> u128 {

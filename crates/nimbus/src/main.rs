@@ -4,6 +4,7 @@
 //! library crates (`rtmfp`, `rtmfp-tokio`, ...).
 
 mod bench;
+mod bench_phone;
 mod bench_server;
 mod demo;
 mod phone_run;
@@ -100,6 +101,9 @@ enum BenchCommand {
     /// lookups and introductions, with real Flash-profile clients in
     /// worker processes.
     Server(bench_server::BenchServerArgs),
+    /// Media latency and loss of a whole call, clean and through the
+    /// impairing relay (5 % loss, 50 ms delay by default).
+    Phone(bench_phone::BenchPhoneArgs),
     /// (internal) One worker process of `bench server`.
     #[command(hide = true)]
     ServerWorker(bench_server::WorkerArgs),
@@ -144,6 +148,7 @@ fn run(cli: Cli) -> Result<()> {
                 crypto,
             } => bench::run_handshake(json, burst.max(1), sequential.max(1), &crypto),
             BenchCommand::Server(args) => bench_server::run(args),
+            BenchCommand::Phone(args) => bench_phone::run(args),
             BenchCommand::ServerWorker(args) => bench_server::run_worker(args),
         },
     }
