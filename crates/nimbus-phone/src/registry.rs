@@ -232,10 +232,12 @@ impl RegistryClient {
 /// Splits a raw HTTP/1.x reply into its status and body (chunked bodies
 /// are de-chunked). Never panics.
 pub fn parse_http_reply(raw: &[u8]) -> Result<(u16, String), RegistryError> {
-    let text = String::from_utf8_lossy(raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
         .ok_or_else(|| RegistryError::BadReply("no HTTP header".into()))?;
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let body = &raw[split + 4..];
     let status: u16 = head
         .split_whitespace()
         .nth(1)
@@ -244,10 +246,11 @@ pub fn parse_http_reply(raw: &[u8]) -> Result<(u16, String), RegistryError> {
     let chunked = head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked");
+    // chunk sizes count bytes: de-chunk before decoding UTF-8
     let body = if chunked {
-        dechunk(body)
+        String::from_utf8_lossy(&dechunk(body)).into_owned()
     } else {
-        body.to_string()
+        String::from_utf8_lossy(body).into_owned()
     };
     Ok((status, body))
 }
@@ -285,18 +288,25 @@ fn now_ms() -> u128 {
         .unwrap_or(0)
 }
 
-fn dechunk(body: &str) -> String {
-    let mut out = String::new();
+fn dechunk(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
     let mut rest = body;
-    while let Some((len, after)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(len.trim(), 16) else {
+    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+        let (len, after) = (&rest[..eol], &rest[eol + 2..]);
+        let Some(n) = std::str::from_utf8(len)
+            .ok()
+            .and_then(|l| usize::from_str_radix(l.trim(), 16).ok())
+        else {
             break;
         };
         if n == 0 || after.len() < n {
             break;
         }
-        out.push_str(&after[..n]);
-        rest = after[n..].trim_start_matches("\r\n");
+        out.extend_from_slice(&after[..n]);
+        rest = &after[n..];
+        while let Some(r) = rest.strip_prefix(b"\r\n") {
+            rest = r;
+        }
     }
     out
 }
@@ -346,8 +356,11 @@ mod tests {
         );
         assert_eq!(enc("a b&c=ü"), "a%20b%26c%3D%C3%BC");
         assert_eq!(
-            dechunk("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
-            "hello world"
+            dechunk(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
+            b"hello world"
         );
+        // chunk sizes count bytes, and may split a character (é = C3 A9)
+        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n\xc3\r\n2\r\n\xa9x\r\n0\r\n\r\n";
+        assert_eq!(parse_http_reply(raw).unwrap(), (200, "\u{e9}x".to_string()));
     }
 }

@@ -145,6 +145,276 @@ async fn alice_calls_bob_media_and_chat_go_direct() {
         assert!(len > 10_000, "{len}");
         assert_eq!(r.calls.len(), 1);
     }
+    // the received FLV files decode cleanly (where ffmpeg is installed)
+    for r in [&ra, &rb] {
+        decodes_cleanly(&r.recordings[0]);
+    }
+    srv.shutdown().await;
+}
+
+/// `ffmpeg -v error -i FILE -f null -` succeeds with nothing on stderr, and
+/// ffprobe sees H.264 320x240 and PCM audio. `SKIPPED:` without ffmpeg.
+fn decodes_cleanly(path: &std::path::Path) {
+    use std::process::{Command, Stdio};
+    let have = |t: &str| {
+        Command::new(t)
+            .arg("-version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !have("ffmpeg") || !have("ffprobe") {
+        println!(
+            "SKIPPED: decode check of {}: no ffmpeg/ffprobe",
+            path.display()
+        );
+        return;
+    }
+    let out = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-i"])
+        .arg(path)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ffmpeg failed on {}", path.display());
+    assert!(
+        out.stderr.is_empty(),
+        "ffmpeg complained about {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name,width,height",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("h264,320,240"), "{text}");
+    assert!(text.contains("pcm_s16le"), "{text}");
+}
+
+async fn server_at(addr: std::net::SocketAddr) -> Server {
+    let mut c = ServerConfig {
+        listen: vec![addr],
+        shards: 2,
+        dh_groups: vec![2],
+        ..ServerConfig::default()
+    };
+    c.shutdown_grace_secs = 1;
+    Server::start(c).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_goes_on_while_the_server_restarts_and_phones_reconnect() {
+    let srv = server().await;
+    let addr = srv.local_addrs()[0];
+    let mut alice = phone("alice", addr, 3, SinkSpec::None);
+    let mut bob = phone("bob", addr, 4, SinkSpec::None);
+    for p in [&mut alice, &mut bob] {
+        assert!(p
+            .wait_for(T, |e| matches!(e, PhoneEvent::LoggedIn { .. }))
+            .await
+            .is_some());
+    }
+    alice.send(Command::Call("bob".into()));
+    assert!(bob
+        .wait_for(T, |e| matches!(
+            e,
+            PhoneEvent::Call(CallEvent::Incoming { .. })
+        ))
+        .await
+        .is_some());
+    bob.send(Command::Accept);
+    assert!(alice
+        .wait_for(T, |e| matches!(e, PhoneEvent::Call(CallEvent::Accepted)))
+        .await
+        .is_some());
+    let frames = |p: &driver::PhoneHandle| {
+        let p = p.commands.clone();
+        async move {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            p.send(Command::Status(tx)).unwrap();
+            rx.await.unwrap()
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // the server goes away (clean shutdown: the phones are told)
+    srv.shutdown().await;
+    for p in [&mut alice, &mut bob] {
+        assert!(
+            p.wait_for(T, |e| matches!(e, PhoneEvent::ServerLost { .. }))
+                .await
+                .is_some(),
+            "the phone did not notice the server leaving"
+        );
+    }
+    let before = frames(&alice).await.received.video_frames;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let during = frames(&alice).await;
+    assert!(
+        during.received.video_frames >= before + 15,
+        "media stopped with the server: {before} -> {}",
+        during.received.video_frames
+    );
+    assert!(!during.online);
+    assert_eq!(during.path.as_deref(), Some("direct"));
+    // a new server on the same address; the phones come back by themselves
+    let srv = server_at(addr).await;
+    for p in [&mut alice, &mut bob] {
+        let e = p
+            .wait_for(T, |e| matches!(e, PhoneEvent::LoggedIn { .. }))
+            .await;
+        assert!(
+            matches!(
+                e,
+                Some(PhoneEvent::LoggedIn {
+                    reconnected: true,
+                    ..
+                })
+            ),
+            "{e:?}"
+        );
+    }
+    let b = frames(&bob).await;
+    assert!(b.online && b.call_state == "in-call", "{b:?}");
+    // signalling works again: hang up through the new server
+    bob.send(Command::Hangup);
+    let e = alice
+        .wait_for(T, |e| {
+            matches!(e, PhoneEvent::Call(CallEvent::HungUp { .. }))
+        })
+        .await;
+    assert!(
+        matches!(
+            e,
+            Some(PhoneEvent::Call(CallEvent::HungUp { by_peer: true }))
+        ),
+        "{e:?}"
+    );
     let _ = MediaPath::Relay;
+    alice.quit().await.unwrap();
+    bob.quit().await.unwrap();
+    srv.shutdown().await;
+}
+
+/// A third peer that opens a direct session to a phone in a call and asks
+/// for its stream is refused (`NetStream.Connect.Rejected`), as Flash's
+/// `onPeerConnect` returning false; the call goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_not_in_the_call_is_refused() {
+    use rand_core::SeedableRng;
+    use rtmfp::{Endpoint, EndpointConfig, Event};
+    use rtmfp_flash::message::{PeerPlayer, PlayerEvent};
+    use rtmfp_flash::{Epd, FlashProfile, PeerId};
+    use std::time::Instant;
+
+    let srv = server().await;
+    let addr = srv.local_addrs()[0];
+    let mut alice = phone("alice", addr, 5, SinkSpec::None);
+    let mut bob = phone("bob", addr, 6, SinkSpec::None);
+    for p in [&mut alice, &mut bob] {
+        assert!(p
+            .wait_for(T, |e| matches!(e, PhoneEvent::LoggedIn { .. }))
+            .await
+            .is_some());
+    }
+    alice.send(Command::Call("bob".into()));
+    assert!(bob
+        .wait_for(T, |e| matches!(
+            e,
+            PhoneEvent::Call(CallEvent::Incoming { .. })
+        ))
+        .await
+        .is_some());
+    bob.send(Command::Accept);
+    assert!(alice
+        .wait_for(T, |e| matches!(e, PhoneEvent::Call(CallEvent::Accepted)))
+        .await
+        .is_some());
+
+    // eve: a bare Flash-profile endpoint, introduced to alice by the server
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(77);
+    let profile = FlashProfile::client().build(&mut rng).unwrap();
+    let eve_id = profile.peer_id().to_hex();
+    let mut ep = Endpoint::new(
+        EndpointConfig::default(),
+        Box::new(profile),
+        Box::new(rand_chacha::ChaCha20Rng::seed_from_u64(78)),
+        Instant::now(),
+    );
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let bytes = rtmfp_flash::hex_decode(&alice.peer_id).unwrap();
+    let mut id = [0u8; 32];
+    id.copy_from_slice(&bytes);
+    let sid = ep
+        .connect(Instant::now(), &Epd::peer(PeerId(id)).encode(), &[addr])
+        .unwrap();
+    let mut player: Option<PeerPlayer> = None;
+    let mut refused = false;
+    let mut buf = vec![0u8; 65536];
+    let mut out = Vec::new();
+    let deadline = Instant::now() + T;
+    while Instant::now() < deadline && !refused {
+        let now = Instant::now();
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            ep.handle_datagram(now, from, &buf[..n]);
+        }
+        if ep.poll_timeout().is_some_and(|t| t <= now) {
+            ep.handle_timeout(now);
+        }
+        while let Some(e) = ep.poll_event() {
+            if matches!(e, Event::SessionOpened { session, .. } if session == sid) {
+                let mut p = PeerPlayer::new(sid);
+                p.play(&mut ep, now, "media-caller").unwrap();
+                player = Some(p);
+                continue;
+            }
+            if let Some(p) = player.as_mut() {
+                p.on_event(&mut ep, now, &e);
+            }
+        }
+        if let Some(p) = player.as_mut() {
+            while let Some(e) = p.poll_event() {
+                match e {
+                    PlayerEvent::Status { status, .. } => {
+                        assert_ne!(status.code, "NetStream.Play.Start", "a stranger was let in");
+                        if status.code == "NetStream.Connect.Rejected" {
+                            refused = true;
+                        }
+                    }
+                    PlayerEvent::Audio { .. } | PlayerEvent::Video { .. } => {
+                        panic!("a stranger received the call's media")
+                    }
+                    _ => {}
+                }
+            }
+        }
+        while let Some(dst) = ep.poll_transmit(now, &mut out) {
+            let _ = sock.send_to(&out, dst);
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(refused, "eve was not refused");
+    let e = alice
+        .wait_for(T, |e| matches!(e, PhoneEvent::Refused { .. }))
+        .await;
+    assert!(
+        matches!(&e, Some(PhoneEvent::Refused { peer_id, stream }) if *peer_id == eve_id && stream == "media-caller"),
+        "{e:?}"
+    );
+    // the call is unaffected
+    let st = bob.status().await.unwrap();
+    assert_eq!(st.call_state, "in-call");
+    alice.quit().await.unwrap();
+    bob.quit().await.unwrap();
     srv.shutdown().await;
 }
