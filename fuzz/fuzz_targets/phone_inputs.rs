@@ -40,7 +40,9 @@ impl<'a> Input<'a> {
 
     /// Up to `max` bytes, length-prefixed (one byte).
     fn bytes(&mut self, max: usize) -> &'a [u8] {
-        let n = usize::from(self.byte().unwrap_or(0)).min(max).min(self.0.len());
+        let n = usize::from(self.byte().unwrap_or(0))
+            .min(max)
+            .min(self.0.len());
         let (b, rest) = self.0.split_at(n);
         self.0 = rest;
         b
@@ -77,7 +79,9 @@ fn parsers(data: &[u8]) {
     let _ = parse_register_reply(&text);
     if let Ok(Some(id)) = parse_lookup_reply(&text) {
         assert_eq!(id.len(), 64);
-        assert!(id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        assert!(id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
     }
     let _ = RegistryClient::new(&text);
     let _ = RegistryClient::new(&format!("http://{text}"));

@@ -95,10 +95,17 @@ pub fn server_host_port(url: &str) -> anyhow::Result<(String, u16)> {
         };
         return Ok((h.to_string(), port));
     }
-    Ok(match authority.rsplit_once(':') {
-        Some((h, p)) => (h.to_string(), p.parse().context("bad port")?),
-        None => (authority.to_string(), 1935),
-    })
+    let (h, port) = match authority.split_once(':') {
+        Some((_, p)) if p.contains(':') => {
+            bail!("write IPv6 addresses in brackets: rtmfp://[ADDR]:PORT/APP")
+        }
+        Some((h, p)) => (h, p.parse().context("bad port")?),
+        None => (authority, 1935),
+    };
+    if h.is_empty() {
+        bail!("no host in {url:?}");
+    }
+    Ok((h.to_string(), port))
 }
 
 fn source_spec(args: &PhoneArgs) -> anyhow::Result<SourceSpec> {
@@ -403,7 +410,7 @@ pub fn describe(e: &PhoneEvent) -> String {
 /// The `status` line.
 pub fn status_line(s: &PhoneStatus) -> String {
     format!(
-        "{} ({}), {}{}{}; rx {:.0} kbit/s tx {:.0} kbit/s; video {} in / {} out, audio {} in / {} out; loss audio {:.1} % video {:.1} %; latency audio p50 {:.0} ms p99 {:.0} ms{}",
+        "{} ({}), {}{}{}; rx {:.0} kbit/s tx {:.0} kbit/s; video {} in / {} out, audio {} in / {} out; loss audio {:.1} % video {:.1} %; latency audio p50 {:.1} ms p99 {:.1} ms{}",
         s.call_state,
         if s.online { "online" } else { "offline" },
         s.peer_name.as_deref().map(|p| format!("with {p}, ")).unwrap_or_default(),

@@ -539,6 +539,8 @@ struct Stats {
     relayed: bool,
     /// The call's last media path (kept after the call for summaries).
     path: Option<MediaPath>,
+    /// The peer's video frame rate (from its metadata).
+    remote_fps: Option<f64>,
 }
 
 /// The sans-IO phone (see the module documentation).
@@ -562,6 +564,8 @@ pub struct PhoneCore {
     calls: u64,
     media_dropped_events: u64,
     quitting: bool,
+    /// A call asked for before we were logged in.
+    deferred_call: Option<String>,
 }
 
 fn tid_key(t: f64) -> u64 {
@@ -622,6 +626,7 @@ impl PhoneCore {
             calls: 0,
             media_dropped_events: 0,
             quitting: false,
+            deferred_call: None,
             ep,
             cfg,
         }
@@ -801,10 +806,19 @@ impl PhoneCore {
             self.place_call(now, name.to_string(), name.to_ascii_lowercase());
             return;
         }
-        let Some(nc) = self.nc.as_mut().filter(|_| self.login == Login::Online) else {
-            self.push(PhoneEvent::Notice(
-                "not connected to the server; try again when logged in".into(),
-            ));
+        if self.login != Login::Online {
+            if self.login == Login::Off {
+                self.push(PhoneEvent::Notice("not connected to the server".into()));
+            } else {
+                // logging in or reconnecting: call once logged in
+                self.push(PhoneEvent::Notice(format!(
+                    "will call {name} once logged in"
+                )));
+                self.deferred_call = Some(name.to_string());
+            }
+            return;
+        }
+        let Some(nc) = self.nc.as_mut() else {
             return;
         };
         match nc.call(&mut self.ep, now, "lookup", vec![Value::from(name)]) {
@@ -882,7 +896,11 @@ impl PhoneCore {
     /// Hangs up (or cancels, or rejects) the call.
     pub fn hangup(&mut self, now: Instant) {
         if self.call.state() == CallState::Idle {
-            self.push(PhoneEvent::Notice("no call to hang up".into()));
+            if self.deferred_call.take().is_some() {
+                self.push(PhoneEvent::Notice("call cancelled".into()));
+            } else {
+                self.push(PhoneEvent::Notice("no call to hang up".into()));
+            }
             return;
         }
         let acts = self.call.hangup(now);
@@ -1763,7 +1781,11 @@ impl PhoneCore {
                 if let Some(m) = self.media.as_mut() {
                     m.play_stream = None;
                 }
-                if rejected {
+                // a rejection before any media is a refusal; after media it
+                // is the peer closing its stream (hang-up)
+                let got_media =
+                    self.stats.received.video_frames + self.stats.received.audio_packets > 0;
+                if rejected && !got_media {
                     self.push(PhoneEvent::Notice(
                         "the peer refused to send us its media".into(),
                     ));
@@ -1841,6 +1863,7 @@ impl PhoneCore {
                     }
                     if let Some(f) = fps.filter(|f| f.is_finite() && *f > 0.0 && *f <= 240.0) {
                         m.remote_fps = Some(f);
+                        self.stats.remote_fps = Some(f);
                     }
                 }
                 let values: Vec<Value> = std::iter::once(Value::from("onMetaData"))
@@ -1867,6 +1890,9 @@ impl PhoneCore {
                 });
                 if self.media.as_ref().is_some_and(|m| m.relay.is_some()) {
                     self.start_relay(now);
+                }
+                if let Some(name) = self.deferred_call.take() {
+                    self.call(now, &name);
                 }
             }
             NcEvent::ConnectFailed(status) => {
@@ -2004,7 +2030,7 @@ impl PhoneCore {
             .and_then(|s| self.ep.session_info(s))
             .and_then(|i| i.srtt)
             .map(|d| d.as_secs_f64() * 1000.0);
-        let fps = m.and_then(|m| m.remote_fps);
+        let fps = m.and_then(|m| m.remote_fps).or(self.stats.remote_fps);
         let loss = |c: &Continuity, interval: Option<f64>| match c.expected(interval) {
             Some(e) if e > 0 => (1.0 - c.count as f64 / e as f64).max(0.0),
             _ => 0.0,

@@ -89,13 +89,25 @@ impl RegistryClient {
             Some((p, q)) => (p, q),
             None => (path_query, ""),
         };
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-                (h, p.parse::<u16>().map_err(|_| bad())?)
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            // [v6addr] or [v6addr]:port
+            let (h, rest) = v6.split_once(']').ok_or_else(bad)?;
+            let port = match rest {
+                "" => 80,
+                r => r
+                    .strip_prefix(':')
+                    .and_then(|p| p.parse::<u16>().ok())
+                    .ok_or_else(bad)?,
+            };
+            (h, port)
+        } else {
+            match authority.split_once(':') {
+                // one colon: host:port; more need brackets
+                Some((h, p)) if !p.contains(':') => (h, p.parse::<u16>().map_err(|_| bad())?),
+                Some(_) => return Err(bad()),
+                None => (authority, 80),
             }
-            _ => (authority, 80),
         };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() || path.contains(char::is_whitespace) {
             return Err(bad());
         }
