@@ -48,6 +48,7 @@ pub(crate) fn summary(r: &CallResult, chat_lines: usize) -> serde_json::Value {
     let b = r.bob.calls.last().unwrap_or(&r.bob.status);
     json!({
         "direct_path": r.direct,
+        "registry": { "registered_by_name": r.registered, "unregistered_on_quit": r.unregistered },
         "peer_address_seen_by_alice": a.peer_address,
         "peer_address_seen_by_bob": b.peer_address,
         "server_media_bytes_relayed": r.server_media_bytes,
@@ -101,7 +102,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
         r.server_media_bytes
     );
     println!(
-        "  call set-up {:.0} ms, first video frame {:.0} ms after dialling, rtt {}",
+        "  call set-up {:.1} ms, first video frame {:.1} ms after dialling, rtt {}",
         r.setup_ms,
         r.first_frame_ms,
         a.rtt_ms
@@ -123,6 +124,10 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
             to.video_latency.p99_ms,
         );
     }
+    println!(
+        "  registry: both registered by name {}, unregistered on quit {}",
+        r.registered, r.unregistered
+    );
     println!(
         "  chat: {} of {} lines delivered",
         r.chat_at_alice.len() + r.chat_at_bob.len(),

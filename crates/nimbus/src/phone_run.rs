@@ -52,6 +52,10 @@ pub(crate) struct CallResult {
     /// Chat lines received by each side.
     pub chat_at_alice: Vec<String>,
     pub chat_at_bob: Vec<String>,
+    /// Both phones registered by reg.cgi and bob was listed under his name.
+    pub registered: bool,
+    /// Neither is listed after quitting.
+    pub unregistered: bool,
 }
 
 fn log(verbose: bool, s: impl AsRef<str>) {
@@ -162,8 +166,31 @@ pub(crate) async fn run_call(o: &CallOptions) -> Result<CallResult> {
             e => bail!("{n} could not log in: {e:?}"),
         }
     }
-    // wait for the reg.cgi registrations (the server's lookup would find them anyway)
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // the reg.cgi registrations (refreshed every 30 minutes by the phones)
+    let mut registered = true;
+    for (n, p) in [("alice", &mut alice), ("bob", &mut bob)] {
+        let e = p
+            .wait_for(STEP, |e| {
+                matches!(e, PhoneEvent::Notice(t) if t.starts_with("registered as") || t.starts_with("registry registration failed"))
+            })
+            .await;
+        match e {
+            Some(PhoneEvent::Notice(t)) if t.starts_with("registered as") => {
+                log(o.verbose, format!("{n} {t} (reg.cgi)"))
+            }
+            e => {
+                registered = false;
+                log(o.verbose, format!("{n}: reg.cgi registration: {e:?}"));
+            }
+        }
+    }
+    let listed = server
+        .registry()
+        .context("registry")?
+        .lookup("bob")
+        .await?
+        .is_some_and(|p| p.peer_id == bob.peer_id);
+    registered &= listed;
     let t_call = Instant::now();
     alice.send(Command::Call("bob".into()));
     log(o.verbose, "alice calls bob");
@@ -265,6 +292,19 @@ pub(crate) async fn run_call(o: &CallOptions) -> Result<CallResult> {
     log(o.verbose, "call ended on both phones");
     let alice = alice.quit().await?;
     let bob = bob.quit().await?;
+    let reg = server.registry().context("registry")?;
+    let unregistered = reg.lookup("alice").await?.is_none() && reg.lookup("bob").await?.is_none();
+    log(
+        o.verbose,
+        format!(
+            "phones quit; {} in the registry",
+            if unregistered {
+                "no longer listed"
+            } else {
+                "STILL listed"
+            }
+        ),
+    );
     let m = server.metrics();
     let server_media_bytes = m.media_bytes_relayed_total.load(Ordering::Relaxed);
     let server_media_messages = m.media_messages_relayed_total.load(Ordering::Relaxed);
@@ -280,6 +320,8 @@ pub(crate) async fn run_call(o: &CallOptions) -> Result<CallResult> {
         first_frame_ms,
         chat_at_alice,
         chat_at_bob,
+        registered,
+        unregistered,
     })
 }
 
