@@ -110,6 +110,9 @@ pub struct PhoneConfig {
     pub video_lifetime: Duration,
     /// Longest wait between reconnection attempts to the server.
     pub reconnect_max: Duration,
+    /// The server session is taken for dead (and reconnected) after this
+    /// long without hearing from the server; keepalives every third of it.
+    pub server_idle_timeout: Duration,
     /// Ask the driver for a registry (reg.cgi) look-up when the server does
     /// not know a name.
     pub registry_lookup: bool,
@@ -132,6 +135,7 @@ impl PhoneConfig {
             audio_lifetime: Duration::from_millis(500),
             video_lifetime: Duration::from_millis(1500),
             reconnect_max: Duration::from_secs(8),
+            server_idle_timeout: Duration::from_secs(30),
             registry_lookup: false,
         }
     }
@@ -1881,6 +1885,13 @@ impl PhoneCore {
         match e {
             NcEvent::Connected(_) => {
                 self.login = Login::Online;
+                if let Some(nc) = self.nc.as_ref() {
+                    let idle = self.cfg.server_idle_timeout;
+                    let _ = self.ep.set_idle_timeout(nc.session(), idle);
+                    let _ = self
+                        .ep
+                        .set_keepalive(nc.session(), (idle / 3).max(Duration::from_secs(1)));
+                }
                 self.backoff = Duration::from_millis(500);
                 let reconnected = self.was_online;
                 self.was_online = true;
