@@ -131,7 +131,7 @@ impl PhoneConfig {
             direct_timeout: Duration::from_secs(4),
             relay_fallback: true,
             direct_idle_timeout: Duration::from_secs(6),
-            audio_budget: Duration::from_millis(150),
+            audio_budget: Duration::from_millis(120),
             audio_lifetime: Duration::from_millis(500),
             video_lifetime: Duration::from_millis(1500),
             reconnect_max: Duration::from_secs(8),
@@ -1137,7 +1137,8 @@ impl PhoneCore {
                     .audio_budget
                     .saturating_sub(srtt / 2)
                     .clamp(Duration::from_millis(20), audio_lt),
-                None => audio_lt,
+                // no RTT measured yet: the budget itself bounds the lifetime
+                None => self.cfg.audio_budget.min(audio_lt),
             };
             let (body, lt) = match tag.kind {
                 MediaKind::Audio => (Body::Audio(tag.data.clone()), Some(audio_lt)),
