@@ -1,5 +1,7 @@
 //! Two phones and a rendezvous server on loopback: a whole call.
 
+mod common;
+
 use std::time::Duration;
 
 use nimbus_phone::call::Event as CallEvent;
@@ -8,7 +10,7 @@ use nimbus_phone::media::TestSourceConfig;
 use nimbus_phone::phone::{MediaPath, PhoneConfig, PhoneEvent};
 use nimbus_server::{Server, ServerConfig};
 
-const T: Duration = Duration::from_secs(15);
+use common::{call, T};
 
 fn phone(
     user: &str,
@@ -50,38 +52,7 @@ async fn alice_calls_bob_media_and_chat_go_direct() {
         SinkSpec::File(dir.path().join("alice.flv")),
     );
     let mut bob = phone("bob", addr, 2, SinkSpec::File(dir.path().join("bob.flv")));
-    for p in [&mut alice, &mut bob] {
-        let e = p
-            .wait_for(T, |e| {
-                matches!(
-                    e,
-                    PhoneEvent::LoggedIn { .. } | PhoneEvent::LoginFailed { .. }
-                )
-            })
-            .await;
-        assert!(matches!(e, Some(PhoneEvent::LoggedIn { .. })), "{e:?}");
-    }
-    alice.send(Command::Call("bob".into()));
-    let e = bob
-        .wait_for(T, |e| {
-            matches!(e, PhoneEvent::Call(CallEvent::Incoming { .. }))
-        })
-        .await;
-    match e {
-        Some(PhoneEvent::Call(CallEvent::Incoming {
-            from_name,
-            from_peer,
-        })) => {
-            assert_eq!(from_name, "alice");
-            assert_eq!(from_peer, alice.peer_id);
-        }
-        other => panic!("no incoming call: {other:?}"),
-    }
-    bob.send(Command::Accept);
-    let e = alice
-        .wait_for(T, |e| matches!(e, PhoneEvent::Call(CallEvent::Accepted)))
-        .await;
-    assert!(e.is_some(), "alice not told of the accept");
+    call(&mut alice, &mut bob).await;
     // media flows both ways
     let deadline = tokio::time::Instant::now() + T;
     loop {
@@ -218,25 +189,7 @@ async fn call_goes_on_while_the_server_restarts_and_phones_reconnect() {
     let addr = srv.local_addrs()[0];
     let mut alice = phone("alice", addr, 3, SinkSpec::None);
     let mut bob = phone("bob", addr, 4, SinkSpec::None);
-    for p in [&mut alice, &mut bob] {
-        assert!(p
-            .wait_for(T, |e| matches!(e, PhoneEvent::LoggedIn { .. }))
-            .await
-            .is_some());
-    }
-    alice.send(Command::Call("bob".into()));
-    assert!(bob
-        .wait_for(T, |e| matches!(
-            e,
-            PhoneEvent::Call(CallEvent::Incoming { .. })
-        ))
-        .await
-        .is_some());
-    bob.send(Command::Accept);
-    assert!(alice
-        .wait_for(T, |e| matches!(e, PhoneEvent::Call(CallEvent::Accepted)))
-        .await
-        .is_some());
+    call(&mut alice, &mut bob).await;
     let frames = |p: &driver::PhoneHandle| {
         let p = p.commands.clone();
         async move {
@@ -320,25 +273,7 @@ async fn a_peer_not_in_the_call_is_refused() {
     let addr = srv.local_addrs()[0];
     let mut alice = phone("alice", addr, 5, SinkSpec::None);
     let mut bob = phone("bob", addr, 6, SinkSpec::None);
-    for p in [&mut alice, &mut bob] {
-        assert!(p
-            .wait_for(T, |e| matches!(e, PhoneEvent::LoggedIn { .. }))
-            .await
-            .is_some());
-    }
-    alice.send(Command::Call("bob".into()));
-    assert!(bob
-        .wait_for(T, |e| matches!(
-            e,
-            PhoneEvent::Call(CallEvent::Incoming { .. })
-        ))
-        .await
-        .is_some());
-    bob.send(Command::Accept);
-    assert!(alice
-        .wait_for(T, |e| matches!(e, PhoneEvent::Call(CallEvent::Accepted)))
-        .await
-        .is_some());
+    call(&mut alice, &mut bob).await;
 
     // eve: a bare Flash-profile endpoint, introduced to alice by the server
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(77);

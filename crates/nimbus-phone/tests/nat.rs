@@ -18,6 +18,8 @@
 //! deadline; namespace names are unique per process and test.
 #![cfg(target_os = "linux")]
 
+mod common;
+
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -30,8 +32,9 @@ use nimbus_server::{Server, ServerConfig};
 use rtmfp_sim::netns::{in_netns, TwoNat, TwoNatBuilder};
 use tokio::time::Instant;
 
+use common::{call, T};
+
 /// Longest wait for one step.
-const T: Duration = Duration::from_secs(15);
 /// Longest run of a whole test (after the topology is up).
 const WHOLE: Duration = Duration::from_secs(120);
 
@@ -132,45 +135,6 @@ fn phone(
         ..DriverConfig::default()
     };
     driver::spawn(cfg, sock, d).unwrap()
-}
-
-async fn login(p: &mut PhoneHandle) {
-    let e = p
-        .wait_for(T, |e| {
-            matches!(
-                e,
-                PhoneEvent::LoggedIn { .. } | PhoneEvent::LoginFailed { .. }
-            )
-        })
-        .await;
-    assert!(matches!(e, Some(PhoneEvent::LoggedIn { .. })), "{e:?}");
-}
-
-/// Alice calls bob by name, bob accepts.
-async fn call(alice: &mut PhoneHandle, bob: &mut PhoneHandle) {
-    login(alice).await;
-    login(bob).await;
-    alice.send(Command::Call("bob".into()));
-    let e = bob
-        .wait_for(T, |e| {
-            matches!(e, PhoneEvent::Call(CallEvent::Incoming { .. }))
-        })
-        .await;
-    match e {
-        Some(PhoneEvent::Call(CallEvent::Incoming {
-            from_name,
-            from_peer,
-        })) => {
-            assert_eq!(from_name, "alice");
-            assert_eq!(from_peer, alice.peer_id);
-        }
-        other => panic!("no incoming call: {other:?}"),
-    }
-    bob.send(Command::Accept);
-    let e = alice
-        .wait_for(T, |e| matches!(e, PhoneEvent::Call(CallEvent::Accepted)))
-        .await;
-    assert!(e.is_some(), "alice not told of the accept");
 }
 
 /// Both statuses once each phone received at least `video` frames and
