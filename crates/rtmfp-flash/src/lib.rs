@@ -61,6 +61,7 @@
 
 pub mod amf;
 pub mod crypto;
+pub mod group;
 pub mod message;
 
 pub use amf::flv;
