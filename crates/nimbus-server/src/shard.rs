@@ -161,22 +161,6 @@ impl std::fmt::Debug for Shard {
     }
 }
 
-fn session_of(ev: &Event) -> Option<SessionId> {
-    Some(match ev {
-        Event::SessionOpened { session, .. }
-        | Event::SessionFailed { session, .. }
-        | Event::SessionClosed { session, .. }
-        | Event::IncomingFlow { session, .. }
-        | Event::Readable { session, .. }
-        | Event::RecvFlowComplete { session, .. }
-        | Event::SendFlowException { session, .. }
-        | Event::SendFlowComplete { session, .. }
-        | Event::Writable { session, .. }
-        | Event::AddressChanged { session, .. } => *session,
-        _ => return None,
-    })
-}
-
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -486,7 +470,7 @@ impl Shard {
                 }
                 _ => {}
             }
-            let Some(sid) = session_of(&ev) else { continue };
+            let Some(sid) = ev.session() else { continue };
             if let Some(c) = self.conns.get_mut(&sid) {
                 c.nc.on_event(&mut self.ep, now, &ev);
                 self.drain_conn(now, sid);

@@ -39,25 +39,9 @@ struct App {
     send_errors: usize,
 }
 
-fn event_session(e: &Event) -> Option<SessionId> {
-    match *e {
-        Event::SessionOpened { session, .. }
-        | Event::SessionFailed { session, .. }
-        | Event::SessionClosed { session, .. }
-        | Event::IncomingFlow { session, .. }
-        | Event::Readable { session, .. }
-        | Event::RecvFlowComplete { session, .. }
-        | Event::SendFlowException { session, .. }
-        | Event::SendFlowComplete { session, .. }
-        | Event::Writable { session, .. }
-        | Event::AddressChanged { session, .. } => Some(session),
-        _ => None,
-    }
-}
-
 impl App {
     fn on_event(&mut self, ep: &mut Endpoint, now: Instant, e: &Event) {
-        let Some(s) = event_session(e) else { return };
+        let Some(s) = e.session() else { return };
         if matches!(e, Event::SessionOpened { .. }) || self.conns.contains_key(&s) {
             let c = self
                 .conns

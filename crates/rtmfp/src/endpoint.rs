@@ -1637,6 +1637,12 @@ impl Endpoint {
         Ok(())
     }
 
+    /// The smoothed round-trip time of a session, if measured: a cheap
+    /// read for per-message decisions (no [`SessionInfo`] snapshot).
+    pub fn srtt(&self, session: SessionId) -> Option<Duration> {
+        self.sessions.get(&session.0).and_then(|s| s.srtt())
+    }
+
     /// A snapshot of an open or closing session.
     pub fn session_info(&self, session: SessionId) -> Option<SessionInfo> {
         self.sessions.get(&session.0).map(|s| s.info())

@@ -152,6 +152,26 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The session the event is about (`None` for
+    /// [`Event::IHelloForOther`], which precedes any session).
+    pub fn session(&self) -> Option<SessionId> {
+        match *self {
+            Event::SessionOpened { session, .. }
+            | Event::SessionFailed { session, .. }
+            | Event::SessionClosed { session, .. }
+            | Event::IncomingFlow { session, .. }
+            | Event::Readable { session, .. }
+            | Event::RecvFlowComplete { session, .. }
+            | Event::SendFlowException { session, .. }
+            | Event::SendFlowComplete { session, .. }
+            | Event::Writable { session, .. }
+            | Event::AddressChanged { session, .. } => Some(session),
+            Event::IHelloForOther { .. } => None,
+        }
+    }
+}
+
 /// Counters of a session.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SessionStats {

@@ -533,6 +533,11 @@ impl Session {
         Ok(())
     }
 
+    /// Smoothed RTT, if measured.
+    pub(crate) fn srtt(&self) -> Option<Duration> {
+        self.rtt.srtt
+    }
+
     pub(crate) fn info(&self) -> SessionInfo {
         SessionInfo {
             role: self.role,
