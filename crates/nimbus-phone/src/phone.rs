@@ -447,7 +447,6 @@ struct CallMedia {
     subscriber: Option<Subscriber>,
     /// Play requests for our name from the peer while we cannot answer yet.
     held: Vec<(SessionId, u64)>,
-    established: bool,
     direct_deadline: Option<Instant>,
     path: MediaPath,
     relay: Option<RelayMedia>,
@@ -477,7 +476,6 @@ impl CallMedia {
             play_stream: None,
             subscriber: None,
             held: Vec::new(),
-            established: false,
             direct_deadline: None,
             path: MediaPath::Connecting,
             relay: None,
@@ -570,6 +568,8 @@ pub struct PhoneCore {
     quitting: bool,
     /// A call asked for before we were logged in.
     deferred_call: Option<String>,
+    /// Scratch buffer of publisher events (see `process`).
+    peer_events: Vec<(SessionId, PeerEvent)>,
 }
 
 fn tid_key(t: f64) -> u64 {
@@ -631,6 +631,7 @@ impl PhoneCore {
             media_dropped_events: 0,
             quitting: false,
             deferred_call: None,
+            peer_events: Vec::new(),
             ep,
             cfg,
         }
@@ -668,7 +669,7 @@ impl PhoneCore {
 
     /// True while media should flow (the call is established).
     pub fn in_call(&self) -> bool {
-        self.media.as_ref().is_some_and(|m| m.established)
+        self.media.is_some() && self.call.state() == CallState::InCall
     }
 
     /// Unix ms at `now`.
@@ -985,12 +986,12 @@ impl PhoneCore {
     /// are kept for the receiver). Returns whether it was sent.
     pub fn send_media(&mut self, now: Instant, tag: &MediaTag, captured: Instant) -> bool {
         let unix = self.unix_ms(captured);
+        if self.call.state() != CallState::InCall {
+            return false;
+        }
         let Some(m) = self.media.as_mut() else {
             return false;
         };
-        if !m.established {
-            return false;
-        }
         if m.local_epoch.is_none() {
             m.local_epoch = Some(unix - f64::from(tag.timestamp));
         }
@@ -1123,6 +1124,19 @@ impl PhoneCore {
 
     /// Puts a tag on the wire by the current path.
     fn transmit(&mut self, now: Instant, tag: &MediaTag) -> bool {
+        let body = match tag.kind {
+            MediaKind::Audio => Body::Audio(tag.data.clone()),
+            MediaKind::Video => Body::Video(tag.data.clone()),
+            MediaKind::Data => match data_message(&tag.data) {
+                Some(d) => Body::data(d),
+                None => return false,
+            },
+        };
+        self.transmit_body(now, tag.timestamp, body)
+    }
+
+    /// Puts an audio, video or data message on the wire by the current path.
+    fn transmit_body(&mut self, now: Instant, ts: u32, body: Body) -> bool {
         let (audio_lt, video_lt) = (self.cfg.audio_lifetime, self.cfg.video_lifetime);
         let Some(m) = self.media.as_mut() else {
             return false;
@@ -1131,24 +1145,20 @@ impl PhoneCore {
             let Some(peer) = self.peers.get_mut(&sub.session) else {
                 return false;
             };
-            let audio_lt = match self.ep.session_info(sub.session).and_then(|i| i.srtt) {
-                Some(srtt) => self
-                    .cfg
-                    .audio_budget
-                    .saturating_sub(srtt / 2)
-                    .clamp(Duration::from_millis(20), audio_lt),
-                // no RTT measured yet: the budget itself bounds the lifetime
-                None => self.cfg.audio_budget.min(audio_lt),
+            let lt = match body {
+                Body::Audio(_) => Some(match self.ep.srtt(sub.session) {
+                    Some(srtt) => self
+                        .cfg
+                        .audio_budget
+                        .saturating_sub(srtt / 2)
+                        .clamp(Duration::from_millis(20), audio_lt),
+                    // no RTT measured yet: the budget itself bounds the lifetime
+                    None => self.cfg.audio_budget.min(audio_lt),
+                }),
+                Body::Video(_) => Some(video_lt),
+                _ => None,
             };
-            let (body, lt) = match tag.kind {
-                MediaKind::Audio => (Body::Audio(tag.data.clone()), Some(audio_lt)),
-                MediaKind::Video => (Body::Video(tag.data.clone()), Some(video_lt)),
-                MediaKind::Data => match data_message(&tag.data) {
-                    Some(d) => (Body::data(d), None),
-                    None => return false,
-                },
-            };
-            let Ok(frame) = RtmpMessage::from_body(tag.timestamp, &body).map(|m| m.encode()) else {
+            let Ok(frame) = RtmpMessage::from_body(ts, &body).map(|m| m.encode()) else {
                 return false;
             };
             return peer
@@ -1167,27 +1177,17 @@ impl PhoneCore {
         let Some(nc) = self.nc.as_mut().filter(|_| self.login == Login::Online) else {
             return false;
         };
-        let r = match tag.kind {
-            MediaKind::Audio => {
-                nc.send_audio(&mut self.ep, now, stream, tag.timestamp, tag.data.clone())
-            }
-            MediaKind::Video => {
-                nc.send_video(&mut self.ep, now, stream, tag.timestamp, tag.data.clone())
-            }
-            MediaKind::Data => match data_message(&tag.data) {
-                Some(d) => nc.send_data(&mut self.ep, now, stream, tag.timestamp, d),
-                None => return false,
-            },
+        let r = match body {
+            Body::Audio(b) => nc.send_audio(&mut self.ep, now, stream, ts, b),
+            Body::Video(b) => nc.send_video(&mut self.ep, now, stream, ts, b),
+            Body::Data { message, .. } => nc.send_data(&mut self.ep, now, stream, ts, message),
+            _ => return false,
         };
         r.is_ok()
     }
 
     fn send_data_message(&mut self, now: Instant, ts: u32, msg: DataMessage) -> bool {
-        let Ok(bytes) = RtmpMessage::from_body(ts, &Body::data(msg)) else {
-            return false;
-        };
-        let tag = MediaTag::new(MediaKind::Data, ts, bytes.payload.clone());
-        self.receiver_ready() && self.transmit(now, &tag)
+        self.receiver_ready() && self.transmit_body(now, ts, Body::data(msg))
     }
 
     // ----- internals -------------------------------------------------------
@@ -1235,7 +1235,6 @@ impl PhoneCore {
             }
             call::Event::Accepted => {
                 if let Some(m) = self.media.as_mut() {
-                    m.established = true;
                     m.direct_deadline = Some(now + self.cfg.direct_timeout);
                 }
                 if !self.media.as_ref().is_some_and(|m| m.caller) {
@@ -1324,7 +1323,7 @@ impl PhoneCore {
         if m.play_stream.is_some() || m.path == MediaPath::Relay {
             return;
         }
-        if !m.caller && !m.established {
+        if !m.caller && self.call.state() != CallState::InCall {
             return;
         }
         let Some(s) = m.session else {
@@ -1340,7 +1339,9 @@ impl PhoneCore {
     /// Answers play requests held while we could not publish yet.
     fn answer_held(&mut self, now: Instant) {
         let held = match self.media.as_mut() {
-            Some(m) if m.established || m.caller => std::mem::take(&mut m.held),
+            Some(m) if m.caller || self.call.state() == CallState::InCall => {
+                std::mem::take(&mut m.held)
+            }
             _ => return,
         };
         for (s, sub) in held {
@@ -1386,7 +1387,6 @@ impl PhoneCore {
         let Some(m) = self.media.as_mut() else {
             return;
         };
-        m.established = false;
         m.direct_deadline = None;
         if let (Some(p), Some(id)) = (m.player.as_mut(), m.play_stream.take()) {
             p.close(&mut self.ep, now, id);
@@ -1439,7 +1439,10 @@ impl PhoneCore {
             return;
         };
         m.direct_deadline = None;
-        if !m.established || m.subscriber.is_some() || m.path != MediaPath::Connecting {
+        if self.call.state() != CallState::InCall
+            || m.subscriber.is_some()
+            || m.path != MediaPath::Connecting
+        {
             return;
         }
         if !self.cfg.relay_fallback {
@@ -1526,17 +1529,19 @@ impl PhoneCore {
                 any = true;
                 self.on_nc_event(now, e);
             }
-            let sessions: Vec<SessionId> = self.peers.keys().copied().collect();
-            for s in sessions {
-                while let Some(e) = self
-                    .peers
-                    .get_mut(&s)
-                    .and_then(|p| p.publisher.poll_event())
-                {
-                    any = true;
-                    self.on_peer_event(now, s, e);
+            // gathered first (answering needs all of `self`); the buffer
+            // keeps its capacity, so this costs no allocation per datagram
+            let mut pe = std::mem::take(&mut self.peer_events);
+            for (s, p) in self.peers.iter_mut() {
+                while let Some(e) = p.publisher.poll_event() {
+                    pe.push((*s, e));
                 }
             }
+            any |= !pe.is_empty();
+            for (s, e) in pe.drain(..) {
+                self.on_peer_event(now, s, e);
+            }
+            self.peer_events = pe;
             while let Some(e) = self
                 .media
                 .as_mut()
@@ -1612,15 +1617,8 @@ impl PhoneCore {
             }
             _ => {}
         }
-        let session = match &e {
-            Event::IncomingFlow { session, .. }
-            | Event::Readable { session, .. }
-            | Event::RecvFlowComplete { session, .. }
-            | Event::SendFlowException { session, .. }
-            | Event::SendFlowComplete { session, .. }
-            | Event::Writable { session, .. }
-            | Event::AddressChanged { session, .. } => *session,
-            _ => return,
+        let Some(session) = e.session() else {
+            return;
         };
         if let Event::AddressChanged { new, .. } = &e {
             if let Some(m) = self.media.as_mut() {
@@ -1665,7 +1663,7 @@ impl PhoneCore {
             }
         }
         // lost without a goodbye: try again, relay if it does not come back
-        if m.established && m.path != MediaPath::Relay {
+        if self.call.state() == CallState::InCall && m.path != MediaPath::Relay {
             m.path = MediaPath::Connecting;
             m.direct_deadline = Some(now + self.cfg.direct_timeout);
             self.push(PhoneEvent::Notice("direct session lost; reopening".into()));
@@ -1688,7 +1686,7 @@ impl PhoneCore {
                     Some(m) if m.peer_hex == peer_hex && name == m.our_stream() => {
                         // the caller publishes from the invite on; the
                         // callee once it accepts
-                        (true, m.caller || m.established)
+                        (true, m.caller || self.call.state() == CallState::InCall)
                     }
                     _ => (false, false),
                 };
@@ -2039,8 +2037,7 @@ impl PhoneCore {
         };
         let rtt_ms = m
             .and_then(|m| m.session)
-            .and_then(|s| self.ep.session_info(s))
-            .and_then(|i| i.srtt)
+            .and_then(|s| self.ep.srtt(s))
             .map(|d| d.as_secs_f64() * 1000.0);
         let fps = m.and_then(|m| m.remote_fps).or(self.stats.remote_fps);
         let loss = |c: &Continuity, interval: Option<f64>| match c.expected(interval) {
