@@ -7,7 +7,7 @@ use std::time::Duration;
 use nimbus_phone::call::Event as CallEvent;
 use nimbus_phone::driver::{self, Command, DriverConfig, SinkSpec, SourceSpec};
 use nimbus_phone::media::TestSourceConfig;
-use nimbus_phone::phone::{MediaPath, PhoneConfig, PhoneEvent};
+use nimbus_phone::phone::{PhoneConfig, PhoneEvent};
 use nimbus_server::{Server, ServerConfig};
 
 use common::{call, T};
@@ -30,14 +30,7 @@ fn phone(
 }
 
 async fn server() -> Server {
-    let mut c = ServerConfig {
-        listen: vec!["127.0.0.1:0".parse().unwrap()],
-        shards: 2,
-        dh_groups: vec![2],
-        ..ServerConfig::default()
-    };
-    c.shutdown_grace_secs = 1;
-    Server::start(c).await.unwrap()
+    server_at("127.0.0.1:0".parse().unwrap()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,39 +116,14 @@ async fn alice_calls_bob_media_and_chat_go_direct() {
     srv.shutdown().await;
 }
 
-/// `ffmpeg -v error -i FILE -f null -` succeeds with nothing on stderr, and
-/// ffprobe sees H.264 320x240 and PCM audio. `SKIPPED:` without ffmpeg.
+/// The received FLV decodes cleanly, and ffprobe sees H.264 320x240 and PCM
+/// audio. `SKIPPED:` without ffmpeg.
 fn decodes_cleanly(path: &std::path::Path) {
-    use std::process::{Command, Stdio};
-    let have = |t: &str| {
-        Command::new(t)
-            .arg("-version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !have("ffmpeg") || !have("ffprobe") {
-        println!(
-            "SKIPPED: decode check of {}: no ffmpeg/ffprobe",
-            path.display()
-        );
+    if !common::tools_present("decode check of a received FLV") {
         return;
     }
-    let out = Command::new("ffmpeg")
-        .args(["-nostdin", "-v", "error", "-i"])
-        .arg(path)
-        .args(["-f", "null", "-"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "ffmpeg failed on {}", path.display());
-    assert!(
-        out.stderr.is_empty(),
-        "ffmpeg complained about {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = Command::new("ffprobe")
+    common::assert_decodes_cleanly(path);
+    let out = std::process::Command::new("ffprobe")
         .args([
             "-v",
             "error",
@@ -252,7 +220,6 @@ async fn call_goes_on_while_the_server_restarts_and_phones_reconnect() {
         ),
         "{e:?}"
     );
-    let _ = MediaPath::Relay;
     alice.quit().await.unwrap();
     bob.quit().await.unwrap();
     srv.shutdown().await;

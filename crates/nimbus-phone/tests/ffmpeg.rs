@@ -3,52 +3,19 @@
 //! without errors, has the right streams and frame count, the clock moves,
 //! and decoded pictures equal the encoder's input sample for sample.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use common::{assert_decodes_cleanly, tools_present};
 use nimbus_phone::media::flv::{avc_nalu_body, avc_sequence_header_body};
 use nimbus_phone::media::h264::pattern::{Overlay, TestPattern};
 use nimbus_phone::media::h264::{EncoderConfig, Frame, H264Encoder, Yuv};
 use nimbus_phone::media::{
     FlvFileSource, FlvSink, MediaKind, MediaTag, TestSource, TestSourceConfig,
 };
-
-fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("-version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn tools_present(test: &str) -> bool {
-    if have("ffmpeg") && have("ffprobe") {
-        return true;
-    }
-    println!("SKIPPED: {test}: ffmpeg/ffprobe not installed");
-    false
-}
-
-/// `ffmpeg -v error -i file -f null -`: must succeed with nothing on stderr.
-fn assert_decodes_cleanly(path: &Path) {
-    let out = Command::new("ffmpeg")
-        .args(["-nostdin", "-v", "error", "-i"])
-        .arg(path)
-        .args(["-f", "null", "-"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    println!(
-        "ffmpeg -v error -i {} -f null -: status {}, stderr {:?}",
-        path.display(),
-        out.status,
-        err
-    );
-    assert!(out.status.success(), "ffmpeg failed: {err}");
-    assert!(err.trim().is_empty(), "ffmpeg reported errors: {err}");
-}
 
 fn probe(path: &Path, stream: &str, entries: &str) -> String {
     let out = Command::new("ffprobe")

@@ -14,7 +14,7 @@ use nimbus_phone::call::Event as CallEvent;
 use nimbus_phone::driver::{self, Command, DriverConfig, Impairment, PhoneHandle, RunReport};
 use nimbus_phone::driver::{SinkSpec, SourceSpec};
 use nimbus_phone::media::TestSourceConfig;
-use nimbus_phone::phone::{MediaPath, PhoneConfig, PhoneEvent};
+use nimbus_phone::phone::{PhoneConfig, PhoneEvent};
 use nimbus_server::config::RegistrySection;
 use nimbus_server::{AppConfig, Policy, Server, ServerConfig};
 
@@ -309,7 +309,6 @@ pub(crate) async fn run_call(o: &CallOptions) -> Result<CallResult> {
     let server_media_bytes = m.media_bytes_relayed_total.load(Ordering::Relaxed);
     let server_media_messages = m.media_messages_relayed_total.load(Ordering::Relaxed);
     server.shutdown().await;
-    let _ = MediaPath::Relay;
     Ok(CallResult {
         alice,
         bob,
