@@ -490,6 +490,35 @@ impl CallMedia {
         }
     }
 
+    /// Our `onMetaData`: the source's fields plus `nimbusEpochMs`.
+    fn metadata_tag(&self, ts: u32) -> MediaTag {
+        let mut values = self
+            .metadata
+            .as_ref()
+            .and_then(|t| amf::amf0::decode_all(&t.data).ok())
+            .unwrap_or_default();
+        if values.is_empty() {
+            values.push(Value::from("onMetaData"));
+        }
+        let epoch = self.local_epoch.unwrap_or(0.0);
+        let mut obj = match values.get(1).cloned().map(Value::into_unwrapped) {
+            Some(Value::Object(o)) => o,
+            Some(Value::EcmaArray(a)) => {
+                let mut o = Object::new();
+                for (k, v) in a.assoc {
+                    o.insert(k, v);
+                }
+                o
+            }
+            _ => Object::new(),
+        };
+        obj.insert("nimbusEpochMs", Value::Number(epoch));
+        values.truncate(1);
+        values.push(Value::Object(obj));
+        let data = amf::amf0::encode_all(&values).unwrap_or_default();
+        MediaTag::new(MediaKind::Data, ts, data)
+    }
+
     fn our_stream(&self) -> &'static str {
         if self.caller {
             CALLER_STREAM
@@ -995,21 +1024,17 @@ impl PhoneCore {
         if m.local_epoch.is_none() {
             m.local_epoch = Some(unix - f64::from(tag.timestamp));
         }
-        if tag.kind == MediaKind::Data {
-            if data_handler(&tag.data).as_deref() == Some("onMetaData") {
-                m.metadata = Some(tag.clone());
-            }
-            let r = self.send_tag(now, tag, true);
-            self.process(now);
-            return r;
-        }
-        if tag.is_sequence_header() {
+        let is_metadata =
+            tag.kind == MediaKind::Data && data_handler(&tag.data).as_deref() == Some("onMetaData");
+        if is_metadata {
+            m.metadata = Some(tag.clone());
+        } else if tag.is_sequence_header() {
             match tag.kind {
                 MediaKind::Video => m.avc_config = Some(tag.clone()),
                 _ => m.aac_config = Some(tag.clone()),
             }
         }
-        let r = self.send_tag(now, tag, false);
+        let r = self.send_tag(now, tag, is_metadata);
         self.process(now);
         r
     }
@@ -1027,33 +1052,39 @@ impl PhoneCore {
         })
     }
 
-    fn send_tag(&mut self, now: Instant, tag: &MediaTag, is_data: bool) -> bool {
+    /// Sends a source tag to the receiver, preceded by the metadata and
+    /// decoder configuration when the receiver is new. The source's own
+    /// `onMetaData` goes out as ours (with `nimbusEpochMs`).
+    fn send_tag(&mut self, now: Instant, tag: &MediaTag, is_metadata: bool) -> bool {
         if !self.receiver_ready() {
             return false;
         }
-        let headers = {
-            let m = self.media.as_mut().expect("media");
-            if m.need_headers {
-                m.need_headers = false;
-                m.need_key = true;
-                let mut h = vec![self.metadata_tag(tag.timestamp)];
-                let m = self.media.as_ref().expect("media");
-                h.extend(m.avc_config.iter().cloned());
-                h.extend(m.aac_config.iter().cloned());
-                h
-            } else {
-                Vec::new()
-            }
+        let Some(m) = self.media.as_mut() else {
+            return false;
         };
-        for h in headers {
-            let h = MediaTag::new(h.kind, tag.timestamp, h.data);
+        let mut first = Vec::new();
+        if m.need_headers {
+            m.need_headers = false;
+            m.need_key = true;
+            first.push(m.metadata_tag(tag.timestamp));
+            first.extend(
+                m.avc_config
+                    .iter()
+                    .chain(&m.aac_config)
+                    .map(|h| MediaTag::new(h.kind, tag.timestamp, h.data.clone())),
+            );
+        } else if is_metadata {
+            first.push(m.metadata_tag(tag.timestamp));
+        }
+        for h in first {
             let _ = self.transmit(now, &h);
         }
-        if is_data && data_handler(&tag.data).as_deref() == Some("onMetaData") {
-            // sent above with our clock added
+        if is_metadata {
             return true;
         }
-        let m = self.media.as_mut().expect("media");
+        let Some(m) = self.media.as_mut() else {
+            return false;
+        };
         if tag.kind == MediaKind::Video && !tag.is_sequence_header() {
             if m.need_key && !tag.is_keyframe() {
                 self.stats.send_drops += 1;
@@ -1090,36 +1121,6 @@ impl PhoneCore {
             }
         }
         ok
-    }
-
-    /// Our `onMetaData`: the source's fields plus `nimbusEpochMs`.
-    fn metadata_tag(&self, ts: u32) -> MediaTag {
-        let m = self.media.as_ref().expect("media");
-        let mut values = m
-            .metadata
-            .as_ref()
-            .and_then(|t| amf::amf0::decode_all(&t.data).ok())
-            .unwrap_or_default();
-        if values.is_empty() {
-            values.push(Value::from("onMetaData"));
-        }
-        let epoch = m.local_epoch.unwrap_or(0.0);
-        let mut obj = match values.get(1).cloned().map(Value::into_unwrapped) {
-            Some(Value::Object(o)) => o,
-            Some(Value::EcmaArray(a)) => {
-                let mut o = Object::new();
-                for (k, v) in a.assoc {
-                    o.insert(k, v);
-                }
-                o
-            }
-            _ => Object::new(),
-        };
-        obj.insert("nimbusEpochMs", Value::Number(epoch));
-        values.truncate(1);
-        values.push(Value::Object(obj));
-        let data = amf::amf0::encode_all(&values).unwrap_or_default();
-        MediaTag::new(MediaKind::Data, ts, data)
     }
 
     /// Puts a tag on the wire by the current path.
