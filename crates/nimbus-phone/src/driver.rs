@@ -372,7 +372,7 @@ impl Driver {
         loop {
             self.flush();
             self.dispatch();
-            self.media_lifecycle()?;
+            self.media_lifecycle();
             if let Some(d) = quit_deadline {
                 if self.core.closed() || Instant::now() >= d {
                     break;
@@ -564,13 +564,18 @@ impl Driver {
     }
 
     /// Starts the source when a call is established, stops it after.
-    fn media_lifecycle(&mut self) -> anyhow::Result<()> {
+    fn media_lifecycle(&mut self) {
         let in_call = self.core.in_call();
         // start the source once the peer receives: its first picture is then
         // a key frame the peer can decode at once
         if in_call && !self.source_started && self.core.media_ready() {
             self.source_started = true;
-            self.start_source()?;
+            if let Err(e) = self.start_source() {
+                // the call goes on without our media
+                let _ = self
+                    .events
+                    .send(PhoneEvent::Notice(format!("media source: {e:#}")));
+            }
         }
         if !in_call && self.was_in_call {
             self.source_started = false;
@@ -580,36 +585,35 @@ impl Driver {
             while self.media_rx.try_recv().is_ok() {}
         }
         self.was_in_call = in_call;
-        Ok(())
     }
 
     fn start_source(&mut self) -> anyhow::Result<()> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let source: Box<dyn MediaSource + Send> = match &self.cfg.source {
+        // per call: a fresh source; stdin: read once, for the whole run
+        let (source, per_call): (Box<dyn MediaSource + Send>, bool) = match &self.cfg.source {
             SourceSpec::None => return Ok(()),
-            SourceSpec::Test(c) => Box::new(TestSource::new(c.clone())?),
-            SourceSpec::File(p) => Box::new(FlvFileSource::open(p)?),
+            SourceSpec::Test(c) => (Box::new(TestSource::new(c.clone())?), true),
+            SourceSpec::File(p) => (Box::new(FlvFileSource::open(p)?), true),
+            SourceSpec::Stdin if self.stdin_started => return Ok(()),
             SourceSpec::Stdin => {
-                if self.stdin_started {
-                    return Ok(());
-                }
                 self.stdin_started = true;
-                let src = FlvFileSource::open("-")?;
-                let tx = self.media_tx.clone();
-                let flag = Arc::new(AtomicBool::new(false));
-                // runs for the whole process: stdin is read once
-                std::thread::Builder::new()
-                    .name("phone-stdin".into())
-                    .spawn(move || pump_source(Box::new(src), tx, flag))?;
-                return Ok(());
+                (Box::new(FlvFileSource::open("-")?), false)
             }
         };
-        let tx = self.media_tx.clone();
-        let flag = stop.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, flag) = (self.media_tx.clone(), stop.clone());
         std::thread::Builder::new()
-            .name("phone-media".into())
+            .name(
+                if per_call {
+                    "phone-media"
+                } else {
+                    "phone-stdin"
+                }
+                .into(),
+            )
             .spawn(move || pump_source(source, tx, flag))?;
-        self.media_thread = Some(MediaThread { stop });
+        if per_call {
+            self.media_thread = Some(MediaThread { stop });
+        }
         Ok(())
     }
 

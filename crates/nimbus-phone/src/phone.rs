@@ -373,6 +373,9 @@ pub struct PhoneStatus {
     pub relayed: bool,
     /// Calls made or answered.
     pub calls: u64,
+    /// Received media not handed to the sink because the event queue was
+    /// full (the driver fell behind).
+    pub media_events_dropped: u64,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -2069,6 +2072,7 @@ impl PhoneCore {
             chat_sent: self.stats.chat_sent,
             relayed: self.stats.relayed,
             calls: self.calls,
+            media_events_dropped: self.media_dropped_events,
         }
     }
 }
