@@ -613,7 +613,7 @@ fn tid_key(t: f64) -> u64 {
 }
 
 fn valid_peer_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+    s.parse::<PeerId>().is_ok()
 }
 
 /// Stream name on the server's relay for one side of a call.
@@ -1273,12 +1273,10 @@ impl PhoneCore {
         let Some(m) = self.media.as_mut() else {
             return;
         };
-        let Some(bytes) = rtmfp_flash::hex_decode(&m.peer_hex).filter(|b| b.len() == 32) else {
+        let Ok(id) = m.peer_hex.parse::<PeerId>() else {
             return;
         };
-        let mut id = [0u8; 32];
-        id.copy_from_slice(&bytes);
-        let epd = Epd::peer(PeerId(id)).encode();
+        let epd = Epd::peer(id).encode();
         if let Ok(s) = self.ep.connect(now, &epd, &self.cfg.servers) {
             m.opening = Some(s);
         }

@@ -254,11 +254,9 @@ async fn a_peer_not_in_the_call_is_refused() {
     );
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_nonblocking(true).unwrap();
-    let bytes = rtmfp_flash::hex_decode(&alice.peer_id).unwrap();
-    let mut id = [0u8; 32];
-    id.copy_from_slice(&bytes);
+    let id: PeerId = alice.peer_id.parse().unwrap();
     let sid = ep
-        .connect(Instant::now(), &Epd::peer(PeerId(id)).encode(), &[addr])
+        .connect(Instant::now(), &Epd::peer(id).encode(), &[addr])
         .unwrap();
     let mut player: Option<PeerPlayer> = None;
     let mut refused = false;

@@ -43,7 +43,7 @@ fn direction(from: &PhoneStatus, to: &PhoneStatus) -> serde_json::Value {
     })
 }
 
-pub(crate) fn summary(r: &CallResult, chat_lines: usize) -> serde_json::Value {
+pub(crate) fn summary(r: &CallResult) -> serde_json::Value {
     let a = r.alice.calls.last().unwrap_or(&r.alice.status);
     let b = r.bob.calls.last().unwrap_or(&r.bob.status);
     json!({
@@ -57,7 +57,7 @@ pub(crate) fn summary(r: &CallResult, chat_lines: usize) -> serde_json::Value {
         "first_frame_ms": r.first_frame_ms,
         "alice_to_bob": direction(a, b),
         "bob_to_alice": direction(b, a),
-        "chat_lines_sent": chat_lines * 2,
+        "chat_lines_sent": a.chat_sent + b.chat_sent,
         "chat_lines_delivered": r.chat_at_alice.len() + r.chat_at_bob.len(),
         "rtt_ms": a.rtt_ms,
         "received_flv": {
@@ -85,7 +85,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
         .enable_all()
         .build()?;
     let r = rt.block_on(run_call(&opts))?;
-    let s = summary(&r, args.chat_lines);
+    let s = summary(&r);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());
@@ -131,7 +131,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
     println!(
         "  chat: {} of {} lines delivered",
         r.chat_at_alice.len() + r.chat_at_bob.len(),
-        args.chat_lines * 2
+        a.chat_sent + b.chat_sent
     );
     for (n, rep) in [("alice", &r.alice), ("bob", &r.bob)] {
         if let Some(p) = rep.recordings.first() {
