@@ -134,6 +134,16 @@ fn source_spec(args: &PhoneArgs) -> anyhow::Result<SourceSpec> {
     })
 }
 
+/// A user-given number of seconds as a duration: negative and NaN are 0,
+/// anything beyond ten years is ten years (never a panic).
+pub fn seconds(s: f64) -> Duration {
+    const MAX: f64 = 10.0 * 365.0 * 86_400.0;
+    if s.is_nan() {
+        return Duration::ZERO;
+    }
+    Duration::from_secs_f64(s.clamp(0.0, MAX))
+}
+
 /// Runs `nimbus phone`.
 pub async fn run(args: PhoneArgs) -> anyhow::Result<()> {
     let (host, port) = server_host_port(&args.server)?;
@@ -205,15 +215,16 @@ pub async fn run(args: PhoneArgs) -> anyhow::Result<()> {
             }
         });
     }
+    if let Some(n) = &args.call {
+        // placed once logged in
+        phone.send(Command::Call(n.clone()));
+    }
     let started = tokio::time::Instant::now();
-    let max_deadline = args
-        .max_seconds
-        .map(|s| started + Duration::from_secs_f64(s.max(0.0)));
+    let max_deadline = args.max_seconds.map(|s| started + seconds(s));
     let mut hangup_at: Option<tokio::time::Instant> = None;
     let mut outcome = String::from("no call");
     let mut quitting = false;
     let mut exit_error: Option<String> = None;
-    let mut called = false;
     let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
     loop {
         let wake = [hangup_at, max_deadline].into_iter().flatten().min();
@@ -224,12 +235,6 @@ pub async fn run(args: PhoneArgs) -> anyhow::Result<()> {
                     say(describe(&e));
                 }
                 match &e {
-                    PhoneEvent::LoggedIn { .. } => {
-                        if let (Some(n), false) = (&args.call, called) {
-                            called = true;
-                            phone.send(Command::Call(n.clone()));
-                        }
-                    }
                     PhoneEvent::LoginFailed { reason, retry_in: None } => {
                         exit_error = Some(format!("login refused: {reason}"));
                         phone.send(Command::Quit);
@@ -244,7 +249,7 @@ pub async fn run(args: PhoneArgs) -> anyhow::Result<()> {
                             phone.send(Command::Say(l.clone()));
                         }
                         if let Some(s) = args.seconds {
-                            hangup_at = Some(tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+                            hangup_at = Some(tokio::time::Instant::now() + seconds(s));
                         }
                     }
                     PhoneEvent::Call(c) => {
@@ -455,6 +460,14 @@ pub fn summary_json(user: &str, outcome: &str, r: &RunReport) -> serde_json::Val
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_seconds_never_panic() {
+        assert_eq!(seconds(1.5), Duration::from_millis(1500));
+        assert_eq!(seconds(-3.0), Duration::ZERO);
+        assert_eq!(seconds(f64::NAN), Duration::ZERO);
+        assert_eq!(seconds(f64::INFINITY), seconds(1e300));
+    }
 
     #[test]
     fn server_urls() {

@@ -243,7 +243,7 @@ pub(crate) async fn run_call(o: &CallOptions) -> Result<CallResult> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // chat, spread over the call
-    let total = Duration::from_secs_f64(o.seconds.max(0.5));
+    let total = nimbus_phone::cli::seconds(o.seconds).max(Duration::from_millis(500));
     let lines = o.chat_lines;
     let mut chat_at_alice = Vec::new();
     let mut chat_at_bob = Vec::new();
