@@ -62,6 +62,7 @@
 //!   only.
 
 pub mod spec;
+pub mod wire;
 
 pub use spec::{
     group_id, group_id_hex, GroupOption, GroupSpec, GroupSpecError, GroupSpecifier,

@@ -39,7 +39,10 @@
 //! [`MAX_QUEUED_EVENTS`] undrained events and [`MAX_QUEUED_MEDIA_BYTES`] of
 //! undrained media (beyond them new events are dropped, media first: drain
 //! [`poll_event`](ServerConnection::poll_event) after every
-//! [`on_event`](ServerConnection::on_event)). Non-`"TC"` flows and flows for
+//! [`on_event`](ServerConnection::on_event)). NetGroup `"GC"` join flows
+//! (after `connect` was accepted, at most [`MAX_GROUPS`]) are reported as
+//! [`ServerEvent::GroupJoin`] / [`ServerEvent::GroupLeave`]; a malformed join
+//! or a second join of the same group is rejected. Other non-`"TC"` flows and flows for
 //! streams that do not exist are rejected; undecodable messages are ignored.
 //! Commands before `connect` are ignored (nothing is sent to an unconnected
 //! client); a second `connect` is ignored. Messages that follow `connect` on
@@ -177,8 +180,34 @@ pub enum ServerEvent {
         /// Arguments after the command object.
         args: Vec<Value>,
     },
+    /// The client joined a NetGroup: it opened a `"GC"` flow and sent the
+    /// group ID (see [`crate::group::wire`]). Introduce other members with
+    /// [`ServerConnection::introduce_group_peers`].
+    GroupJoin {
+        /// The 32-byte group ID.
+        group: [u8; 32],
+    },
+    /// The client left a group: it closed the join flow, or the connection
+    /// ended (reported for each joined group before [`ServerEvent::Closed`]).
+    GroupLeave {
+        /// The 32-byte group ID.
+        group: [u8; 32],
+    },
     /// The client closed the NetConnection, or the session ended.
     Closed,
+}
+
+/// Most groups one connection may be in at once (more joins are rejected).
+pub const MAX_GROUPS: usize = 16;
+
+#[derive(Debug, Clone, Copy)]
+struct GroupFlow {
+    /// The client's join flow (receiving).
+    recv: u64,
+    /// The group, once the join message arrived.
+    group: Option<[u8; 32]>,
+    /// Our introduction flow (sending), once opened.
+    send: Slot,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,6 +273,8 @@ pub struct ServerConnection {
     /// The flow that carried `connect`: not read further until the connect
     /// is answered, so commands pipelined after it wait for the answer.
     held: Option<u64>,
+    /// NetGroup join flows.
+    groups: Vec<GroupFlow>,
 }
 
 /// Parses a `setPeerInfo` address: `a.b.c.d:port` or `[v6]:port` (a zone
@@ -288,7 +319,61 @@ impl ServerConnection {
             sync: None,
             close_deadline: None,
             held: None,
+            groups: Vec::new(),
         }
+    }
+
+    /// The groups the client has joined.
+    pub fn groups(&self) -> impl Iterator<Item = [u8; 32]> + '_ {
+        self.groups.iter().filter_map(|g| g.group)
+    }
+
+    /// Introduces `peers` (peer IDs) to the client as members of `group`
+    /// (one `0B` message each on a `"GC"` flow in return to its join flow).
+    /// Returns whether the client is in that group and the messages were
+    /// queued.
+    pub fn introduce_group_peers(
+        &mut self,
+        ep: &mut Endpoint,
+        now: Instant,
+        group: &[u8; 32],
+        peers: &[[u8; 32]],
+    ) -> bool {
+        if self.state != State::Connected {
+            return false;
+        }
+        let session = self.session;
+        let Some(g) = self
+            .groups
+            .iter_mut()
+            .find(|g| g.group.as_ref() == Some(group))
+        else {
+            return false;
+        };
+        let flow = match g.send {
+            Slot::Open(f) => f,
+            Slot::Refused => return false,
+            Slot::None => match ep.open_flow(
+                now,
+                session,
+                crate::group::wire::GC_METADATA,
+                Some(g.recv),
+                Priority::IMMEDIATE,
+            ) {
+                Ok(f) => {
+                    g.send = Slot::Open(f);
+                    f
+                }
+                Err(_) => return false,
+            },
+        };
+        for p in peers {
+            let m = crate::group::wire::encode_introduction(p);
+            if ep.send(now, session, flow, Bytes::from(m), None).is_err() {
+                return false;
+            }
+        }
+        true
     }
 
     /// The session.
@@ -720,6 +805,11 @@ impl ServerConnection {
         }
         self.state = State::Closed;
         self.close_deadline = None;
+        for g in std::mem::take(&mut self.groups) {
+            if let Some(group) = g.group {
+                self.push(ServerEvent::GroupLeave { group });
+            }
+        }
         for i in 0..self.streams.len() {
             let s = &mut self.streams[i];
             if s.publishing || s.playing {
@@ -747,7 +837,11 @@ impl ServerConnection {
                 true
             }
             Event::Readable { session, flow } if session == self.session => {
-                self.drain(ep, now, flow);
+                if let Some(i) = self.groups.iter().position(|g| g.recv == flow) {
+                    self.drain_group(ep, now, i);
+                } else {
+                    self.drain(ep, now, flow);
+                }
                 true
             }
             Event::RecvFlowComplete { session, flow } if session == self.session => {
@@ -797,6 +891,21 @@ impl ServerConnection {
         association: Option<u64>,
     ) {
         let session = self.session;
+        if crate::group::wire::is_gc_metadata(metadata) {
+            if self.state != State::Connected
+                || self.groups.len() >= MAX_GROUPS
+                || self.groups.iter().any(|g| g.recv == flow)
+            {
+                let _ = ep.reject_flow(now, session, flow, 0);
+            } else {
+                self.groups.push(GroupFlow {
+                    recv: flow,
+                    group: None,
+                    send: Slot::None,
+                });
+            }
+            return;
+        }
         let md = match FlowMetadata::decode(metadata) {
             Ok(md) if !matches!(self.state, State::Closed | State::Rejecting) => md,
             _ => {
@@ -829,6 +938,11 @@ impl ServerConnection {
     }
 
     fn on_recv_complete(&mut self, ep: &mut Endpoint, now: Instant, flow: u64) {
+        if let Some(i) = self.groups.iter().position(|g| g.recv == flow) {
+            let g = self.groups.swap_remove(i);
+            self.leave_group(ep, now, g);
+            return;
+        }
         let Some(pos) = self.recv.iter().position(|r| r.flow == flow) else {
             return;
         };
@@ -848,7 +962,45 @@ impl ServerConnection {
         }
     }
 
+    fn leave_group(&mut self, ep: &mut Endpoint, now: Instant, g: GroupFlow) {
+        if let Slot::Open(f) = g.send {
+            let _ = ep.close_flow(now, self.session, f);
+        }
+        if let Some(group) = g.group {
+            self.push(ServerEvent::GroupLeave { group });
+        }
+    }
+
+    /// Reads the join message of a group flow.
+    fn drain_group(&mut self, ep: &mut Endpoint, now: Instant, i: usize) {
+        let session = self.session;
+        let flow = self.groups[i].recv;
+        while let Some(m) = ep.read(now, session, flow) {
+            if self.groups[i].group.is_some() || self.state != State::Connected {
+                continue; // one join per flow; later messages are not defined
+            }
+            match crate::group::wire::parse_join(&m.data) {
+                Ok(group) if !self.groups.iter().any(|g| g.group == Some(group)) => {
+                    self.groups[i].group = Some(group);
+                    self.push(ServerEvent::GroupJoin { group });
+                }
+                _ => {
+                    // malformed, or a second flow for a group already joined
+                    let _ = ep.reject_flow(now, session, flow, 0);
+                    self.groups.swap_remove(i);
+                    return;
+                }
+            }
+        }
+    }
+
     fn on_send_exception(&mut self, ep: &mut Endpoint, now: Instant, flow: u64) {
+        for g in &mut self.groups {
+            if g.send == Slot::Open(flow) {
+                g.send = Slot::Refused;
+                return;
+            }
+        }
         if self.control.flow() == Some(flow) {
             // abrupt close by the client (§5.3.6)
             self.control = Slot::Refused;
