@@ -92,6 +92,11 @@ pub struct Limits {
     /// Before a client's address is proven, never send it more than this
     /// many times the bytes it sent (RHello, Redirect); 0 = no limit.
     pub amplification_factor: usize,
+    /// Most NetGroups on the whole server (a join that would create one
+    /// more is refused).
+    pub max_groups: usize,
+    /// Most members of one NetGroup (more joins are refused).
+    pub max_group_members: usize,
 }
 
 impl Default for Limits {
@@ -108,6 +113,8 @@ impl Default for Limits {
             idle_timeout_secs: 120,
             redirect_addresses: 8,
             amplification_factor: 3,
+            max_groups: 100_000,
+            max_group_members: 50_000,
         }
     }
 }
@@ -176,6 +183,20 @@ pub enum Policy {
     Registry,
 }
 
+/// Who may join NetGroups in an application (see `docs/server.md`,
+/// "NetGroup rendezvous").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum GroupJoin {
+    /// Any connected client may join any group.
+    #[default]
+    Open,
+    /// Only the groups in `groups`.
+    Listed,
+    /// No groups in this app.
+    None,
+}
+
 /// One application.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -195,6 +216,11 @@ pub struct AppConfig {
     pub streams: bool,
     /// Allow introductions to this app's clients.
     pub introductions: bool,
+    /// Who may join NetGroups: "open", "listed" (only `groups`) or "none".
+    pub group_join: GroupJoin,
+    /// The groups that may be joined with `group_join = "listed"`: `G:`
+    /// groupspecs (hashed into their group IDs) or 64-hex-digit group IDs.
+    pub groups: Vec<String>,
 }
 
 impl Default for AppConfig {
@@ -207,6 +233,8 @@ impl Default for AppConfig {
             relay: true,
             streams: true,
             introductions: true,
+            group_join: GroupJoin::Open,
+            groups: Vec::new(),
         }
     }
 }
@@ -303,6 +331,9 @@ impl ServerConfig {
         if l.buffered_bytes_per_session < 64 << 10 {
             return bad("limits.buffered_bytes_per_session must be at least 65536".into());
         }
+        if l.max_groups == 0 || l.max_group_members < 2 {
+            return bad("limits: max_groups must be > 0 and max_group_members >= 2".into());
+        }
         if self.client_keepalive_ms < 1000 || self.peer_keepalive_ms < 1000 {
             return bad("keepalive periods must be at least 1000 ms".into());
         }
@@ -334,6 +365,29 @@ impl ServerConfig {
                     ))
                 }
                 _ => {}
+            }
+            match a.group_join {
+                GroupJoin::Listed if a.groups.is_empty() => {
+                    return bad(format!(
+                        "app {:?}: group_join = \"listed\" needs groups (or use \"none\")",
+                        a.name
+                    ))
+                }
+                GroupJoin::Open | GroupJoin::None if !a.groups.is_empty() => {
+                    return bad(format!(
+                        "app {:?}: groups is only used with group_join = \"listed\"",
+                        a.name
+                    ))
+                }
+                _ => {}
+            }
+            if a.groups.len() > 10_000 {
+                return bad(format!("app {:?}: more than 10000 groups", a.name));
+            }
+            for g in &a.groups {
+                if let Err(e) = crate::groups::parse_group(g) {
+                    return bad(format!("app {:?}: {e}", a.name));
+                }
             }
         }
         Ok(())
@@ -409,5 +463,40 @@ mod tests {
         assert!(e.to_string().contains("group 3"), "{e}");
         let e = ServerConfig::from_toml("[[app]]\nname='a'\n[[app]]\nname='A'").unwrap_err();
         assert!(e.to_string().contains("twice"), "{e}");
+        let e = ServerConfig::from_toml("[[app]]\nname='a'\ngroup_join='listed'").unwrap_err();
+        assert!(e.to_string().contains("needs groups"), "{e}");
+        let e = ServerConfig::from_toml("[[app]]\nname='a'\ngroups=['G:00']").unwrap_err();
+        assert!(e.to_string().contains("only used"), "{e}");
+        let e = ServerConfig::from_toml("[[app]]\nname='a'\ngroup_join='listed'\ngroups=['x']")
+            .unwrap_err();
+        assert!(e.to_string().contains("neither"), "{e}");
+        let e = ServerConfig::from_toml("[[app]]\nname='a'\ngroup_join='sometimes'").unwrap_err();
+        assert!(e.to_string().contains("group_join"), "{e}");
+        let e = ServerConfig::from_toml("[limits]\nmax_groups = 0").unwrap_err();
+        assert!(e.to_string().contains("max_groups"), "{e}");
+    }
+
+    #[test]
+    fn group_options_parse() {
+        let c = ServerConfig::from_toml(
+            r#"
+            [limits]
+            max_groups = 10
+            max_group_members = 100
+            [[app]]
+            name = "mesh"
+            group_join = "listed"
+            groups = ["G:027f0201010103010c050e74657374011b00", "0505050505050505050505050505050505050505050505050505050505050505"]
+            [[app]]
+            name = "quiet"
+            group_join = "none"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_groups, 10);
+        assert_eq!(c.apps[0].group_join, GroupJoin::Listed);
+        assert_eq!(c.apps[0].groups.len(), 2);
+        assert_eq!(c.apps[1].group_join, GroupJoin::None);
+        assert_eq!(AppConfig::default().group_join, GroupJoin::Open);
     }
 }

@@ -6,11 +6,15 @@
 //! indexes their peer IDs, introduces peers to each other (Redirect and
 //! Forwarded IHello, so they talk directly even behind NATs), relays calls
 //! and messages, and relays streams (publish / play) when no direct path
-//! exists.
+//! exists. NetGroup members (Flash `NetGroup`, librtmfp) are introduced to
+//! a few other members of their group (ring neighbours and long-range
+//! hints), so they can build their mesh.
 //!
 //! **Owns:** the UDP sockets and threads of the server (one engine shard per
 //! core on SO_REUSEPORT sockets, [`shard`]), the connect policy
-//! ([`policy`]), the peer directory ([`directory`]), stream relay
+//! ([`policy`]), the peer directory ([`directory`]), the NetGroup
+//! rendezvous table and its introduction policy ([`groups`]: who is in which
+//! group, and which members are told about which), stream relay
 //! ([`streams`]), configuration ([`config`]), metrics ([`metrics`]) and the
 //! embedding of the peer-ID registry.
 //!
@@ -30,6 +34,7 @@
 
 pub mod config;
 pub mod directory;
+pub mod groups;
 pub mod metrics;
 pub mod policy;
 pub mod shard;
@@ -49,10 +54,11 @@ use rtmfp_flash::{DhGroup, FlashProfile, Negotiation};
 use tokio::sync::mpsc;
 
 pub use cli::{run, ServerArgs};
-pub use config::{AppConfig, ConfigError, Limits, Policy, ServerConfig};
+pub use config::{AppConfig, ConfigError, GroupJoin, Limits, Policy, ServerConfig};
 pub use metrics::Metrics;
 
 use crate::directory::Directory;
+use crate::groups::{GroupAccess, GroupTable};
 use crate::shard::{Shard, ShardMsg, CHANNEL_CAPACITY};
 use crate::streams::StreamTable;
 
@@ -62,6 +68,10 @@ pub(crate) struct Shared {
     pub(crate) config: ServerConfig,
     pub(crate) apps: Vec<AppConfig>,
     pub(crate) directory: Directory,
+    /// NetGroup members, server-wide.
+    pub(crate) groups: GroupTable,
+    /// Who may join which groups, per app (same order as `apps`).
+    pub(crate) group_access: Vec<GroupAccess>,
     pub(crate) streams: StreamTable,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) senders: Vec<mpsc::Sender<ShardMsg>>,
@@ -172,8 +182,16 @@ impl Server {
             receivers.push(rx);
         }
         let metrics = Arc::new(Metrics::default());
+        let apps = config.effective_apps();
+        let group_access = apps
+            .iter()
+            .map(GroupAccess::from_app)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         let shared = Arc::new(Shared {
-            apps: config.effective_apps(),
+            apps,
+            group_access,
+            groups: GroupTable::new(config.limits.max_groups, config.limits.max_group_members),
             directory: Directory::new(),
             streams: StreamTable::new(nshards),
             metrics: metrics.clone(),

@@ -40,6 +40,10 @@ metrics! {
     gauge streams_published: "streams being published through the server now",
     /// Players now.
     gauge stream_players: "players of relayed streams now",
+    /// NetGroups now.
+    gauge groups: "NetGroups with at least one member now",
+    /// NetGroup memberships now.
+    gauge group_members: "NetGroup members now (a client in two groups counts twice)",
     /// Sessions opened.
     counter sessions_opened_total: "RTMFP sessions opened (handshakes completed)",
     /// Sessions closed.
@@ -52,6 +56,14 @@ metrics! {
     counter introductions_total: "introductions (Redirect and Forwarded IHello) to a connected peer",
     /// IHellos for unknown peers.
     counter introductions_unknown_total: "IHellos naming a peer ID that is not connected (not answered)",
+    /// Group joins accepted.
+    counter group_joins_total: "NetGroup joins accepted",
+    /// Group leaves.
+    counter group_leaves_total: "NetGroup members removed (join flow closed or session ended)",
+    /// Group joins refused.
+    counter group_join_refusals_total: "NetGroup joins refused by the app's group_join rule or a group limit",
+    /// Group introductions sent.
+    counter group_introductions_total: "NetGroup member introductions sent (0B messages)",
     /// Calls.
     counter calls_total: "NetConnection calls to the server",
     /// Relays delivered.

@@ -16,6 +16,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use rand_core::SeedableRng;
 use rtmfp::{Address, AddressOrigin, Endpoint, Event, SessionId};
 use rtmfp_flash::amf::Value;
 use rtmfp_flash::message::{ServerConnection, ServerEvent};
@@ -25,6 +26,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use crate::directory::{NameEntry, PeerEntry};
+use crate::groups::{GroupKey, Introduction, JoinError, Member};
 use crate::metrics::Metrics;
 use crate::policy::{decide, ConnectRequest, Decision};
 use crate::streams::{classify, Headers, MediaClass, Publisher, StreamKey};
@@ -78,6 +80,14 @@ pub(crate) enum ShardMsg {
     StreamState { key: StreamKey, published: bool },
     /// A media message of a stream (publisher to subscribers).
     Media { key: StreamKey, frame: Bytes },
+    /// Introduce NetGroup members to one of our sessions (`0B` messages on
+    /// its group flow); `member` is the peer ID the session must still have.
+    GroupIntroduce {
+        session: SessionId,
+        member: [u8; 32],
+        group: [u8; 32],
+        peers: Vec<[u8; 32]>,
+    },
     /// Close every session and stop.
     Shutdown,
 }
@@ -103,6 +113,8 @@ struct Conn {
     user: Option<Box<str>>,
     registry_bound: bool,
     streams: Vec<(u32, Role)>,
+    /// NetGroups this session is a member of (joins the table accepted).
+    groups: Vec<[u8; 32]>,
 }
 
 #[derive(Debug)]
@@ -150,6 +162,8 @@ pub(crate) struct Shard {
     /// Engine counters already added to the metrics.
     reported: rtmfp::EndpointStats,
     next_report: Instant,
+    /// Randomness for NetGroup long-range hints.
+    rng: rand_chacha::ChaCha8Rng,
 }
 
 impl std::fmt::Debug for Shard {
@@ -201,6 +215,7 @@ impl Shard {
             rejecting: Vec::new(),
             reported: rtmfp::EndpointStats::default(),
             next_report: Instant::now(),
+            rng: rand_chacha::ChaCha8Rng::from_entropy(),
         }
     }
 
@@ -428,6 +443,12 @@ impl Shard {
             ShardMsg::StreamHeaders { key, headers } => self.on_headers(now, &key, headers),
             ShardMsg::StreamState { key, published } => self.on_stream_state(now, &key, published),
             ShardMsg::Media { key, frame } => self.deliver_media(now, &key, &frame),
+            ShardMsg::GroupIntroduce {
+                session,
+                member,
+                group,
+                peers,
+            } => self.introduce_local(now, session, &member, &group, &peers),
             ShardMsg::Shutdown => self.begin_shutdown(now),
         }
     }
@@ -516,6 +537,7 @@ impl Shard {
                 user: None,
                 registry_bound: false,
                 streams: Vec::new(),
+                groups: Vec::new(),
             }),
         );
     }
@@ -547,6 +569,10 @@ impl Shard {
         }
         for (stream, role) in c.streams {
             self.end_role(now, session, stream, role);
+        }
+        // normally left already (GroupLeave comes before Closed)
+        for group in c.groups {
+            self.leave_group(now, session, c.peer, &c.app_path, group);
         }
     }
 
@@ -644,6 +670,18 @@ impl Shard {
             ServerEvent::Play { stream, name, .. } => self.on_play(now, sid, stream, &name),
             ServerEvent::StreamClosed { stream } => self.end_stream(now, sid, stream),
             ServerEvent::Media { stream, frame, .. } => self.on_media(now, sid, stream, frame),
+            ServerEvent::GroupJoin { group } => self.on_group_join(now, sid, group),
+            ServerEvent::GroupLeave { group } => {
+                let Some(c) = self.conns.get_mut(&sid) else {
+                    return;
+                };
+                let Some(i) = c.groups.iter().position(|g| *g == group) else {
+                    return; // a refused join
+                };
+                c.groups.swap_remove(i);
+                let (peer, app) = (c.peer, c.app_path.clone());
+                self.leave_group(now, sid, peer, &app, group);
+            }
             ServerEvent::Closed => {
                 if let Some(c) = self.conns.get_mut(&sid) {
                     c.nc.close(&mut self.ep, now);
@@ -903,6 +941,139 @@ impl Shard {
                     name: name.to_string(),
                     args,
                 },
+            );
+        }
+    }
+
+    // ----- NetGroups ---------------------------------------------------------------
+
+    fn on_group_join(&mut self, now: Instant, sid: SessionId, group: [u8; 32]) {
+        let Some(c) = self.conns.get(&sid) else {
+            return;
+        };
+        let Some(app) = c.app else {
+            return;
+        };
+        let m = &self.shared.metrics;
+        let app_cfg = self.shared.apps.get(usize::from(app));
+        let app_name = app_cfg.map(|a| a.name.as_str()).unwrap_or("");
+        let allowed = self
+            .shared
+            .group_access
+            .get(usize::from(app))
+            .is_some_and(|a| a.allows(&group));
+        if !allowed {
+            Metrics::inc(&m.group_join_refusals_total, 1);
+            tracing::info!(shard = self.id, peer_id = %hex(&c.peer), app = app_name, group = %hex(&group), "group join refused: not allowed in this app");
+            return;
+        }
+        let key = GroupKey {
+            app: c.app_path.clone(),
+            id: group,
+        };
+        let member = Member {
+            peer: c.peer,
+            shard: self.id,
+            session: sid,
+            introducible: app_cfg.is_none_or(|a| a.introductions),
+        };
+        match self.shared.groups.join(key, member, &mut self.rng) {
+            Ok(j) => {
+                Metrics::inc(&m.group_joins_total, 1);
+                if j.new_group {
+                    Metrics::add(&m.groups, 1);
+                }
+                if !j.replaced {
+                    Metrics::add(&m.group_members, 1);
+                }
+                tracing::debug!(shard = self.id, peer_id = %hex(&c.peer), app = app_name, group = %hex(&group), "group join");
+                if let Some(c) = self.conns.get_mut(&sid) {
+                    if !c.groups.contains(&group) {
+                        c.groups.push(group);
+                    }
+                }
+                self.send_group_introductions(now, &group, j.introductions);
+            }
+            Err(e) => {
+                Metrics::inc(&m.group_join_refusals_total, 1);
+                Metrics::inc(&m.limit_refusals_total, 1);
+                let limit = match e {
+                    JoinError::TooManyGroups => "max_groups",
+                    JoinError::GroupFull => "max_group_members",
+                };
+                tracing::info!(shard = self.id, peer_id = %hex(&c.peer), app = app_name, group = %hex(&group), limit, "group join refused: {e}");
+            }
+        }
+    }
+
+    fn leave_group(
+        &mut self,
+        now: Instant,
+        sid: SessionId,
+        peer: [u8; 32],
+        app: &str,
+        group: [u8; 32],
+    ) {
+        let key = GroupKey {
+            app: app.into(),
+            id: group,
+        };
+        let Some(l) = self.shared.groups.leave(&key, &peer, self.id, sid) else {
+            return; // taken over by a newer session of the same peer
+        };
+        let m = &self.shared.metrics;
+        Metrics::inc(&m.group_leaves_total, 1);
+        Metrics::add(&m.group_members, -1);
+        if l.group_removed {
+            Metrics::add(&m.groups, -1);
+        }
+        tracing::debug!(shard = self.id, peer_id = %hex(&peer), group = %hex(&group), "group leave");
+        self.send_group_introductions(now, &group, l.introductions);
+    }
+
+    fn send_group_introductions(
+        &mut self,
+        now: Instant,
+        group: &[u8; 32],
+        intros: Vec<Introduction>,
+    ) {
+        for i in intros {
+            if i.to.shard == self.id {
+                self.introduce_local(now, i.to.session, &i.to.peer, group, &i.peers);
+            } else {
+                self.send_to_shard(
+                    i.to.shard,
+                    ShardMsg::GroupIntroduce {
+                        session: i.to.session,
+                        member: i.to.peer,
+                        group: *group,
+                        peers: i.peers,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Sends `0B` introductions of `peers` to our session `sid` (if it is
+    /// still `member` and in `group`).
+    fn introduce_local(
+        &mut self,
+        now: Instant,
+        sid: SessionId,
+        member: &[u8; 32],
+        group: &[u8; 32],
+        peers: &[[u8; 32]],
+    ) {
+        let Some(c) = self.conns.get_mut(&sid) else {
+            return;
+        };
+        if c.peer != *member || !c.groups.contains(group) {
+            return;
+        }
+        if c.nc.introduce_group_peers(&mut self.ep, now, group, peers) {
+            Metrics::inc(
+                &self.shared.metrics.group_introductions_total,
+                peers.len() as u64,
             );
         }
     }

@@ -24,6 +24,14 @@ pub struct Client {
     pub peer_id: PeerId,
     /// Datagrams are dropped instead of sent while set (to fake a dead path).
     pub mute: bool,
+    /// NetGroup introduction flows the server opened to us ("GC").
+    pub gc_flows: Vec<(rtmfp::SessionId, u64)>,
+    /// Peer IDs the server introduced to us as group members (`0B`), with
+    /// the flow they came on, in order.
+    pub introductions: Vec<(u64, [u8; 32])>,
+    /// The receive session ID of the far end of the last datagram we sent
+    /// to the server (its top bits name the server's shard).
+    pub server_session_id: Option<u32>,
 }
 
 impl Client {
@@ -56,6 +64,9 @@ impl Client {
             events: Vec::new(),
             peer_id,
             mute: false,
+            gc_flows: Vec::new(),
+            introductions: Vec::new(),
+            server_session_id: None,
         }
     }
 
@@ -83,6 +94,9 @@ impl Client {
             self.ep.handle_timeout(now);
         }
         while let Some(e) = self.ep.poll_event() {
+            if self.on_group_event(now, &e) {
+                continue;
+            }
             let used = match self.nc.as_mut() {
                 Some(nc) => nc.on_event(&mut self.ep, now, &e),
                 None => false,
@@ -97,10 +111,89 @@ impl Client {
             }
         }
         while let Some(dst) = self.ep.poll_transmit(now, &mut self.out) {
+            if let Some((sid, _)) = rtmfp::wire::demultiplex(&self.out) {
+                if sid != 0
+                    && self.nc.as_ref().is_some_and(|nc| {
+                        self.ep
+                            .session_info(nc.session())
+                            .is_some_and(|i| i.peer == dst)
+                    })
+                {
+                    self.server_session_id = Some(sid);
+                }
+            }
             if !self.mute {
                 let _ = self.sock.send_to(&self.out, dst);
             }
         }
+    }
+
+    /// Takes NetGroup "GC" flows (which the NetConnection would reject) and
+    /// reads the introductions on them.
+    fn on_group_event(&mut self, now: Instant, e: &Event) -> bool {
+        use rtmfp_flash::group::wire::{is_gc_metadata, parse_introduction};
+        match e {
+            Event::IncomingFlow {
+                session,
+                flow,
+                metadata,
+                ..
+            } if is_gc_metadata(metadata) => {
+                self.gc_flows.push((*session, *flow));
+                true
+            }
+            Event::Readable { session, flow } if self.gc_flows.contains(&(*session, *flow)) => {
+                for _ in 0..10_000 {
+                    let Some(m) = self.ep.read(now, *session, *flow) else {
+                        break;
+                    };
+                    if let Ok(p) = parse_introduction(&m.data) {
+                        self.introductions.push((*flow, p));
+                    }
+                }
+                true
+            }
+            Event::RecvFlowComplete { session, flow }
+                if self.gc_flows.contains(&(*session, *flow)) =>
+            {
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Joins a NetGroup: opens a "GC" flow on the server session and sends
+    /// the join. Returns the flow (close it to leave).
+    pub fn join_group(&mut self, group: &[u8; 32]) -> u64 {
+        let now = Instant::now();
+        let session = self.nc.as_ref().expect("connected").session();
+        let flow = self
+            .ep
+            .open_flow(
+                now,
+                session,
+                rtmfp_flash::group::wire::GC_METADATA,
+                None,
+                rtmfp::Priority::IMMEDIATE,
+            )
+            .unwrap();
+        let msg = rtmfp_flash::group::wire::encode_join(group);
+        self.ep
+            .send(now, session, flow, bytes::Bytes::from(msg), None)
+            .unwrap();
+        flow
+    }
+
+    /// Leaves a group by closing its join flow.
+    pub fn leave_group(&mut self, flow: u64) {
+        let now = Instant::now();
+        let session = self.nc.as_ref().expect("connected").session();
+        let _ = self.ep.close_flow(now, session, flow);
+    }
+
+    /// The distinct peers introduced to us as group members.
+    pub fn introduced(&self) -> std::collections::BTreeSet<[u8; 32]> {
+        self.introductions.iter().map(|(_, p)| *p).collect()
     }
 
     pub fn connected(&self) -> bool {
