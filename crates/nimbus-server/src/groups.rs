@@ -17,9 +17,11 @@
 //!
 //! * **Join**: the newcomer is told about up to [`RING_NEIGHBOURS`] members on
 //!   each side of its ring position (wrapping around), and those neighbours
-//!   are told about the newcomer (as MonaServer2 does). When the group has
-//!   more than [`LONG_RANGE_MIN_MEMBERS`]` - 1` members, the newcomer also
-//!   gets [`LONG_RANGE_HINTS`] random other members (long-range links).
+//!   are told about the newcomer (as MonaServer2 does). When the group, with
+//!   the newcomer, has at least [`LONG_RANGE_MIN_MEMBERS`] (8) members, the
+//!   newcomer also gets [`LONG_RANGE_HINTS`] random other members (long-range
+//!   links: the member following a random ring position, so members after
+//!   larger gaps are a little likelier).
 //! * **Leave**: the departed member's nearest left and right neighbours are
 //!   introduced to each other, so the ring stays closed.
 //!
