@@ -62,6 +62,7 @@
 //!   only.
 
 pub mod spec;
+pub mod p2p;
 pub mod wire;
 
 pub use spec::{

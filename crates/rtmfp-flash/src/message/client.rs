@@ -311,6 +311,12 @@ impl NetConnection {
         self.session
     }
 
+    /// Our NetConnection control flow (sending), once opened: the flow a
+    /// NetGroup join flow is associated to.
+    pub fn control_flow_id(&self) -> Option<u64> {
+        self.control
+    }
+
     /// The state.
     pub fn state(&self) -> NcState {
         self.state
