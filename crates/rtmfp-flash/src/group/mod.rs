@@ -61,10 +61,12 @@
 //! * the version-1 (Flash Player 10.1) format: the builder writes version 2
 //!   only.
 
-pub mod spec;
+pub mod member;
 pub mod p2p;
+pub mod spec;
 pub mod wire;
 
+pub use member::{GroupConfig, GroupError, GroupEvent, GroupStats, NetGroup};
 pub use spec::{
     group_id, group_id_hex, GroupOption, GroupSpec, GroupSpecError, GroupSpecifier,
     MAX_GROUPSPEC_LEN,

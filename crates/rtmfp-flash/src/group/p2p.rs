@@ -520,7 +520,12 @@ impl FragmentHeader {
 
 /// Splits one media message into fragment messages with consecutive IDs
 /// from `first_id`.
-pub fn split_media(first_id: u64, message_type: u8, timestamp: u32, payload: &[u8]) -> Vec<Vec<u8>> {
+pub fn split_media(
+    first_id: u64,
+    message_type: u8,
+    timestamp: u32,
+    payload: &[u8],
+) -> Vec<Vec<u8>> {
     let head = |out: &mut Vec<u8>, marker: u8, id: u64| {
         out.push(marker);
         put_vlu(out, id);
@@ -780,13 +785,22 @@ mod tests {
         };
         let m = a.encode();
         assert_eq!(m.len(), 62);
-        assert_eq!(&m[..9], &[0x21, 0x08, 0x00, b't', b'e', b's', b't', b'1', b'2']);
+        assert_eq!(
+            &m[..9],
+            &[0x21, 0x08, 0x00, b't', b'e', b's', b't', b'1', b'2']
+        );
         assert_eq!(
             &m[44..],
-            &[0x01, 0x02, 0x03, 0x03, 0xbe, 0x40, 0x04, 0x04, 0x92, 0xa7, 0x60, 0x02, 0x05, 0x64, 0x03, 0x07, 0x93, 0x44]
+            &[
+                0x01, 0x02, 0x03, 0x03, 0xbe, 0x40, 0x04, 0x04, 0x92, 0xa7, 0x60, 0x02, 0x05, 0x64,
+                0x03, 0x07, 0x93, 0x44
+            ]
         );
         assert_eq!(MediaAnnounce::parse(&m).unwrap(), a);
-        assert_eq!(MediaAnnounce::parse(&[0x21, 0x91, 0x68]).unwrap(), MediaAnnounce::End(2280));
+        assert_eq!(
+            MediaAnnounce::parse(&[0x21, 0x91, 0x68]).unwrap(),
+            MediaAnnounce::End(2280)
+        );
     }
 
     #[test]
@@ -810,7 +824,10 @@ mod tests {
         assert_eq!(&parts[2][..2], &[0x00, 9]);
         assert_eq!(parts[2].len(), 2 + 82);
         let h = FragmentHeader::parse(&parts[0]).unwrap();
-        assert_eq!((h.left, h.message_type, h.timestamp, h.payload_at), (2, 9, 40, 8));
+        assert_eq!(
+            (h.left, h.message_type, h.timestamp, h.payload_at),
+            (2, 9, 40, 8)
+        );
     }
 
     #[test]
