@@ -514,3 +514,46 @@ fn members_meet_multicast_post_route_and_replicate() {
     assert_eq!(got, vec![3, 4, 5]);
     assert!(connected(&sim, &members));
 }
+
+fn post_count(sim: &Sim<Peer>, i: usize, text: &[u8]) -> usize {
+    sim.node(i)
+        .member
+        .as_ref()
+        .unwrap()
+        .events
+        .iter()
+        .filter(|e| matches!(e, GroupEvent::PostingNotify { message, .. } if message.as_ref() == text))
+        .count()
+}
+
+/// A large group stays connected (every member reachable over neighbour
+/// links) with bounded neighbour counts, and a post reaches every member
+/// exactly once.
+fn large_group(members: usize, seed: u64) {
+    let mut sim = setup(seed, members, LinkConfig::wan(Duration::from_millis(15)), Duration::from_millis(20));
+    sim.run_for(Duration::from_secs(20));
+    let nodes: Vec<usize> = (1..=members).collect();
+    let degrees: Vec<usize> = nodes.iter().map(|&i| neighbors(&sim, i).len()).collect();
+    let max = *degrees.iter().max().unwrap();
+    let min = *degrees.iter().min().unwrap();
+    let mean = degrees.iter().sum::<usize>() as f64 / members as f64;
+    eprintln!("{members} members: neighbours min {min} mean {mean:.1} max {max}");
+    assert!(min >= 3, "a member with {min} neighbours");
+    assert!(connected(&sim, &nodes), "the group is split");
+    act(&mut sim, members / 2, |g, ep, now| g.post(ep, now, Bytes::from_static(b"to all")).unwrap().unwrap());
+    sim.run_for(Duration::from_secs(5));
+    for &i in &nodes {
+        assert_eq!(post_count(&sim, i, b"to all"), usize::from(i != members / 2), "member {i}");
+    }
+}
+
+#[test]
+fn group_of_100_stays_connected_and_posts_reach_everyone_once() {
+    large_group(100, 11);
+}
+
+#[test]
+#[ignore = "slow in debug builds; run with --release --ignored (CI runs it)"]
+fn group_of_1000_stays_connected_and_posts_reach_everyone_once() {
+    large_group(1000, 12);
+}
