@@ -522,7 +522,9 @@ fn post_count(sim: &Sim<Peer>, i: usize, text: &[u8]) -> usize {
         .unwrap()
         .events
         .iter()
-        .filter(|e| matches!(e, GroupEvent::PostingNotify { message, .. } if message.as_ref() == text))
+        .filter(
+            |e| matches!(e, GroupEvent::PostingNotify { message, .. } if message.as_ref() == text),
+        )
         .count()
 }
 
@@ -530,7 +532,12 @@ fn post_count(sim: &Sim<Peer>, i: usize, text: &[u8]) -> usize {
 /// links) with bounded neighbour counts, and a post reaches every member
 /// exactly once.
 fn large_group(members: usize, seed: u64) {
-    let mut sim = setup(seed, members, LinkConfig::wan(Duration::from_millis(15)), Duration::from_millis(20));
+    let mut sim = setup(
+        seed,
+        members,
+        LinkConfig::wan(Duration::from_millis(15)),
+        Duration::from_millis(20),
+    );
     sim.run_for(Duration::from_secs(20));
     let nodes: Vec<usize> = (1..=members).collect();
     let degrees: Vec<usize> = nodes.iter().map(|&i| neighbors(&sim, i).len()).collect();
@@ -540,10 +547,18 @@ fn large_group(members: usize, seed: u64) {
     eprintln!("{members} members: neighbours min {min} mean {mean:.1} max {max}");
     assert!(min >= 3, "a member with {min} neighbours");
     assert!(connected(&sim, &nodes), "the group is split");
-    act(&mut sim, members / 2, |g, ep, now| g.post(ep, now, Bytes::from_static(b"to all")).unwrap().unwrap());
+    act(&mut sim, members / 2, |g, ep, now| {
+        g.post(ep, now, Bytes::from_static(b"to all"))
+            .unwrap()
+            .unwrap()
+    });
     sim.run_for(Duration::from_secs(5));
     for &i in &nodes {
-        assert_eq!(post_count(&sim, i, b"to all"), usize::from(i != members / 2), "member {i}");
+        assert_eq!(
+            post_count(&sim, i, b"to all"),
+            usize::from(i != members / 2),
+            "member {i}"
+        );
     }
 }
 
@@ -556,4 +571,103 @@ fn group_of_100_stays_connected_and_posts_reach_everyone_once() {
 #[ignore = "slow in debug builds; run with --release --ignored (CI runs it)"]
 fn group_of_1000_stays_connected_and_posts_reach_everyone_once() {
     large_group(1000, 12);
+}
+
+/// Leaves the group and joins again with a new membership.
+fn rejoin(sim: &mut Sim<Peer>, i: usize, play: &str) {
+    let now = sim.now();
+    let p = sim.node_mut(i);
+    let m = p.member.as_mut().unwrap();
+    let me = fingerprint(p.ep.profile().certificate());
+    m.seed ^= 0x5555;
+    let mut g = NetGroup::new(
+        &m.spec,
+        me,
+        m.nc.session(),
+        m.nc.control_flow_id(),
+        vec![SERVER.parse().unwrap()],
+        m.cfg.clone(),
+        Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(m.seed)),
+    )
+    .unwrap();
+    g.play(play).unwrap();
+    g.join(&mut p.ep, now).unwrap();
+    m.group = Some(g);
+    p.pump(now);
+}
+
+fn totals(sim: &Sim<Peer>, i: usize, acc: &mut (u64, u64)) {
+    if let Some(g) = sim.node(i).member.as_ref().and_then(|m| m.group.as_ref()) {
+        let s = g.stats();
+        acc.0 += s.fragments_played;
+        acc.1 += s.fragments_missed;
+    }
+}
+
+/// 30 members play one multicast stream while a third of them leave and
+/// join again: fewer than 1 % of the fragments in their play spans are
+/// missing.
+#[test]
+fn multicast_to_30_members_with_a_third_leaving_and_rejoining() {
+    let n = 30;
+    let mut sim = setup(
+        21,
+        n,
+        LinkConfig::wan(Duration::from_millis(10)).with_loss(0.01),
+        Duration::from_millis(50),
+    );
+    sim.run_for(Duration::from_secs(2));
+    for i in 2..=n {
+        act(&mut sim, i, |g, _, _| g.play("live").unwrap());
+    }
+    sim.run_for(Duration::from_secs(2));
+    act(&mut sim, 1, |g, ep, now| {
+        g.publish(ep, now, "live").unwrap()
+    });
+    let churn: Vec<usize> = (2..=n).filter(|i| i % 3 == 0).collect();
+    let mut done = (0u64, 0u64);
+    for tick in 0..(25 * 30u32) {
+        // 25 frames/s of ~1.2 kB video (key frame every 2 s) and audio
+        let ts = tick * 40;
+        let size = if tick % 50 == 0 { 12_000 } else { 1200 };
+        let mut video = vec![(tick % 251) as u8; size];
+        video[0] = if tick % 50 == 0 { 0x17 } else { 0x27 };
+        video[1] = 1;
+        act(&mut sim, 1, |g, ep, now| {
+            g.send_media(ep, now, "live", 9, ts, &video).unwrap();
+            g.send_media(ep, now, "live", 8, ts, &[0x2e; 90]).unwrap();
+        });
+        sim.run_for(Duration::from_millis(20));
+        act(&mut sim, 1, |g, ep, now| {
+            g.send_media(ep, now, "live", 8, ts + 20, &[0x2e; 90])
+                .unwrap()
+        });
+        sim.run_for(Duration::from_millis(20));
+        // at 8 s a third leaves (one every 200 ms), rejoining 3 s later
+        let t = tick as usize;
+        for (k, &i) in churn.iter().enumerate() {
+            if t == 200 + 5 * k {
+                totals(&sim, i, &mut done);
+                act(&mut sim, i, |g, ep, now| g.leave(ep, now));
+            }
+            if t == 275 + 5 * k {
+                rejoin(&mut sim, i, "live");
+            }
+        }
+    }
+    sim.run_for(Duration::from_secs(5));
+    let mut acc = done;
+    for i in 2..=n {
+        totals(&sim, i, &mut acc);
+    }
+    let (played, missed) = acc;
+    let ratio = missed as f64 / (played + missed) as f64;
+    eprintln!(
+        "30 members with churn: {played} fragments played, {missed} missed ({:.3} %)",
+        ratio * 100.0
+    );
+    assert!(played > 29 * 2000, "played {played}");
+    assert!(ratio < 0.01, "missed {missed} of {}", played + missed);
+    let nodes: Vec<usize> = (1..=n).collect();
+    assert!(connected(&sim, &nodes));
 }

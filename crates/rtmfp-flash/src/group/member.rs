@@ -225,6 +225,8 @@ pub struct GroupStats {
     pub fragments_missed: u64,
     /// Media messages delivered to the application.
     pub media_delivered: u64,
+    /// Fragments consumed by delivered media messages.
+    pub fragments_played: u64,
     /// Posts delivered to the application.
     pub posts_delivered: u64,
     /// Events dropped because the queue was full.
@@ -1695,6 +1697,7 @@ impl NetGroup {
         };
         let mut out: Vec<GroupEvent> = Vec::new();
         let mut missed = 0u64;
+        let mut played = 0u64;
         for _ in 0..MAX_FRAGMENTS {
             let Some(f) = st.frags.get(&next) else {
                 // a hole: wait, or skip it once it is too old
@@ -1724,6 +1727,7 @@ impl NetGroup {
                         timestamp: h.timestamp,
                         payload: f.data.slice(h.payload_at..),
                     });
+                    played += 1;
                     next += 1;
                 }
                 p2p::FRAG_FIRST => {
@@ -1744,6 +1748,7 @@ impl NetGroup {
                             timestamp: h.timestamp,
                             payload: Bytes::from(buf),
                         });
+                        played += n + 1;
                         next += n + 1;
                     } else {
                         let missing = (next + 1..=next + n).find(|i| !st.frags.contains_key(i));
@@ -1768,6 +1773,7 @@ impl NetGroup {
         st.play_next = Some(next);
         self.stats.fragments_missed += missed;
         self.stats.media_delivered += out.len() as u64;
+        self.stats.fragments_played += played;
         for e in out {
             self.push(e);
         }
