@@ -72,6 +72,19 @@ impl UdpNode {
                     Ok(_) => break,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
                     Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => break,
+                    // a destination this socket cannot reach (e.g. an IPv6
+                    // candidate on an IPv4 socket): that datagram is lost
+                    Err(e)
+                        if e.raw_os_error() == Some(97)
+                            || matches!(
+                                e.kind(),
+                                io::ErrorKind::NetworkUnreachable
+                                    | io::ErrorKind::HostUnreachable
+                                    | io::ErrorKind::InvalidInput
+                            ) =>
+                    {
+                        break
+                    }
                     Err(e) => return Err(e),
                 }
             }
