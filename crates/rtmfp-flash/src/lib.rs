@@ -28,7 +28,12 @@
 //!   state machine (connect accept / reject, calls, setPeerInfo, createStream,
 //!   publish / play, media relay with `send_media`, `onStatus`, Stream Begin,
 //!   Set Keepalive), honouring Flow Synchronization barriers on receive.
-//! * **not yet:** direct peer-to-peer streams (§5.4), applying Set Keepalive
+//! * **now:** [`group`]: Flash NetGroup (RTMFP groups) — groupspecs and
+//!   group IDs, the member ↔ server join and introductions, and a sans-IO
+//!   member, [`group::NetGroup`]: group connect with key check, reports and
+//!   best-list topology, multicast streams (fragments, availability maps,
+//!   push and pull), posting, routing and object replication.
+//! * **not yet:** applying Set Keepalive
 //!   in the client (reported only), AMF3 object encoding negotiation
 //!   (commands are sent as AMF0, type 20; type 17 is decoded).
 //!

@@ -1,9 +1,15 @@
 //! RTMFP groups (Flash's `NetGroup`): sans-IO codecs.
 //!
-//! For now this holds only [`spec`]: the `G:` groupspec text form
-//! ([`GroupSpecifier`], a builder mirroring Flash's `flash.net.GroupSpecifier`,
-//! and [`GroupSpec`], a bounds-checked parser) and the group ID derived from
-//! it ([`group_id`]).
+//! * [`spec`]: the `G:` groupspec text form ([`GroupSpecifier`], a builder
+//!   mirroring Flash's `flash.net.GroupSpecifier`, and [`GroupSpec`], a
+//!   bounds-checked parser) and the group ID derived from it ([`group_id`]);
+//! * [`wire`]: member ↔ server messages (join, introductions);
+//! * [`p2p`]: member ↔ member messages (group connect, reports, multicast,
+//!   and Nimbus's posting / routing / replication messages);
+//! * [`member`]: [`NetGroup`], one membership, sans-IO.
+//!
+//! The wire format, and which parts are Flash's and which are ours, is in
+//! `docs/netgroup-wire.md`.
 //!
 //! ```
 //! use rtmfp_flash::group::{GroupSpec, GroupSpecifier};
