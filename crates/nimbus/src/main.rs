@@ -7,6 +7,7 @@ mod bench;
 mod bench_phone;
 mod bench_server;
 mod demo;
+mod group;
 mod phone_run;
 mod udp;
 
@@ -48,6 +49,9 @@ enum Command {
     /// The P2P video phone: log in, call by name, talk (interactive or
     /// scripted with --call/--answer/--seconds/--json).
     Phone(nimbus_phone::PhoneArgs),
+    /// A NetGroup member: join a group through a server, publish a
+    /// multicast stream into it, play one, post.
+    Group(group::GroupArgs),
     /// The rendezvous server (Cirrus / FMS replacement): RTMFP with the
     /// Flash profile, introductions, relays, streams, metrics.
     Server(nimbus_server::ServerArgs),
@@ -131,6 +135,7 @@ fn run(cli: Cli) -> Result<()> {
             dir,
         }),
         Command::Phone(args) => runtime()?.block_on(nimbus_phone::run(args)),
+        Command::Group(args) => group::run(args),
         Command::Server(args) => runtime()?.block_on(nimbus_server::run(args)),
         Command::Registry(args) => runtime()?.block_on(nimbus_registry::run(args)),
         Command::Bench { what } => match what {
