@@ -38,6 +38,8 @@
 pub mod call;
 pub mod cli;
 pub mod driver;
+pub mod group;
+pub mod group_cli;
 pub mod media;
 pub mod phone;
 pub mod registry;
