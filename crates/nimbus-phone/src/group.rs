@@ -279,7 +279,7 @@ pub struct PlayedStream {
     pub audio: u64,
     /// Data messages (`onMetaData`…).
     pub data: u64,
-    /// Tags written to the sink.
+    /// Tags written to the sink (video from the first key frame on).
     pub written: u64,
     /// Join → first media message of this stream.
     pub first_media_after_join: Option<Duration>,
@@ -454,6 +454,9 @@ impl GroupMember {
 struct Played {
     counters: PlayedStream,
     sink: Option<FlvSink<Box<dyn std::io::Write + Send>>>,
+    /// A video key frame (or AVC sequence header) was seen: video is
+    /// written from there, so the file starts at a decodable point.
+    video_started: bool,
 }
 
 /// Stops its media thread when dropped.
@@ -734,8 +737,10 @@ impl Driver {
                             p.counters.first_media_after_join = since_join;
                         }
                         let mut failed = None;
-                        if let Some(s) = p.sink.as_mut() {
-                            let tag = MediaTag::new(kind, timestamp, payload.clone());
+                        let tag = MediaTag::new(kind, timestamp, payload.clone());
+                        p.video_started |= tag.is_keyframe();
+                        let skip = kind == MediaKind::Video && !p.video_started;
+                        if let (Some(s), false) = (p.sink.as_mut(), skip) {
                             match s.write(&tag).and_then(|()| s.flush()) {
                                 Ok(()) => p.counters.written += 1,
                                 Err(err) => failed = Some(format!("recording {name}: {err}")),
@@ -896,7 +901,14 @@ impl Driver {
             .remove(&name)
             .map(|p| p.counters)
             .unwrap_or_default();
-        self.playing.insert(name, Played { counters, sink });
+        self.playing.insert(
+            name,
+            Played {
+                counters,
+                sink,
+                video_started: false,
+            },
+        );
         Ok(())
     }
 
