@@ -1,15 +1,14 @@
-//! `nimbus group`: NetGroup members on UDP sockets.
+//! Many NetGroup members in one thread, for `nimbus bench group`.
 //!
-//! One thread drives one or more members (each its own socket, endpoint,
+//! One thread drives many members (each its own socket, endpoint,
 //! NetConnection and [`NetGroup`]): join a group through a rendezvous
 //! server, publish a multicast stream (built-in test source or an FLV file),
-//! play one into an FLV file, post and print posts. Used by `nimbus group`
-//! and by `nimbus bench group` (many members in one process).
+//! play one into an FLV file, post. The `nimbus group` command itself is
+//! `nimbus_phone::group_cli` (one member on the tokio driver).
 
 use std::fs::File;
-use std::io::{BufRead, Write};
-use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
-use std::sync::mpsc;
+use std::io::Write;
+use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -21,55 +20,12 @@ use rand_core::{RngCore, SeedableRng};
 use rtmfp::{Endpoint, EndpointConfig, Event};
 use rtmfp_flash::amf::{amf0, Object, Value};
 use rtmfp_flash::group::{GroupConfig, GroupEvent, GroupSpecifier, GroupStats, NetGroup};
-use rtmfp_flash::message::{parse_connect_url, NcEvent, NetConnection};
+use rtmfp_flash::message::{NcEvent, NetConnection};
 use rtmfp_flash::{fingerprint, DhGroup, FlashProfile};
-
-/// `nimbus group` options.
-#[derive(Debug, Clone, clap::Args)]
-pub(crate) struct GroupArgs {
-    /// The rendezvous server and app.
-    #[arg(long, default_value = "rtmfp://127.0.0.1:1935/group")]
-    pub server: String,
-    /// Group name (a groupspec with multicast, posting and object
-    /// replication is built from it).
-    #[arg(long, default_value = "nimbus")]
-    pub group: String,
-    /// A full groupspec (`G:…`) instead of --group.
-    #[arg(long)]
-    pub spec: Option<String>,
-    /// Publish a multicast stream with this name.
-    #[arg(long)]
-    pub publish: Option<String>,
-    /// What to publish: `test` (built-in H.264 test pattern and tone) or an FLV file.
-    #[arg(long, default_value = "test")]
-    pub source: String,
-    /// Play the multicast stream with this name.
-    #[arg(long)]
-    pub play: Option<String>,
-    /// Write the played stream to this FLV file (`-`: stdout).
-    #[arg(long)]
-    pub record: Option<String>,
-    /// Post this text once a neighbour is connected (repeatable).
-    #[arg(long)]
-    pub post: Vec<String>,
-    /// Run this long, then leave (default: until stdin ends or `quit`).
-    #[arg(long)]
-    pub seconds: Option<f64>,
-    /// Local address to bind.
-    #[arg(long, default_value = "0.0.0.0:0")]
-    pub bind: SocketAddr,
-    /// Print a JSON summary at the end (and no event lines).
-    #[arg(long)]
-    pub json: bool,
-}
 
 /// Counters of one member's run.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct MemberReport {
-    /// Peer ID (hex).
-    pub peer_id: String,
-    /// Group address (hex).
-    pub group_address: String,
     /// Neighbours at the end.
     pub neighbors: usize,
     /// Group counters.
@@ -147,17 +103,6 @@ pub(crate) fn spec_for(name: &str) -> Result<String> {
         .group_spec_with_authorizations())
 }
 
-/// Resolves the server address of a connect URL.
-pub(crate) fn server_addr(url: &str) -> Result<SocketAddr> {
-    let u = parse_connect_url(url);
-    let host = u.host.unwrap_or_else(|| "127.0.0.1".into());
-    let port = u.port.unwrap_or(1935);
-    (host.as_str(), port)
-        .to_socket_addrs()?
-        .next()
-        .with_context(|| format!("cannot resolve {host}"))
-}
-
 impl Member {
     fn new(plan: MemberPlan, seed: u64) -> Result<Self> {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
@@ -196,12 +141,7 @@ impl Member {
                 Some(FlvSink::new(w, true, true)?)
             }
         };
-        let report = MemberReport {
-            peer_id: me.to_string(),
-            group_address: rtmfp_flash::PeerId(rtmfp_flash::group::wire::group_address(&me.0))
-                .to_string(),
-            ..Default::default()
-        };
+        let report = MemberReport::default();
         Ok(Member {
             plan,
             sock,
@@ -491,20 +431,8 @@ impl Member {
     }
 }
 
-/// Commands read from stdin by the interactive `nimbus group`.
-enum Input {
-    Post(String),
-    Neighbors,
-    Status,
-    Quit,
-}
-
 /// Runs members until `until` (or until `stop` says so); returns their reports.
-pub(crate) fn run_members(
-    plans: Vec<MemberPlan>,
-    until: Duration,
-    input: Option<mpsc::Receiver<String>>,
-) -> Result<Vec<MemberReport>> {
+pub(crate) fn run_members(plans: Vec<MemberPlan>, until: Duration) -> Result<Vec<MemberReport>> {
     let started = Instant::now();
     let mut members = Vec::with_capacity(plans.len());
     for (i, p) in plans.into_iter().enumerate() {
@@ -517,41 +445,6 @@ pub(crate) fn run_members(
         let elapsed = now - started;
         if elapsed >= until {
             break;
-        }
-        if let Some(rx) = input.as_ref() {
-            while let Ok(line) = rx.try_recv() {
-                let cmd = match line.trim() {
-                    "quit" | "exit" => Input::Quit,
-                    "neighbors" => Input::Neighbors,
-                    "status" => Input::Status,
-                    l if l.starts_with("post ") => Input::Post(l[5..].to_owned()),
-                    "" => continue,
-                    other => {
-                        println!("unknown command {other:?} (post TEXT, neighbors, status, quit)");
-                        continue;
-                    }
-                };
-                let m = &mut members[0];
-                match cmd {
-                    Input::Quit => return finish_all(members),
-                    Input::Post(t) => {
-                        m.plan.posts = vec![t];
-                        m.posted = false;
-                    }
-                    Input::Neighbors => {
-                        if let Some(g) = m.group.as_ref() {
-                            for p in g.neighbors() {
-                                println!("neighbor {p}");
-                            }
-                        }
-                    }
-                    Input::Status => {
-                        if let Some(g) = m.group.as_ref() {
-                            println!("{:?}", g.stats());
-                        }
-                    }
-                }
-            }
         }
         let mut wake = now + Duration::from_millis(10);
         for m in members.iter_mut().filter(|m| !m.done) {
@@ -590,86 +483,4 @@ fn finish_all(mut members: Vec<Member>) -> Result<Vec<MemberReport>> {
         m.flush();
     }
     Ok(members.into_iter().map(|m| m.report).collect())
-}
-
-/// Report as JSON.
-pub(crate) fn report_json(r: &MemberReport) -> serde_json::Value {
-    let s = &r.stats;
-    serde_json::json!({
-        "peer_id": r.peer_id,
-        "group_address": r.group_address,
-        "neighbors": r.neighbors,
-        "members_known": s.members_known,
-        "fragments_published": s.fragments_published,
-        "fragments_received": s.fragments_received,
-        "fragments_duplicate": s.fragments_duplicate,
-        "fragments_missed": s.fragments_missed,
-        "fragments_played": s.fragments_played,
-        "fragments_sent": s.fragments_sent,
-        "fragment_bytes_sent": s.fragment_bytes_sent,
-        "fragment_bytes_received": s.fragment_bytes_received,
-        "pulls_sent": s.pulls_sent,
-        "media_received": r.media_received,
-        "posts_delivered": s.posts_delivered,
-        "posts": r.posts,
-        "join_to_first_media_ms": r.first_media.map(|d| d.as_secs_f64() * 1000.0),
-        "udp_bytes_sent": r.udp_sent,
-        "udp_bytes_received": r.udp_received,
-    })
-}
-
-/// `nimbus group`.
-pub(crate) fn run(args: GroupArgs) -> Result<()> {
-    let server = server_addr(&args.server)?;
-    let spec = match &args.spec {
-        Some(s) => s.clone(),
-        None => spec_for(&args.group)?,
-    };
-    if !args.json {
-        println!("group {}", spec);
-    }
-    let plan = MemberPlan {
-        server,
-        url: args.server.clone(),
-        spec,
-        publish: args.publish.clone().map(|n| (n, args.source.clone())),
-        play: args.play.clone(),
-        record: args.record.clone(),
-        posts: args.post.clone(),
-        bind: args.bind,
-        start_after: Duration::ZERO,
-        leave_after: None,
-        verbose: !args.json,
-    };
-    let until = match args.seconds {
-        Some(s) if s.is_finite() && s > 0.0 => Duration::from_secs_f64(s.min(1e7)),
-        Some(_) => bail!("--seconds must be a positive number"),
-        None => Duration::from_secs(u64::from(u32::MAX)),
-    };
-    let input = if args.seconds.is_none() {
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::stdin().lock().lines() {
-                let Ok(l) = line else { break };
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-            let _ = tx.send("quit".into());
-        });
-        Some(rx)
-    } else {
-        None
-    };
-    let reports = run_members(vec![plan], until, input)?;
-    let r = &reports[0];
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report_json(r))?);
-    } else {
-        println!(
-            "left: {} neighbours, {} media messages played, {} fragments received, {} missed, {} posts",
-            r.neighbors, r.media_received, r.stats.fragments_received, r.stats.fragments_missed, r.posts.len()
-        );
-    }
-    Ok(())
 }

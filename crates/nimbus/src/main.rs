@@ -4,6 +4,7 @@
 //! library crates (`rtmfp`, `rtmfp-tokio`, ...).
 
 mod bench;
+mod bench_group;
 mod bench_phone;
 mod bench_server;
 mod demo;
@@ -51,7 +52,7 @@ enum Command {
     Phone(nimbus_phone::PhoneArgs),
     /// A NetGroup member: join a group through a server, publish a
     /// multicast stream into it, play one, post.
-    Group(group::GroupArgs),
+    Group(nimbus_phone::group_cli::GroupArgs),
     /// The rendezvous server (Cirrus / FMS replacement): RTMFP with the
     /// Flash profile, introductions, relays, streams, metrics.
     Server(nimbus_server::ServerArgs),
@@ -108,6 +109,9 @@ enum BenchCommand {
     /// Media latency and loss of a whole call, clean and through the
     /// impairing relay (5 % loss, 50 ms delay by default).
     Phone(bench_phone::BenchPhoneArgs),
+    /// How a group multicast's costs grow with the group: publisher and
+    /// member upload, join-to-first-frame time, missing fragments.
+    Group(bench_group::BenchGroupArgs),
     /// (internal) One worker process of `bench server`.
     #[command(hide = true)]
     ServerWorker(bench_server::WorkerArgs),
@@ -135,7 +139,7 @@ fn run(cli: Cli) -> Result<()> {
             dir,
         }),
         Command::Phone(args) => runtime()?.block_on(nimbus_phone::run(args)),
-        Command::Group(args) => group::run(args),
+        Command::Group(args) => runtime()?.block_on(nimbus_phone::group_cli::run(args)),
         Command::Server(args) => runtime()?.block_on(nimbus_server::run(args)),
         Command::Registry(args) => runtime()?.block_on(nimbus_registry::run(args)),
         Command::Bench { what } => match what {
@@ -154,6 +158,7 @@ fn run(cli: Cli) -> Result<()> {
             } => bench::run_handshake(json, burst.max(1), sequential.max(1), &crypto),
             BenchCommand::Server(args) => bench_server::run(args),
             BenchCommand::Phone(args) => bench_phone::run(args),
+            BenchCommand::Group(args) => bench_group::run(args),
             BenchCommand::ServerWorker(args) => bench_server::run_worker(args),
         },
     }

@@ -1526,8 +1526,13 @@ impl NetGroup {
                                         st.seen.pop_front();
                                     }
                                     if st.play_next.is_none() && st.playing && !st.publisher {
-                                        // start at the live edge
-                                        st.play_next = Some(last.max(1));
+                                        // start near the live edge: the oldest of the
+                                        // last 64 fragments the neighbour holds (a new
+                                        // stream from its first fragment, metadata and
+                                        // codec headers included)
+                                        let lo = last.saturating_sub(64).max(1);
+                                        let start = (lo..=last).find(|&i| pm.map.has(i)).unwrap_or(last);
+                                        st.play_next = Some(start.max(1));
                                     }
                                 }
                             }
