@@ -64,9 +64,11 @@ fn profile(server: bool, seed: u64) -> (FlashProfile, rand_chacha::ChaCha8Rng) {
 impl Peer {
     fn new(addr: SocketAddr, server: bool, seed: u64, now: Instant) -> Self {
         let (p, rng) = profile(server, seed);
-        let mut cfg = EndpointConfig::default();
-        cfg.report_foreign_ihello = server;
-        cfg.ihello_rate_per_source = 1000;
+        let cfg = EndpointConfig {
+            report_foreign_ihello: server,
+            ihello_rate_per_source: 1000,
+            ..Default::default()
+        };
         let ep = Endpoint::new(cfg, Box::new(p), Box::new(rng), now);
         Peer {
             ep,

@@ -253,6 +253,9 @@ pub enum GroupError {
     /// Not publishing that name.
     #[error("not publishing {0}")]
     NotPublishing(String),
+    /// A stream name longer than an announce can carry.
+    #[error("stream names are at most {} bytes", p2p::MAX_STREAM_NAME)]
+    NameTooLong,
 }
 
 #[derive(Debug)]
@@ -342,6 +345,8 @@ struct Stream {
     last_avc_resend: Option<Instant>,
     last_aac_resend: Option<Instant>,
     last_activity: Instant,
+    /// Highest fragment ID dropped from the window by age.
+    evicted_below: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1531,7 +1536,8 @@ impl NetGroup {
                                         // stream from its first fragment, metadata and
                                         // codec headers included)
                                         let lo = last.saturating_sub(64).max(1);
-                                        let start = (lo..=last).find(|&i| pm.map.has(i)).unwrap_or(last);
+                                        let start =
+                                            (lo..=last).find(|&i| pm.map.has(i)).unwrap_or(last);
                                         st.play_next = Some(start.max(1));
                                     }
                                 }
@@ -1623,12 +1629,14 @@ impl NetGroup {
             return;
         }
         if let Some((&oldest, _)) = st.frags.first_key_value() {
-            if h.id < oldest && st.frags.len() > 16 {
+            if h.id <= st.evicted_below && h.id < oldest {
                 return; // older than the window
             }
         }
         if st.frags.len() >= MAX_FRAGMENTS {
-            st.frags.pop_first();
+            if let Some((id, _)) = st.frags.pop_first() {
+                st.evicted_below = st.evicted_below.max(id);
+            }
         }
         self.stats.fragments_received += 1;
         self.stats.fragment_bytes_received += data.len() as u64;
@@ -1711,7 +1719,7 @@ impl NetGroup {
                     break;
                 };
                 let since = *st.hole_since.get_or_insert(now);
-                let evicted = st.frags.first_key_value().is_some_and(|(&o, _)| o > next);
+                let evicted = next <= st.evicted_below;
                 if now.saturating_duration_since(since) >= hole_timeout || evicted {
                     missed += after - next;
                     next = after;
@@ -1967,6 +1975,9 @@ impl NetGroup {
     pub fn play(&mut self, name: &str) -> Result<(), GroupError> {
         if !self.multicast {
             return Err(GroupError::NotEnabled("multicast"));
+        }
+        if name.len() > p2p::MAX_STREAM_NAME {
+            return Err(GroupError::NameTooLong);
         }
         self.play_names.insert(name.to_owned());
         for st in self.streams.values_mut() {
@@ -2267,17 +2278,16 @@ impl NetGroup {
         let keep = self.cfg.window + self.cfg.relay_margin;
         let mut gone = Vec::new();
         for (k, st) in self.streams.iter_mut() {
-            while let Some((_, f)) = st.frags.first_key_value() {
+            while let Some((&id, f)) = st.frags.first_key_value() {
                 if now.saturating_duration_since(f.at) > keep {
                     st.frags.pop_first();
+                    st.evicted_below = st.evicted_below.max(id);
                 } else {
                     break;
                 }
             }
-            let oldest = st.frags.first_key_value().map(|(k, _)| *k);
-            if let Some(o) = oldest {
-                st.pulls.retain(|id, _| *id >= o);
-            }
+            let below = st.evicted_below;
+            st.pulls.retain(|id, _| *id > below);
             while st
                 .seen
                 .front()
@@ -2705,6 +2715,7 @@ impl Stream {
             last_avc_resend: None,
             last_aac_resend: None,
             last_activity: now,
+            evicted_below: 0,
         }
     }
 }

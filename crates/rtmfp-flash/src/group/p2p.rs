@@ -59,6 +59,13 @@ pub const FRAG_MIDDLE: u8 = 0x10;
 /// Last part.
 pub const FRAG_LAST: u8 = 0x00;
 
+/// Largest fragment ID accepted from peers (2^48: 89 years at 100
+/// fragments a second), so that ID arithmetic never overflows.
+pub const MAX_FRAGMENT_ID: u64 = 1 << 48;
+
+/// Largest stream name (bytes) in an announce.
+pub const MAX_STREAM_NAME: usize = 255;
+
 /// Largest media payload in one fragment (larger messages are split).
 pub const MAX_FRAGMENT_PAYLOAD: usize = 959;
 /// Most bytes of a fragments map bitmap we send or accept.
@@ -341,7 +348,11 @@ impl MediaAnnounce {
         match self {
             MediaAnnounce::End(id) => put_vlu(&mut out, *id),
             MediaAnnounce::Stream { name, key, params } => {
-                let name = &name.as_bytes()[..name.len().min(255)];
+                let mut n = name.len().min(MAX_STREAM_NAME);
+                while !name.is_char_boundary(n) {
+                    n -= 1;
+                }
+                let name = &name.as_bytes()[..n];
                 put_vlu(&mut out, (name.len() + 1) as u64);
                 out.push(0x00);
                 out.extend_from_slice(name);
@@ -369,7 +380,11 @@ impl MediaAnnounce {
             return Err(GroupWireError::UnexpectedType(t));
         }
         if r.remaining() < 0x24 {
-            return Ok(MediaAnnounce::End(r.vlu()?));
+            let id = r.vlu()?;
+            if id > MAX_FRAGMENT_ID {
+                return Err(GroupWireError::Malformed("fragment ID out of range"));
+            }
+            return Ok(MediaAnnounce::End(id));
         }
         let nlen = r.vlu()? as usize;
         let nbody = r.bytes(nlen)?;
@@ -452,6 +467,9 @@ impl FragmentMap {
             return Err(GroupWireError::UnexpectedType(t));
         }
         let last = r.vlu()?;
+        if last > MAX_FRAGMENT_ID {
+            return Err(GroupWireError::Malformed("fragment ID out of range"));
+        }
         let rest = r.rest();
         let bitmap = Bytes::copy_from_slice(&rest[..rest.len().min(MAX_MAP_BYTES)]);
         Ok(FragmentMap { last, bitmap })
@@ -494,8 +512,8 @@ impl FragmentHeader {
         let mut r = Reader::new(msg);
         let marker = r.u8()?;
         let id = r.vlu()?;
-        if id == 0 {
-            return Err(GroupWireError::Malformed("fragment ID 0"));
+        if id == 0 || id > MAX_FRAGMENT_ID {
+            return Err(GroupWireError::Malformed("fragment ID out of range"));
         }
         let (left, message_type, timestamp) = match marker {
             FRAG_WHOLE => (0, r.u8()?, r.u32()?),
