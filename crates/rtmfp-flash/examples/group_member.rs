@@ -124,7 +124,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         // publish: start once a neighbour is there, paced by timestamps
         if let Some(r) = reader.as_mut() {
-            if media_start.is_none() && !g.neighbors().is_empty() {
+            if media_start.is_none() && g.neighbor_count() > 0 {
                 media_start = Some(now);
             }
             if let Some(t0) = media_start {

@@ -36,6 +36,22 @@ struct Member {
     seed: u64,
 }
 
+impl Member {
+    /// A membership of the test group over this member's NetConnection.
+    fn new_group(&self, me: rtmfp_flash::PeerId) -> NetGroup {
+        NetGroup::new(
+            &self.spec,
+            me,
+            self.nc.session(),
+            self.nc.control_flow_id(),
+            vec![SERVER.parse().unwrap()],
+            self.cfg.clone(),
+            Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(self.seed)),
+        )
+        .unwrap()
+    }
+}
+
 struct Peer {
     ep: Endpoint,
     addr: SocketAddr,
@@ -126,18 +142,7 @@ impl Peer {
         if m.nc.on_event(&mut self.ep, now, ev) {
             while let Some(e) = m.nc.poll_event() {
                 if let NcEvent::Connected(_) = e {
-                    let me = fingerprint(self.ep.profile().certificate());
-                    let rng = rand_chacha::ChaCha8Rng::seed_from_u64(m.seed);
-                    let mut g = NetGroup::new(
-                        &m.spec,
-                        me,
-                        m.nc.session(),
-                        m.nc.control_flow_id(),
-                        vec![SERVER.parse().unwrap()],
-                        m.cfg.clone(),
-                        Box::new(rng),
-                    )
-                    .unwrap();
+                    let mut g = m.new_group(fingerprint(self.ep.profile().certificate()));
                     g.join(&mut self.ep, now).unwrap();
                     m.group = Some(g);
                 }
@@ -580,18 +585,8 @@ fn rejoin(sim: &mut Sim<Peer>, i: usize, play: &str) {
     let now = sim.now();
     let p = sim.node_mut(i);
     let m = p.member.as_mut().unwrap();
-    let me = fingerprint(p.ep.profile().certificate());
     m.seed ^= 0x5555;
-    let mut g = NetGroup::new(
-        &m.spec,
-        me,
-        m.nc.session(),
-        m.nc.control_flow_id(),
-        vec![SERVER.parse().unwrap()],
-        m.cfg.clone(),
-        Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(m.seed)),
-    )
-    .unwrap();
+    let mut g = m.new_group(fingerprint(p.ep.profile().certificate()));
     g.play(play).unwrap();
     g.join(&mut p.ep, now).unwrap();
     m.group = Some(g);

@@ -545,9 +545,15 @@ impl NetGroup {
     pub fn stats(&self) -> GroupStats {
         GroupStats {
             members_known: self.members.len(),
-            neighbors: self.neighbors.values().filter(|n| n.ready()).count(),
+            neighbors: self.neighbor_count(),
             ..self.stats
         }
+    }
+
+    /// Number of connected neighbours (no allocation, unlike
+    /// [`neighbors`](Self::neighbors)).
+    pub fn neighbor_count(&self) -> usize {
+        self.neighbors.values().filter(|n| n.ready()).count()
     }
 
     /// Connected neighbours (peer IDs).
@@ -1036,7 +1042,7 @@ impl NetGroup {
         let kind = if metadata == p2p::META_REPORT {
             InFlow::Report
         } else if metadata == p2p::META_MEDIA {
-            InFlow::Ignored // bound to a stream by its announce (below)
+            InFlow::Media([0; 32]) // unbound (key all zero) until its announce
         } else if metadata == p2p::META_FRAGMENTS {
             // bound by association to our media flow of that stream
             let key = self.neighbors.get(&session).and_then(|n| {
@@ -1095,14 +1101,8 @@ impl NetGroup {
                 n.in_1c = Some(flow);
             }
         }
-        let k = if metadata == p2p::META_MEDIA {
-            InFlow::Media([0; 32])
-        } else {
-            kind
-        };
-        // media flows start unbound (key all zero) until their announce
-        self.in_flows.insert((session, flow), k);
-        self.read_flow(ep, now, session, flow, k);
+        self.in_flows.insert((session, flow), kind);
+        self.read_flow(ep, now, session, flow, kind);
         true
     }
 
@@ -1209,7 +1209,7 @@ impl NetGroup {
                 true
             }
             p2p::MSG_ASK_CLOSE => {
-                let connected = self.neighbors.values().filter(|n| n.ready()).count();
+                let connected = self.neighbor_count();
                 let me = self.my_address;
                 let best = self.best_list(&me, true);
                 let peer = self.neighbors.get(&session).map(|n| n.peer);
@@ -1482,8 +1482,6 @@ impl NetGroup {
                         for s in others {
                             self.announce(ep, now, s, k);
                         }
-                    } else if self.streams.get(&k).is_some_and(|s| s.publisher) && !bound {
-                        // an echo of our own stream: fine
                     }
                     let n = self.neighbors.get_mut(&session)?;
                     let pm = n.media.entry(k).or_default();
@@ -1616,7 +1614,6 @@ impl NetGroup {
         let Ok(h) = FragmentHeader::parse(&data) else {
             return;
         };
-        let window = self.cfg.window + self.cfg.relay_margin;
         let Some(st) = self.streams.get_mut(&key) else {
             return;
         };
@@ -1649,7 +1646,6 @@ impl NetGroup {
         if st.play_next.is_none() && st.playing {
             st.play_next = Some(h.id);
         }
-        let _ = window;
         if first {
             // we hold the stream now: announce it to the neighbours that do not know
             let others: Vec<SessionId> = self
@@ -1794,6 +1790,14 @@ impl NetGroup {
 
     // --------------------------------------------------------- publishing
 
+    /// The key of the stream `name` we are publishing now.
+    fn published_key(&self, name: &str) -> Option<[u8; 32]> {
+        self.streams
+            .iter()
+            .find(|(_, s)| s.publisher && s.name == name && s.end.is_none())
+            .map(|(k, _)| *k)
+    }
+
     /// Starts publishing a multicast stream `name` into the group
     /// (`NetStream.publish` on a group NetStream).
     pub fn publish(
@@ -1805,11 +1809,7 @@ impl NetGroup {
         if !self.multicast {
             return Err(GroupError::NotEnabled("multicast"));
         }
-        if self
-            .streams
-            .values()
-            .any(|s| s.publisher && s.name == name && s.end.is_none())
-        {
+        if self.published_key(name).is_some() {
             return Err(GroupError::AlreadyPublishing(name.into()));
         }
         let mut key = [0u8; 32];
@@ -1846,12 +1846,7 @@ impl NetGroup {
         timestamp: u32,
         payload: &[u8],
     ) -> Result<(), GroupError> {
-        let Some(key) = self
-            .streams
-            .iter()
-            .find(|(_, s)| s.publisher && s.name == name && s.end.is_none())
-            .map(|(k, _)| *k)
-        else {
+        let Some(key) = self.published_key(name) else {
             return Err(GroupError::NotPublishing(name.into()));
         };
         if payload.len() > p2p::MAX_FRAGMENT_PAYLOAD * p2p::MAX_PARTS {
@@ -1945,12 +1940,7 @@ impl NetGroup {
         now: Instant,
         name: &str,
     ) -> Result<(), GroupError> {
-        let Some(key) = self
-            .streams
-            .iter()
-            .find(|(_, s)| s.publisher && s.name == name && s.end.is_none())
-            .map(|(k, _)| *k)
-        else {
+        let Some(key) = self.published_key(name) else {
             return Err(GroupError::NotPublishing(name.into()));
         };
         let end = {
@@ -2072,7 +2062,7 @@ impl NetGroup {
             self.dial(ep, now, p, false);
         }
         // ask neighbours beyond the best list (and not needed for media) to go
-        let connected = self.neighbors.values().filter(|n| n.ready()).count();
+        let connected = self.neighbor_count();
         let mut extra = connected.saturating_sub(best.len() + 4);
         if extra > 0 {
             let cands: Vec<SessionId> = self
@@ -2157,17 +2147,12 @@ impl NetGroup {
             // neighbours far behind the freshest are poor pushers
             cands.retain(|(l, _)| *l + 64 >= best_last);
             let st = self.streams.get_mut(&key).expect("stream");
-            let mut changed = false;
             for bit in 0..8 {
                 let keep = st.pusher[bit].is_some_and(|s| cands.iter().any(|(_, c)| *c == s));
                 if !keep {
                     let pick = cands[(self.rng.next_u64() % cands.len() as u64) as usize].1;
                     st.pusher[bit] = Some(pick);
-                    changed = true;
                 }
-            }
-            if !changed {
-                // still re-send masks that a neighbour may not have (new flows)
             }
             let pushers = st.pusher;
             for (s, n) in self.neighbors.iter_mut() {
