@@ -915,7 +915,7 @@ impl Driver {
     /// Starts the sources of published streams once we have a neighbour.
     fn start_pending_sources(&mut self) {
         if self.pending_sources.is_empty()
-            || self.group.as_ref().is_none_or(|g| g.neighbors().is_empty())
+            || self.group.as_ref().is_none_or(|g| g.neighbor_count() == 0)
         {
             return;
         }
@@ -953,11 +953,7 @@ impl Driver {
 
     fn send_tag(&mut self, now: Instant, name: &str, tag: &MediaTag) {
         let Some(g) = self.group.as_mut() else { return };
-        let t = match tag.kind {
-            MediaKind::Audio => 8,
-            MediaKind::Video => 9,
-            MediaKind::Data => 18,
-        };
+        let t = tag.kind.message_type();
         if g.send_media(&mut self.ep, now, name, t, tag.timestamp, &tag.data)
             .is_ok()
         {

@@ -276,7 +276,7 @@ impl Member {
         let Some(g) = self.group.as_mut() else {
             return Ok(());
         };
-        if !self.posted && !g.neighbors().is_empty() {
+        if !self.posted && g.neighbor_count() > 0 {
             self.posted = true;
             for p in self.plan.posts.clone() {
                 let b = amf0::encode(&Value::String(p.clone())).unwrap_or_default();
@@ -328,11 +328,7 @@ impl Member {
                         _ => true,
                     };
                     if let (Some(s), true) = (self.sink.as_mut(), ok) {
-                        let kind = match message_type {
-                            8 => MediaKind::Audio,
-                            9 => MediaKind::Video,
-                            _ => MediaKind::Data,
-                        };
+                        let kind = MediaKind::from_message_type(message_type);
                         s.write(&MediaTag::new(kind, timestamp, payload))?;
                     }
                 }
@@ -378,7 +374,7 @@ impl Member {
             return Ok(());
         };
         if self.media_t0.is_none() {
-            if g.neighbors().is_empty() {
+            if g.neighbor_count() == 0 {
                 return Ok(());
             }
             self.media_t0 = Some(now);
@@ -394,11 +390,7 @@ impl Member {
             if t0 + Duration::from_millis(u64::from(tag.timestamp)) > now {
                 break;
             }
-            let t = match tag.kind {
-                MediaKind::Audio => 8,
-                MediaKind::Video => 9,
-                MediaKind::Data => 18,
-            };
+            let t = tag.kind.message_type();
             g.send_media(&mut self.ep, now, name, t, tag.timestamp, &tag.data)?;
             self.pending = None;
         }
@@ -417,7 +409,7 @@ impl Member {
     fn finish(&mut self) {
         if let Some(g) = self.group.as_mut() {
             self.report.stats = g.stats();
-            self.report.neighbors = g.neighbors().len();
+            self.report.neighbors = g.neighbor_count();
             g.leave(&mut self.ep, Instant::now());
         }
         if let Some(nc) = self.nc.as_mut() {

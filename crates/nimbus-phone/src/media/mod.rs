@@ -56,6 +56,26 @@ pub enum MediaKind {
     Data,
 }
 
+impl MediaKind {
+    /// The RTMP message type (8, 9, 18).
+    pub fn message_type(self) -> u8 {
+        match self {
+            MediaKind::Audio => 8,
+            MediaKind::Video => 9,
+            MediaKind::Data => 18,
+        }
+    }
+
+    /// The kind of an RTMP message type: 8 audio, 9 video, anything else data.
+    pub fn from_message_type(t: u8) -> Self {
+        match t {
+            8 => MediaKind::Audio,
+            9 => MediaKind::Video,
+            _ => MediaKind::Data,
+        }
+    }
+}
+
 /// One timed media message: an FLV tag body and its timestamp.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MediaTag {
