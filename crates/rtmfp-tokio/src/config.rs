@@ -31,6 +31,12 @@ pub struct DriverConfig {
     /// Requested kernel socket send and receive buffer size (best effort).
     /// `None` keeps the system default.
     pub socket_buffer: Option<usize>,
+    /// Commands from the handles waiting for the driver; callers wait
+    /// beyond it.
+    pub command_capacity: usize,
+    /// Loss, delay and jitter applied to what the endpoint receives (tests
+    /// and benchmarks).
+    pub impairment: Option<crate::Impairment>,
     /// Exception code sent when a [`RecvFlow`](crate::RecvFlow) is dropped
     /// before its flow completed, or an incoming flow cannot be queued.
     pub reject_code: u64,
@@ -45,6 +51,8 @@ impl Default for DriverConfig {
             event_capacity: 1024,
             shutdown_timeout: Duration::from_secs(3),
             socket_buffer: Some(2 * 1024 * 1024),
+            command_capacity: 4096,
+            impairment: None,
             reject_code: 0,
         }
     }

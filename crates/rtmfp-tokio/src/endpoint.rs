@@ -12,10 +12,11 @@ use rtmfp::{CloseReason, CryptoProfile, EndpointConfig, OpenError, Role, Session
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::config::DriverConfig;
-use crate::driver::{Command, Driver, SessionParts};
 use crate::error::Error;
+use crate::handles::{Command, Driver, SessionParts};
+use crate::host::{Host, HostChannel, HostConfig, HostHandle};
 use crate::session::Session;
-use crate::socket::{IoStats, UdpIo};
+use crate::socket::IoStats;
 
 /// Something that happened on the endpoint as a whole, broadcast to every
 /// subscriber of [`Endpoint::events`].
@@ -75,16 +76,16 @@ pub enum EndpointEvent {
 /// Shared by every handle of one endpoint.
 #[derive(Debug)]
 pub(crate) struct EndpointInner {
-    cmd: mpsc::UnboundedSender<Command>,
+    cmd: HostHandle<Driver>,
     local_addr: SocketAddr,
     accept: tokio::sync::Mutex<mpsc::Receiver<SessionParts>>,
     events: broadcast::Sender<EndpointEvent>,
 }
 
 impl EndpointInner {
-    /// Sends a command to the driver.
+    /// Sends a command to the driver from synchronous code.
     pub(crate) fn command(&self, cmd: Command) -> Result<(), Error> {
-        self.cmd.send(cmd).map_err(|_| Error::EndpointClosed)
+        self.cmd.send_soon(cmd).map_err(|_| Error::EndpointClosed)
     }
 
     /// Sends a command and waits for the driver's answer.
@@ -93,7 +94,10 @@ impl EndpointInner {
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<T, Error> {
         let (tx, rx) = oneshot::channel();
-        self.command(make(tx))?;
+        self.cmd
+            .send(make(tx))
+            .await
+            .map_err(|_| Error::EndpointClosed)?;
         rx.await.map_err(|_| Error::EndpointClosed)
     }
 }
@@ -163,31 +167,30 @@ impl Endpoint {
         driver: DriverConfig,
     ) -> io::Result<Self> {
         let runtime = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
-        let io = UdpIo::new(socket, driver.socket_buffer)?;
-        let local_addr = io.local_addr();
         let rng = rand::rngs::StdRng::from_rng(rand::rngs::OsRng).map_err(io::Error::other)?;
-        let engine = rtmfp::Endpoint::new(
-            config,
-            profile,
-            Box::new(rng),
-            tokio::time::Instant::now().into_std(),
-        );
-        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let now = crate::host::now();
+        let engine = rtmfp::Endpoint::new(config, profile, Box::new(rng), now);
+        let channel = HostChannel::new(driver.command_capacity.max(1));
+        let cmd = channel.handle();
         let (accept_tx, accept_rx) = mpsc::channel(driver.accept_backlog.max(1));
         let (events_tx, _) = broadcast::channel(driver.event_capacity.max(1));
-        let task = Driver::new(
+        let machine = Driver::new(
             engine,
-            io,
-            driver,
-            cmd_rx,
-            cmd_tx.downgrade(),
+            now,
+            driver.clone(),
+            cmd.downgrade(),
             accept_tx,
             events_tx.clone(),
         );
-        runtime.spawn(task.run());
+        let host_config = HostConfig::default()
+            .socket_buffer(driver.socket_buffer)
+            .impairment(driver.impairment.clone());
+        let (host, _events) = Host::with_channel(machine, vec![socket], host_config, channel)?;
+        let local_addr = cmd.local_addr();
+        runtime.spawn(host.run());
         Ok(Self {
             inner: Arc::new(EndpointInner {
-                cmd: cmd_tx,
+                cmd,
                 local_addr,
                 accept: tokio::sync::Mutex::new(accept_rx),
                 events: events_tx,
@@ -271,12 +274,14 @@ impl Endpoint {
         R: Send + 'static,
     {
         self.inner
-            .request(|reply| {
-                Command::WithEngine(Box::new(move |engine, now| {
-                    let _ = reply.send(f(engine, now));
-                }))
+            .cmd
+            .with(move |driver, now| {
+                let r = f(driver.engine_mut(), now);
+                driver.after_input(now);
+                r
             })
             .await
+            .map_err(|_| Error::EndpointClosed)
     }
 
     /// Counters of the socket layer (datagrams, bytes, system calls,
@@ -285,7 +290,10 @@ impl Endpoint {
     /// # Errors
     /// [`Error::EndpointClosed`] when the driver has stopped.
     pub async fn io_stats(&self) -> Result<IoStats, Error> {
-        self.inner.request(|reply| Command::Stats { reply }).await
+        if self.is_closed() {
+            return Err(Error::EndpointClosed);
+        }
+        Ok(self.inner.cmd.stats())
     }
 
     /// Closes every session in an orderly way (Close / Close Ack, waiting

@@ -98,16 +98,21 @@
 //! orderly way; dropping an unfinished [`RecvFlow`] rejects the flow.
 
 mod config;
-mod driver;
 mod endpoint;
 mod error;
+mod handles;
+mod host;
 mod session;
 mod socket;
 
 pub use config::DriverConfig;
 pub use endpoint::{Endpoint, EndpointEvent};
 pub use error::Error;
+pub use host::{
+    now, Host, HostChannel, HostClosed, HostConfig, HostHandle, Impairment, TrySendError,
+    WeakHostHandle,
+};
 pub use session::{RecvFlow, SendFlow, Session};
-pub use socket::IoStats;
+pub use socket::{bind_udp, IoStats};
 
 pub use rtmfp;

@@ -9,11 +9,11 @@ use bytes::Bytes;
 use rtmfp::{CloseReason, Priority, RecvMessage, Role, SessionId, SessionInfo};
 use tokio::sync::{mpsc, watch};
 
-use crate::driver::{
-    Command, RecvParts, RecvShared, SessionCloser, SessionParts, SessionStatus, MESSAGE_OVERHEAD,
-};
 use crate::endpoint::{Endpoint, EndpointInner};
 use crate::error::Error;
+use crate::handles::{
+    Command, RecvParts, RecvShared, SessionCloser, SessionParts, SessionStatus, MESSAGE_OVERHEAD,
+};
 
 /// Shared by a session's handles; closes the session when the last one is
 /// dropped (through its closer).

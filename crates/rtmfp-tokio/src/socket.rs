@@ -1,19 +1,25 @@
-//! The UDP socket owned by the driver: batched receive (recvmmsg / GRO) and
-//! batched send (GSO) through `quinn-udp`, with reusable buffers.
+//! One UDP socket of a host: batched receive (recvmmsg / GRO) and batched
+//! send (GSO) through `quinn-udp`, with reusable buffers.
 //!
-//! Nothing here knows about RTMFP: it moves opaque datagrams between the
-//! socket and closures supplied by the driver.
+//! Nothing here knows about RTMFP or machines: it moves opaque datagrams
+//! between the socket and the host.
 
 use std::io::{self, IoSliceMut};
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState, BATCH_SIZE};
 use tokio::io::Interest;
 use tracing::{debug, trace};
 
-/// Size of one receive slot: the largest UDP payload, which is also the
-/// largest GRO super-datagram the kernel hands out.
-const RX_SLOT: usize = 64 * 1024;
+/// Size of one receive slot when the kernel coalesces datagrams (GRO): the
+/// largest UDP payload, which is also the largest super-datagram.
+const RX_SLOT_GRO: usize = 64 * 1024;
+
+/// Size of one receive slot without GRO: more than any RTMFP datagram
+/// (larger ones are truncated, and then fail authentication).
+const RX_SLOT_PLAIN: usize = 4096;
 
 /// Largest number of bytes put in one GSO send (the segments of one
 /// `sendmsg` must fit an IP datagram).
@@ -22,10 +28,8 @@ const MAX_GSO_BYTES: usize = 64_000;
 /// Largest number of segments in one GSO send (`UDP_MAX_SEGMENTS`).
 const MAX_GSO_SEGMENTS: usize = 64;
 
-/// Scratch capacity for one datagram produced by the engine.
-const SCRATCH_CAPACITY: usize = 2048;
-
-/// Counters of the socket layer.
+/// Counters of a host's sockets. Read them at any time from
+/// [`HostHandle::stats`](crate::HostHandle::stats).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct IoStats {
@@ -36,8 +40,11 @@ pub struct IoStats {
     /// Send system calls (`sendmsg`), each carrying one or more datagrams.
     pub send_calls: u64,
     /// Datagrams dropped because sending failed with an error other than
-    /// "would block" (unreachable destination, message too big, ...).
+    /// "would block" (unreachable destination, message too big, an address
+    /// family no socket of the host can reach...).
     pub send_errors: u64,
+    /// Times a socket was full and the host waited for it to drain.
+    pub send_blocked: u64,
     /// Datagrams received (GRO super-datagrams count their segments).
     pub datagrams_received: u64,
     /// Payload bytes received.
@@ -48,17 +55,72 @@ pub struct IoStats {
     pub max_send_batch: u64,
     /// Largest number of datagrams moved by one receive call so far.
     pub max_recv_batch: u64,
+    /// Received datagrams the impairment stage dropped.
+    pub impaired_drops: u64,
+    /// Received datagrams the impairment stage delayed.
+    pub impaired_delays: u64,
 }
 
-/// Outcome of [`UdpIo::flush`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Flush {
-    /// The producer has nothing more to send.
-    Drained,
-    /// The socket buffer is full: wait for writability and call again.
-    Blocked,
-    /// The per-call budget ran out; call again soon.
-    Budget,
+impl IoStats {
+    /// Datagrams per send system call (1.0 when nothing was batched).
+    pub fn datagrams_per_send(&self) -> f64 {
+        self.datagrams_sent as f64 / self.send_calls.max(1) as f64
+    }
+
+    /// Datagrams per receive system call.
+    pub fn datagrams_per_recv(&self) -> f64 {
+        self.datagrams_received as f64 / self.recv_calls.max(1) as f64
+    }
+}
+
+/// The live counters behind [`IoStats`], shared between a host and its
+/// handles (updated once per batch, not per datagram).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    datagrams_sent: AtomicU64,
+    bytes_sent: AtomicU64,
+    send_calls: AtomicU64,
+    send_errors: AtomicU64,
+    send_blocked: AtomicU64,
+    datagrams_received: AtomicU64,
+    bytes_received: AtomicU64,
+    recv_calls: AtomicU64,
+    max_send_batch: AtomicU64,
+    max_recv_batch: AtomicU64,
+    pub(crate) impaired_drops: AtomicU64,
+    pub(crate) impaired_delays: AtomicU64,
+}
+
+fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> IoStats {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        IoStats {
+            datagrams_sent: g(&self.datagrams_sent),
+            bytes_sent: g(&self.bytes_sent),
+            send_calls: g(&self.send_calls),
+            send_errors: g(&self.send_errors),
+            send_blocked: g(&self.send_blocked),
+            datagrams_received: g(&self.datagrams_received),
+            bytes_received: g(&self.bytes_received),
+            recv_calls: g(&self.recv_calls),
+            max_send_batch: g(&self.max_send_batch),
+            max_recv_batch: g(&self.max_recv_batch),
+            impaired_drops: g(&self.impaired_drops),
+            impaired_delays: g(&self.impaired_delays),
+        }
+    }
+
+    pub(crate) fn add_send_error(&self, n: u64) {
+        add(&self.send_errors, n);
+    }
+
+    pub(crate) fn add_blocked(&self) {
+        add(&self.send_blocked, 1);
+    }
 }
 
 /// A datagram batch being assembled for one GSO send.
@@ -102,26 +164,31 @@ impl TxBatch {
     }
 }
 
-/// The driver's socket with its batching state and reusable buffers.
+/// A socket with its batching state and reusable buffers.
 #[derive(Debug)]
 pub(crate) struct UdpIo {
     socket: tokio::net::UdpSocket,
     state: UdpSocketState,
     local: SocketAddr,
     rx_buf: Box<[u8]>,
-    rx_meta: [RecvMeta; BATCH_SIZE],
+    rx_slot: usize,
+    rx_meta: Box<[RecvMeta]>,
     tx: TxBatch,
-    /// A datagram taken from the producer that did not fit the blocked
-    /// batch; sent first once the socket is writable again.
-    carry: Option<SocketAddr>,
-    scratch: Vec<u8>,
-    stats: IoStats,
+    /// A datagram that did not fit the batch while the socket was full;
+    /// sent first once the socket is writable again.
+    carry: Option<(SocketAddr, Vec<u8>)>,
+    max_segments: usize,
 }
 
 impl UdpIo {
     /// Wraps a bound std socket (it is switched to non-blocking mode).
-    /// Must be called inside a tokio runtime.
-    pub(crate) fn new(socket: std::net::UdpSocket, buffer_size: Option<usize>) -> io::Result<Self> {
+    /// Must be called inside a tokio runtime. `recv_batch` is the number
+    /// of datagrams (or GRO super-datagrams) one receive call can take.
+    pub(crate) fn new(
+        socket: std::net::UdpSocket,
+        buffer_size: Option<usize>,
+        recv_batch: usize,
+    ) -> io::Result<Self> {
         socket.set_nonblocking(true)?;
         let socket = tokio::net::UdpSocket::from_std(socket)?;
         let state = UdpSocketState::new((&socket).into())?;
@@ -135,29 +202,40 @@ impl UdpIo {
             }
         }
         let local = socket.local_addr()?;
+        let batch = recv_batch.clamp(1, BATCH_SIZE);
+        let rx_slot = if state.gro_segments() > 1 {
+            RX_SLOT_GRO
+        } else {
+            RX_SLOT_PLAIN
+        };
+        let max_segments = state.max_gso_segments().clamp(1, MAX_GSO_SEGMENTS);
         debug!(
             %local,
-            gso_segments = state.max_gso_segments(),
+            gso_segments = max_segments,
             gro_segments = state.gro_segments(),
-            batch = BATCH_SIZE,
+            batch,
             "socket ready"
         );
         Ok(Self {
             socket,
             state,
             local,
-            rx_buf: vec![0u8; RX_SLOT * BATCH_SIZE].into_boxed_slice(),
-            rx_meta: [RecvMeta::default(); BATCH_SIZE],
+            rx_buf: vec![0u8; rx_slot * batch].into_boxed_slice(),
+            rx_slot,
+            rx_meta: vec![RecvMeta::default(); batch].into_boxed_slice(),
             tx: TxBatch {
-                buf: Vec::with_capacity(MAX_GSO_BYTES + SCRATCH_CAPACITY),
+                buf: Vec::with_capacity(if max_segments > 1 {
+                    MAX_GSO_BYTES + 2048
+                } else {
+                    2048
+                }),
                 dest: local,
                 segment: 0,
                 count: 0,
                 sealed: false,
             },
             carry: None,
-            scratch: Vec::with_capacity(SCRATCH_CAPACITY),
-            stats: IoStats::default(),
+            max_segments,
         })
     }
 
@@ -165,18 +243,19 @@ impl UdpIo {
         self.local
     }
 
-    pub(crate) fn stats(&self) -> IoStats {
-        self.stats
+    /// Polls for read readiness (registers the waker when not ready).
+    pub(crate) fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.socket.poll_recv_ready(cx)
     }
 
-    /// Waits until the socket may be readable.
-    pub(crate) async fn readable(&self) -> io::Result<()> {
-        self.socket.readable().await
+    /// Polls for write readiness.
+    pub(crate) fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.socket.poll_send_ready(cx)
     }
 
-    /// Waits until the socket may be writable.
-    pub(crate) async fn writable(&self) -> io::Result<()> {
-        self.socket.writable().await
+    /// Whether this socket has datagrams waiting to go out.
+    pub(crate) fn has_pending(&self) -> bool {
+        self.tx.count > 0 || self.carry.is_some()
     }
 
     /// Receives one batch of datagrams without blocking and hands each one
@@ -185,6 +264,7 @@ impl UdpIo {
     /// was nothing to read.
     pub(crate) fn try_recv(
         &mut self,
+        counters: &Counters,
         mut deliver: impl FnMut(SocketAddr, &[u8]),
     ) -> io::Result<usize> {
         let Self {
@@ -192,17 +272,19 @@ impl UdpIo {
             state,
             rx_buf,
             rx_meta,
-            stats,
+            rx_slot,
             ..
         } = self;
-        let mut slots = rx_buf.chunks_mut(RX_SLOT);
-        let mut bufs: [IoSliceMut<'_>; BATCH_SIZE] =
-            std::array::from_fn(|_| IoSliceMut::new(slots.next().unwrap_or_default()));
+        let mut slots = rx_buf.chunks_mut(*rx_slot);
+        let mut bufs: Vec<IoSliceMut<'_>> = Vec::with_capacity(rx_meta.len());
+        for _ in 0..rx_meta.len() {
+            bufs.push(IoSliceMut::new(slots.next().unwrap_or_default()));
+        }
         let n = socket.try_io(Interest::READABLE, || {
             state.recv((&*socket).into(), &mut bufs, rx_meta)
         })?;
-        stats.recv_calls += 1;
-        let mut delivered = 0usize;
+        let mut delivered = 0u64;
+        let mut bytes = 0u64;
         for (meta, buf) in rx_meta.iter().zip(bufs.iter()).take(n) {
             let len = meta.len.min(buf.len());
             let data = &buf[..len];
@@ -216,67 +298,69 @@ impl UdpIo {
                 deliver(from, segment);
                 delivered += 1;
             }
-            stats.bytes_received += len as u64;
+            bytes += len as u64;
         }
-        stats.datagrams_received += delivered as u64;
-        stats.max_recv_batch = stats.max_recv_batch.max(delivered as u64);
-        Ok(delivered)
+        add(&counters.recv_calls, 1);
+        add(&counters.datagrams_received, delivered);
+        add(&counters.bytes_received, bytes);
+        counters
+            .max_recv_batch
+            .fetch_max(delivered, Ordering::Relaxed);
+        Ok(delivered as usize)
     }
 
-    /// Sends datagrams pulled from `produce` (which fills the buffer it is
-    /// given and returns the destination, like the engine's
-    /// `poll_transmit`), coalescing runs of same-destination, same-size
-    /// datagrams into GSO sends. Pulls at most `budget` datagrams.
-    pub(crate) fn flush(
-        &mut self,
-        budget: usize,
-        mut produce: impl FnMut(&mut Vec<u8>) -> Option<SocketAddr>,
-    ) -> Flush {
-        // Finish what an earlier call left behind.
-        if self.tx.count > 0 && !self.send_batch() {
-            return Flush::Blocked;
+    /// Queues one datagram, sending the assembled batch first when the
+    /// datagram cannot join it. Returns false when the socket is full: the
+    /// datagram is then kept and goes first once the socket drains
+    /// ([`drain`](Self::drain)); nothing is dropped.
+    pub(crate) fn push(&mut self, dest: SocketAddr, data: &[u8], counters: &Counters) -> bool {
+        debug_assert!(self.carry.is_none());
+        if self.tx.count > 0
+            && !self.tx.can_append(dest, data.len(), self.max_segments)
+            && !self.send_batch(counters)
+        {
+            self.carry = Some((dest, data.to_vec()));
+            return false;
         }
-        if let Some(dest) = self.carry.take() {
-            self.tx.append(dest, &self.scratch);
+        self.tx.append(dest, data);
+        if self.tx.count >= self.max_segments || self.max_segments == 1 {
+            // Full batch (or no GSO): send now; a full socket keeps it.
+            let _ = self.send_batch(counters);
         }
-        let max_segments = self.state.max_gso_segments().clamp(1, MAX_GSO_SEGMENTS);
-        for _ in 0..budget {
-            let Some(dest) = produce(&mut self.scratch) else {
-                return if self.tx.count > 0 && !self.send_batch() {
-                    Flush::Blocked
-                } else {
-                    Flush::Drained
-                };
-            };
-            if self.scratch.is_empty() {
-                continue;
+        true
+    }
+
+    /// Sends what is queued (the batch, then a carried datagram). Returns
+    /// false while the socket is full.
+    pub(crate) fn drain(&mut self, counters: &Counters) -> bool {
+        if self.tx.count > 0 && !self.send_batch(counters) {
+            return false;
+        }
+        if let Some((dest, data)) = self.carry.take() {
+            self.tx.append(dest, &data);
+            if !self.send_batch(counters) {
+                return false;
             }
-            let Some(dest) = self.socket_addr_for(dest) else {
-                trace!(%dest, "dropping datagram for an address family this socket cannot reach");
-                self.stats.send_errors += 1;
-                continue;
-            };
-            if self.tx.count > 0
-                && !self.tx.can_append(dest, self.scratch.len(), max_segments)
-                && !self.send_batch()
-            {
-                self.carry = Some(dest);
-                return Flush::Blocked;
-            }
-            self.tx.append(dest, &self.scratch);
         }
-        if self.tx.count > 0 && !self.send_batch() {
-            return Flush::Blocked;
-        }
-        Flush::Budget
+        true
     }
 
     /// Sends the assembled batch. Returns false when the socket would block
     /// (the batch is kept); any other outcome consumes the batch.
-    fn send_batch(&mut self) -> bool {
-        let count = self.tx.count;
+    fn send_batch(&mut self, counters: &Counters) -> bool {
+        if self.tx.count == 0 {
+            return true;
+        }
+        let count = self.tx.count as u64;
+        let dest = self.socket_addr_for(self.tx.dest);
+        let Some(dest) = dest else {
+            trace!(dest = %self.tx.dest, "dropping datagrams for an address family this socket cannot reach");
+            counters.add_send_error(count);
+            self.tx.reset();
+            return true;
+        };
         let transmit = Transmit {
-            destination: self.tx.dest,
+            destination: dest,
             ecn: None,
             contents: &self.tx.buf,
             segment_size: (count > 1).then_some(self.tx.segment),
@@ -287,16 +371,16 @@ impl UdpIo {
         });
         match result {
             Ok(()) => {
-                self.stats.send_calls += 1;
-                self.stats.datagrams_sent += count as u64;
-                self.stats.bytes_sent += self.tx.buf.len() as u64;
-                self.stats.max_send_batch = self.stats.max_send_batch.max(count as u64);
+                add(&counters.send_calls, 1);
+                add(&counters.datagrams_sent, count);
+                add(&counters.bytes_sent, self.tx.buf.len() as u64);
+                counters.max_send_batch.fetch_max(count, Ordering::Relaxed);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
             Err(e) => {
                 // UDP is unreliable anyway: the engine retransmits.
-                debug!(dest = %self.tx.dest, count, "send failed: {e}");
-                self.stats.send_errors += count as u64;
+                debug!(%dest, count, "send failed: {e}");
+                counters.add_send_error(count);
             }
         }
         self.tx.reset();
@@ -321,11 +405,16 @@ impl UdpIo {
             _ => Some(dest),
         }
     }
+
+    /// Whether this socket can send to `dest`.
+    pub(crate) fn reaches(&self, dest: SocketAddr) -> bool {
+        self.socket_addr_for(dest).is_some()
+    }
 }
 
 /// Peer addresses are reported in canonical form: IPv4-mapped IPv6
 /// addresses (seen on dual-stack sockets) become plain IPv4.
-fn canonical(addr: SocketAddr) -> SocketAddr {
+pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
     match addr {
         SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
             Some(ip) => SocketAddr::V4(SocketAddrV4::new(ip, v6.port())),
@@ -333,6 +422,42 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
         },
         SocketAddr::V4(_) => addr,
     }
+}
+
+/// Binds a UDP socket for a host: `SO_REUSEPORT` when asked (so that
+/// several hosts, one per thread, share a port and the kernel spreads
+/// peers over them), IPv6 sockets IPv6-only (bind `0.0.0.0` and `[::]`
+/// side by side), kernel buffers of `buffer` bytes where allowed.
+///
+/// # Errors
+/// When the socket cannot be created, configured or bound.
+pub fn bind_udp(
+    addr: SocketAddr,
+    reuse_port: bool,
+    buffer: Option<usize>,
+) -> io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    if reuse_port {
+        #[cfg(unix)]
+        s.set_reuse_port(true)?;
+    }
+    if let Some(size) = buffer {
+        // Best effort: the kernel clamps to its limits.
+        let _ = s.set_recv_buffer_size(size);
+        let _ = s.set_send_buffer_size(size);
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    Ok(s.into())
 }
 
 #[cfg(test)]

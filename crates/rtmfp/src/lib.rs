@@ -68,6 +68,7 @@ mod crypto;
 mod endpoint;
 mod event;
 mod flow;
+mod machine;
 mod ratelimit;
 mod session;
 pub mod wire;
@@ -80,6 +81,7 @@ pub use crypto::{
 pub use endpoint::{datagram_shard, Endpoint, EndpointStats, MAX_SHARD_BITS};
 pub use event::{CloseReason, Event, OpenError, Role, SessionId, SessionInfo, SessionStats};
 pub use flow::{Priority, RecvMessage};
+pub use machine::{EndpointCommand, Machine};
 pub use wire::{Address, AddressOrigin};
 
 /// Errors returned by the [`Endpoint`] API.

@@ -1,6 +1,7 @@
-//! The driver task: the single owner of the engine and the socket.
+//! The machine behind the session and flow handles: the engine plus the
+//! per-session state the handles see, run on a [`Host`](crate::Host).
 //!
-//! See the crate documentation for the shape of the loop.
+//! See the crate documentation for the handles' guarantees.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -9,34 +10,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rtmfp::{CloseReason, Event, Priority, RecvMessage, Role, SessionId, SessionInfo};
+use rtmfp::{CloseReason, Event, Machine, Priority, RecvMessage, Role, SessionId, SessionInfo};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
-use tracing::{debug, trace, warn};
+use tracing::{debug, trace};
 
 use crate::config::DriverConfig;
 use crate::error::Error;
-use crate::socket::{Flush, IoStats, UdpIo};
+use crate::host::{HostHandle, WeakHostHandle};
 use crate::EndpointEvent;
 
 /// Accounting overhead of one queued message, so that floods of tiny
 /// messages are bounded too.
 pub(crate) const MESSAGE_OVERHEAD: usize = 64;
 
-/// Most datagrams pulled from the engine per flush.
-const TRANSMIT_BUDGET: usize = 1024;
-/// Most receive batches per socket wake-up.
-const RECV_BATCHES_PER_WAKE: usize = 8;
-/// Most engine events handled per turn.
-const EVENT_BUDGET: usize = 4096;
-/// Most commands handled per wake-up.
-const COMMAND_BUDGET: usize = 256;
 /// Most messages moved from the engine to one flow handle per pump.
 const READS_PER_PUMP: usize = 1024;
 /// Most flows pumped from the backlog per turn.
 const BACKLOG_BUDGET: usize = 256;
-
-/// A closure run on the engine inside the driver.
-pub(crate) type EngineFn = Box<dyn FnOnce(&mut rtmfp::Endpoint, Instant) + Send>;
 
 /// A request from a handle to the driver.
 pub(crate) enum Command {
@@ -93,10 +83,6 @@ pub(crate) enum Command {
         session: SessionId,
         reply: oneshot::Sender<Option<SessionInfo>>,
     },
-    Stats {
-        reply: oneshot::Sender<IoStats>,
-    },
-    WithEngine(EngineFn),
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -115,8 +101,6 @@ impl std::fmt::Debug for Command {
             Command::AbortSession { .. } => "AbortSession",
             Command::SessionDropped { .. } => "SessionDropped",
             Command::Info { .. } => "Info",
-            Command::Stats { .. } => "Stats",
-            Command::WithEngine(_) => "WithEngine",
             Command::Shutdown { .. } => "Shutdown",
         };
         f.write_str(name)
@@ -146,13 +130,15 @@ pub(crate) struct SessionParts {
 #[derive(Debug)]
 pub(crate) struct SessionCloser {
     id: SessionId,
-    cmd: mpsc::UnboundedSender<Command>,
+    cmd: HostHandle<Driver>,
 }
 
 impl Drop for SessionCloser {
     fn drop(&mut self) {
         // Fails only when the driver is gone, which closed the session anyway.
-        let _ = self.cmd.send(Command::SessionDropped { session: self.id });
+        let _ = self
+            .cmd
+            .send_soon(Command::SessionDropped { session: self.id });
     }
 }
 
@@ -217,44 +203,30 @@ struct ShutdownState {
     closing: Vec<SessionId>,
 }
 
-/// Why the driver woke up.
-enum Wake {
-    Command(Option<Command>),
-    Readable(std::io::Result<()>),
-    Writable(std::io::Result<()>),
-    Timer,
-    Yield,
-}
-
-/// The driver: owns the engine, the socket and the per-session state
-/// behind the handles.
+/// The handle API's machine: owns the engine and the per-session state
+/// behind the handles; runs on a [`Host`](crate::Host).
 pub(crate) struct Driver {
     engine: rtmfp::Endpoint,
-    io: UdpIo,
     cfg: DriverConfig,
-    cmd_rx: mpsc::UnboundedReceiver<Command>,
-    /// Weak, so that the channel closes when every handle is gone.
-    cmd_tx: mpsc::WeakUnboundedSender<Command>,
-    cmd_open: bool,
+    /// To ourselves, weak, so that the channel closes when every handle is
+    /// gone; session closers hold strong ones.
+    me: WeakHostHandle<Driver>,
     accept_tx: mpsc::Sender<SessionParts>,
     events_tx: broadcast::Sender<EndpointEvent>,
     sessions: HashMap<SessionId, SessionState>,
     connecting: HashMap<SessionId, oneshot::Sender<Result<SessionParts, Error>>>,
     /// Receiving flows whose pump ran out of budget.
     read_backlog: VecDeque<(SessionId, u64)>,
-    /// More engine events are waiting (the event budget ran out).
-    events_pending: bool,
-    /// The transmit budget ran out: flush again without waiting.
-    transmit_pending: bool,
-    /// The socket refused data: wait for writability before flushing.
-    tx_blocked: bool,
     shutdown: Option<ShutdownState>,
+    /// The shutdown is over: the host may stop.
+    done: bool,
+    /// The time of the last input.
+    last_now: Instant,
 }
 
 impl std::fmt::Debug for Driver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Driver")
-            .field("local", &self.io.local_addr())
             .field("sessions", &self.sessions.len())
             .field("connecting", &self.connecting.len())
             .field("shutting_down", &self.shutdown.is_some())
@@ -262,149 +234,99 @@ impl std::fmt::Debug for Driver {
     }
 }
 
-/// The current time on tokio's clock, as the engine wants it.
-fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
+impl Machine for Driver {
+    type Command = Command;
+    /// Events go to the handles, not to the host's owner.
+    type Event = std::convert::Infallible;
+
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        self.engine.handle_datagram(now, from, data);
+        self.after_input(now);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        if self.engine.poll_timeout().is_some_and(|t| t <= now) {
+            self.engine.handle_timeout(now);
+        }
+        self.after_input(now);
+    }
+
+    fn handle_command(&mut self, now: Instant, command: Command) {
+        self.on_command(now, command);
+        self.after_input(now);
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<SocketAddr> {
+        self.engine.poll_transmit(now, buf)
+    }
+
+    fn poll_event(&mut self) -> Option<std::convert::Infallible> {
+        None
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        let engine = self.engine.poll_timeout();
+        // A backlog of reads is worked off on the next turn.
+        let pending = (!self.read_backlog.is_empty()).then_some(self.last_now);
+        let shutdown = self.shutdown.as_ref().map(|s| s.deadline);
+        [engine, pending, shutdown].into_iter().flatten().min()
+    }
+
+    fn handle_close(&mut self, now: Instant) {
+        debug!("all handles dropped; shutting down");
+        self.begin_shutdown(now, None);
+        self.after_input(now);
+    }
+
+    fn is_done(&self) -> Option<bool> {
+        Some(self.done)
+    }
 }
 
 impl Driver {
     pub(crate) fn new(
         engine: rtmfp::Endpoint,
-        io: UdpIo,
+        engine_now: Instant,
         cfg: DriverConfig,
-        cmd_rx: mpsc::UnboundedReceiver<Command>,
-        cmd_tx: mpsc::WeakUnboundedSender<Command>,
+        me: WeakHostHandle<Driver>,
         accept_tx: mpsc::Sender<SessionParts>,
         events_tx: broadcast::Sender<EndpointEvent>,
     ) -> Self {
         Self {
             engine,
-            io,
             cfg,
-            cmd_rx,
-            cmd_tx,
-            cmd_open: true,
+            me,
             accept_tx,
             events_tx,
             sessions: HashMap::new(),
             connecting: HashMap::new(),
             read_backlog: VecDeque::new(),
-            events_pending: false,
-            transmit_pending: false,
-            tx_blocked: false,
             shutdown: None,
+            done: false,
+            last_now: engine_now,
         }
     }
 
-    /// Runs until shut down (explicitly, or because every handle is gone).
-    pub(crate) async fn run(mut self) {
-        let sleep = tokio::time::sleep(Duration::from_secs(3600));
-        tokio::pin!(sleep);
-        let mut armed: Option<Instant> = None;
-        loop {
-            let now = now();
-            if self.engine.poll_timeout().is_some_and(|t| t <= now) {
-                self.engine.handle_timeout(now);
-            }
-            self.drain_events(now);
-            self.drain_read_backlog(now);
-            self.flush(now);
-            if self.shutdown_complete(now) {
-                break;
-            }
-
-            let deadline = match (self.engine.poll_timeout(), self.shutdown.as_ref()) {
-                (Some(t), Some(s)) => Some(t.min(s.deadline)),
-                (t, s) => t.or(s.map(|s| s.deadline)),
-            };
-            if deadline != armed {
-                if let Some(d) = deadline {
-                    sleep.as_mut().reset(tokio::time::Instant::from_std(d));
-                }
-                armed = deadline;
-            }
-            let busy =
-                self.events_pending || self.transmit_pending || !self.read_backlog.is_empty();
-
-            let wake = tokio::select! {
-                cmd = self.cmd_rx.recv(), if self.cmd_open => Wake::Command(cmd),
-                r = self.io.readable() => Wake::Readable(r),
-                r = self.io.writable(), if self.tx_blocked => Wake::Writable(r),
-                () = &mut sleep, if armed.is_some() => Wake::Timer,
-                () = tokio::task::yield_now(), if busy => Wake::Yield,
-            };
-
-            let now = self::now();
-            match wake {
-                Wake::Command(Some(cmd)) => {
-                    self.on_command(now, cmd);
-                    for _ in 0..COMMAND_BUDGET {
-                        match self.cmd_rx.try_recv() {
-                            Ok(cmd) => self.on_command(now, cmd),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                Wake::Command(None) => {
-                    // Every handle is gone: nobody can use the endpoint.
-                    debug!("all handles dropped; shutting down");
-                    self.cmd_open = false;
-                    self.begin_shutdown(now, None);
-                }
-                Wake::Readable(Ok(())) => self.receive(now),
-                Wake::Readable(Err(e)) | Wake::Writable(Err(e)) => {
-                    warn!("socket readiness error: {e}");
-                }
-                Wake::Writable(Ok(())) => self.tx_blocked = false,
-                Wake::Timer => armed = None,
-                Wake::Yield => {}
-            }
-        }
-        self.finish();
+    /// The engine, for calls the handles do not wrap.
+    pub(crate) fn engine_mut(&mut self) -> &mut rtmfp::Endpoint {
+        &mut self.engine
     }
 
-    /// Reads a few batches of datagrams and feeds them to the engine.
-    fn receive(&mut self, now: Instant) {
-        let engine = &mut self.engine;
-        for _ in 0..RECV_BATCHES_PER_WAKE {
-            match self
-                .io
-                .try_recv(|from, data| engine.handle_datagram(now, from, data))
-            {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    // e.g. ICMP errors surfaced on some platforms; not fatal.
-                    debug!("receive failed: {e}");
-                    break;
-                }
-            }
+    /// After every input: engine events to the handles, the read backlog,
+    /// and the end of a shutdown.
+    pub(crate) fn after_input(&mut self, now: Instant) {
+        self.last_now = now;
+        self.drain_events(now);
+        self.drain_read_backlog(now);
+        if !self.done {
+            self.done = self.shutdown_complete(now);
         }
-    }
-
-    /// Moves the engine's datagrams to the socket until it has no more, the
-    /// socket is full, or the budget runs out.
-    fn flush(&mut self, now: Instant) {
-        if self.tx_blocked {
-            return;
-        }
-        let engine = &mut self.engine;
-        let outcome = self
-            .io
-            .flush(TRANSMIT_BUDGET, |buf| engine.poll_transmit(now, buf));
-        self.tx_blocked = outcome == Flush::Blocked;
-        self.transmit_pending = outcome == Flush::Budget;
     }
 
     fn drain_events(&mut self, now: Instant) {
-        self.events_pending = false;
-        for _ in 0..EVENT_BUDGET {
-            match self.engine.poll_event() {
-                Some(event) => self.on_event(now, event),
-                None => return,
-            }
+        while let Some(event) = self.engine.poll_event() {
+            self.on_event(now, event);
         }
-        self.events_pending = true;
     }
 
     fn drain_read_backlog(&mut self, now: Instant) {
@@ -531,7 +453,7 @@ impl Driver {
         });
         // No strong sender left means no handle is left: nobody could use
         // the session (and the driver is about to shut down).
-        let cmd = match self.cmd_tx.upgrade() {
+        let cmd = match self.me.upgrade() {
             Some(cmd) if self.shutdown.is_none() => cmd,
             _ => {
                 if let Some(reply) = self.connecting.remove(&session) {
@@ -789,10 +711,6 @@ impl Driver {
             Command::Info { session, reply } => {
                 let _ = reply.send(self.engine.session_info(session));
             }
-            Command::Stats { reply } => {
-                let _ = reply.send(self.io.stats());
-            }
-            Command::WithEngine(f) => f(&mut self.engine, now),
             Command::Shutdown { reply } => self.begin_shutdown(now, Some(reply)),
         }
     }
@@ -940,36 +858,26 @@ impl Driver {
             }
         }
         self.drain_events(now);
-        self.tx_blocked = false;
-        self.flush(now);
         true
     }
+}
 
-    /// Final cleanup once the loop is over: every handle learns that the
-    /// endpoint is gone.
-    fn finish(self) {
-        let Driver {
-            engine,
-            io,
-            sessions,
-            connecting,
-            shutdown,
-            ..
-        } = self;
-        for (_, reply) in connecting {
+impl Drop for Driver {
+    /// Once the host has stopped: every handle learns that the endpoint is
+    /// gone.
+    fn drop(&mut self) {
+        for (_, reply) in self.connecting.drain() {
             let _ = reply.send(Err(Error::EndpointClosed));
         }
-        for (_, state) in sessions {
+        for (_, state) in self.sessions.drain() {
             close_session_state(state, CloseReason::Aborted);
         }
-        drop(io);
-        drop(engine);
-        if let Some(s) = shutdown {
+        if let Some(s) = self.shutdown.take() {
             for w in s.waiters {
                 let _ = w.send(());
             }
         }
-        debug!("driver stopped");
+        debug!("endpoint driver stopped");
     }
 }
 
