@@ -5,7 +5,7 @@
 //! (decoding normalises a value once; after that it is stable).
 #![no_main]
 
-use rtmfp_flash::amf::{amf0, amf3, DecodeOptions, Limits, Value};
+use flash_amf::{amf0, amf3, DecodeOptions, Limits, Value};
 use libfuzzer_sys::fuzz_target;
 
 fn options() -> DecodeOptions {
@@ -49,5 +49,5 @@ fuzz_target!(|data: &[u8]| {
             assert!(same(&v2, &v3), "AMF3 normalisation is not stable");
         }
     }
-    let _ = rtmfp_flash::amf::command::decode_extended_with(data, options());
+    let _ = flash_amf::command::decode_extended_with(data, options());
 });

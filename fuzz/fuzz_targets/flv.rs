@@ -4,13 +4,13 @@
 //! re-read as the same header and tags.
 #![no_main]
 
-use rtmfp_flash::amf::flv::{
+use flash_amf::flv::{
     self, AacPacketType, AudioSpecificConfig, AvcDecoderConfigurationRecord, AvcPacketType, TagType,
 };
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok((header, tags)) = rtmfp_flash::amf::decode_flv_all(data) else {
+    let Ok((header, tags)) = flash_amf::decode_flv_all(data) else {
         return;
     };
     for tag in &tags {

@@ -18,12 +18,12 @@ use libfuzzer_sys::fuzz_target;
 use rand_core::SeedableRng;
 use rtmfp::wire::{Address, AddressOrigin};
 use rtmfp::{Endpoint, EndpointConfig, Event, Priority, SessionId};
-use rtmfp_flash::group::p2p::{
+use rtmfp_netgroup::p2p::{
     self, connect_key, encode_map, split_media, FragmentHeader, FragmentMap, GroupConnect,
     MediaAnnounce, NimbusMessage, Report, ReportEntry, StreamParams,
 };
-use rtmfp_flash::group::wire::{self, group_address};
-use rtmfp_flash::group::{GroupConfig, GroupSpec, GroupSpecifier, NetGroup};
+use rtmfp_netgroup::wire::{self, group_address};
+use rtmfp_netgroup::{GroupConfig, GroupSpec, GroupSpecifier, NetGroup};
 use rtmfp_flash::{fingerprint, DhGroup, DhKeyPair, Epd, FlashProfile, PeerId};
 use sha2::{Digest, Sha256};
 

@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rtmfp_flash::group::GroupSpec;
+use rtmfp_netgroup::GroupSpec;
 
 fuzz_target!(|data: &[u8]| {
     // Raw input, and (to get past the text checks more often) "G:" + its hex.

@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 use nimbus_server::config::AppConfig;
 use nimbus_server::policy::{decide, verify_token, ConnectRequest};
 use nimbus_server::{Policy, ServerConfig};
-use rtmfp_flash::amf::Value;
+use flash_amf::Value;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

@@ -11,9 +11,9 @@ use tokio::io::AsyncBufReadExt;
 
 use crate::call::Event as CallEvent;
 use crate::driver::{self, Command, DriverConfig, RunReport, SinkSpec, SourceSpec};
-use crate::media::audio::AudioCodec;
-use crate::media::TestSourceConfig;
 use crate::phone::{PhoneConfig, PhoneEvent, PhoneStatus};
+use nimbus_media::audio::AudioCodec;
+use nimbus_media::TestSourceConfig;
 
 /// Arguments of `nimbus phone`.
 #[derive(Args, Debug, Clone)]
@@ -119,7 +119,7 @@ fn source_spec(args: &PhoneArgs) -> anyhow::Result<SourceSpec> {
     Ok(match args.source.as_str() {
         "test" => SourceSpec::Test(TestSourceConfig {
             audio_codec: codec,
-            clock: crate::media::source::ClockDisplay::UtcTimeOfDay,
+            clock: nimbus_media::source::ClockDisplay::UtcTimeOfDay,
             ..TestSourceConfig::default()
         }),
         "none" => SourceSpec::None,

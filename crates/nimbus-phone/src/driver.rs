@@ -18,11 +18,11 @@ use rand_core::{RngCore, SeedableRng};
 use rtmfp_flash::FlashProfile;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::media::{
-    FlvFileSource, FlvSink, MediaSource, MediaTag, Pacer, TestSource, TestSourceConfig,
-};
 use crate::phone::{PhoneConfig, PhoneCore, PhoneEvent, PhoneStatus};
 use crate::registry::{RegistryClient, REFRESH_INTERVAL};
+use nimbus_media::{
+    FlvFileSource, FlvSink, MediaSource, MediaTag, Pacer, TestSource, TestSourceConfig,
+};
 
 /// Where the phone's outgoing media comes from.
 #[derive(Debug, Clone)]

@@ -1,46 +1,25 @@
-//! # nimbus-phone
+//! # nimbus-phone — the Nimbus P2P video phone
 //!
-//! The Nimbus P2P video phone library. It will own the phone side of Nimbus:
-//! logging in to a Nimbus rendezvous server (or Cirrus-compatible service),
-//! calling another user by name, and carrying the call's audio and video over
-//! direct RTMFP sessions (RFC 7016 with the RFC 7425 Flash profile) between the
-//! two phones, falling back to the server's relay when no direct path exists.
+//! Owns the phone: logging in to a Nimbus rendezvous server (or any
+//! Cirrus-compatible service), calling another user by name with the call
+//! flow of Adobe's VideoPhone sample, and carrying the call's audio, video
+//! and chat over a direct RTMFP session (RFC 7016 with the RFC 7425 Flash
+//! profile) between the two phones, falling back to the server's relay when
+//! no direct path opens.
 //!
-//! Today it holds the media layer those calls will carry, [`media`]:
+//! * [`phone::PhoneCore`] — the sans-IO phone (a [`rtmfp::Machine`]);
+//! * [`call`] — the call signalling state machine;
+//! * [`driver`] — the phone on its host: media sources and sinks, the
+//!   registry client, commands and events;
+//! * [`registry`] — the reg.cgi client.
 //!
-//! * [`media::h264`] — an exact H.264 Baseline encoder (IDR + P pictures made of
-//!   `I_PCM`, intra-predicted and `P_Skip` macroblocks) and a test picture
-//!   with colour bars and a running 7-segment clock;
-//! * [`media::audio`] — a 440 Hz tone with a beep every second, FLV linear PCM,
-//!   and the [`media::audio::AudioEncoder`] trait further codecs (Speex) plug into;
-//! * [`media::flv`] — FLV sinks (file, stdout) and sources (file, stdin) of
-//!   timed audio/video tags, built on `rtmfp_flash::flv`;
-//! * [`media::TestSource`] — the live test source that yields timed FLV tag
-//!   bodies, on a virtual clock or paced on the wall clock ([`media::Paced`]).
-//!
-//! Everything is pure Rust with no system library, and never panics on input.
-//!
-//! ```
-//! use nimbus_phone::media::{FlvSink, MediaSource, TestSource, TestSourceConfig};
-//! use std::time::Duration;
-//!
-//! let mut src = TestSource::new(TestSourceConfig {
-//!     duration: Some(Duration::from_millis(500)),
-//!     ..TestSourceConfig::default()
-//! })?;
-//! let mut sink = FlvSink::new(Vec::new(), true, true)?;
-//! sink.write_all(&mut src)?;
-//! let flv = sink.finish()?;
-//! assert!(flv.starts_with(b"FLV"));
-//! # Ok::<(), nimbus_phone::media::MediaError>(())
-//! ```
+//! Must not touch wire formats (the `rtmfp`, `rtmfp-flash` and `flash-amf`
+//! crates), media codecs (`nimbus-media`) or sockets (the host of
+//! `rtmfp-tokio`).
 
 pub mod call;
 pub mod cli;
 pub mod driver;
-pub mod group;
-pub mod group_cli;
-pub mod media;
 pub mod phone;
 pub mod registry;
 pub use cli::{run, PhoneArgs};

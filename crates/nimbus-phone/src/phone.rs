@@ -53,16 +53,16 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use flash_amf::{self as amf, DataMessage, Object, Value};
 use rand_core::RngCore;
 use rtmfp::{CloseReason, Endpoint, EndpointConfig, Event, SessionId};
-use rtmfp_flash::amf::{self, DataMessage, Object, Value};
 use rtmfp_flash::message::{
     Body, NcEvent, NetConnection, PeerEvent, PeerPlayer, PeerPublisher, PlayerEvent, RtmpMessage,
 };
 use rtmfp_flash::{Epd, FlashProfile, PeerId};
 
 use crate::call::{self, Action, CallConfig, CallMachine, CallState};
-use crate::media::{MediaKind, MediaTag};
+use nimbus_media::{MediaKind, MediaTag};
 
 /// Name of the caller's published stream.
 pub const CALLER_STREAM: &str = "media-caller";

@@ -4,9 +4,9 @@ mod common;
 
 use std::time::Duration;
 
+use nimbus_media::TestSourceConfig;
 use nimbus_phone::call::Event as CallEvent;
 use nimbus_phone::driver::{self, Command, DriverConfig, SinkSpec, SourceSpec};
-use nimbus_phone::media::TestSourceConfig;
 use nimbus_phone::phone::{PhoneConfig, PhoneEvent};
 use nimbus_server::{Server, ServerConfig};
 

@@ -1,7 +1,7 @@
 //! Whole calls between phones behind real NATs: each phone in its own
 //! network namespace behind its own iptables MASQUERADE router, the
 //! rendezvous server in the middle namespace that routes between the two
-//! routers' public sides (`rtmfp_sim::netns::TwoNat`):
+//! routers' public sides (`nimbus_testkit::netns::TwoNat`):
 //!
 //! ```text
 //!  alice 198.18.11.2 ─ nat_a (wan 198.18.1.2) ─┐
@@ -24,12 +24,12 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use nimbus_media::TestSourceConfig;
 use nimbus_phone::call::Event as CallEvent;
 use nimbus_phone::driver::{self, Command, DriverConfig, PhoneHandle, SinkSpec, SourceSpec};
-use nimbus_phone::media::TestSourceConfig;
 use nimbus_phone::phone::{MediaCounters, MediaPath, PhoneConfig, PhoneEvent, PhoneStatus};
 use nimbus_server::{Server, ServerConfig};
-use rtmfp_sim::netns::{in_netns, TwoNat, TwoNatBuilder};
+use nimbus_testkit::netns::{in_netns, TwoNat, TwoNatBuilder};
 use tokio::time::Instant;
 
 use common::{call, T};

@@ -16,8 +16,8 @@
 //! * Session binding for the rendezvous server ([`Registry::bind_session`],
 //!   [`Registry::unbind_session`], [`ConnectedPeers`]) and user authentication at
 //!   connect time ([`Registry::authenticate`]).
-//! * The standalone service ([`RegistryArgs`], [`run`]), the `nimbus-registry` binary
-//!   and the load generator behind `nimbus bench registry` ([`BenchArgs`], [`bench`]).
+//! * The standalone service ([`RegistryArgs`], [`run`]). The load generator behind
+//!   `nimbus bench registry` is `nimbus-bench`'s.
 //!
 //! ## What it must not touch
 //! * RTMFP itself: handshakes, sessions and the rendezvous logic belong to the `rtmfp`
@@ -31,7 +31,6 @@
 
 mod api;
 mod auth;
-mod bench_impl;
 mod cli;
 mod clock;
 mod config;
@@ -42,10 +41,7 @@ mod ratelimit;
 mod registry;
 mod server;
 mod store;
-#[doc(hidden)]
-pub mod testkit;
 
-pub use bench_impl::{bench, BenchArgs, BenchBackend};
 pub use cli::{run, RegistryArgs};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{LegacyMode, RateLimit, RegistryConfig, SqliteSync};
@@ -56,6 +52,7 @@ pub use registry::{
     BinderFuture, ConnectedPeers, IssuedToken, Presence, Registry, SessionBinder, UserId, UserInfo,
 };
 pub use server::{serve, ServeHandle};
+pub use store::redact_url;
 
 /// The OpenAPI 3 description of the JSON API, as served at `/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("openapi.json");

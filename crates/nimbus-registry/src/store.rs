@@ -330,7 +330,8 @@ impl std::fmt::Debug for JobHandle {
 }
 
 /// Removes the password from a database URL, for logs and error messages.
-pub(crate) fn redact_url(url: &str) -> String {
+/// `url` with its password replaced by `***` (for logs and reports).
+pub fn redact_url(url: &str) -> String {
     if let Some((scheme, rest)) = url.split_once("://") {
         if let Some((userinfo, host)) = rest.split_once('@') {
             let user = userinfo.split(':').next().unwrap_or("");

@@ -254,7 +254,7 @@ async fn legacy_bad_requests(db: Db) {
     let Some(env) = Env::start(db, "legacy_bad_requests", config(LegacyMode::Open)).await else {
         return;
     };
-    let check = |r: &nimbus_registry::testkit::TestResponse, status: u16, needle: &str| {
+    let check = |r: &nimbus_testkit::http::TestResponse, status: u16, needle: &str| {
         assert_eq!(r.status, status, "{}", r.body);
         assert!(r.body.starts_with(PROLOG), "{}", r.body);
         assert!(r.body.contains("<error>"), "{}", r.body);
@@ -593,7 +593,7 @@ async fn json_bad_requests(db: Db) {
     else {
         return;
     };
-    let expect = |r: &nimbus_registry::testkit::TestResponse, status: u16, code: &str| {
+    let expect = |r: &nimbus_testkit::http::TestResponse, status: u16, code: &str| {
         assert_eq!(r.status, status, "{}", r.body);
         assert_eq!(r.json()["error"], code, "{}", r.body);
         assert!(r.json()["message"].as_str().is_some_and(|m| !m.is_empty()));
@@ -1056,7 +1056,7 @@ async fn group_commit_many_concurrent_updates(db: Db) {
         let addr = env.addr;
         tasks.push(tokio::spawn(async move {
             let id = format!("{i:064x}");
-            let r = nimbus_registry::testkit::request(
+            let r = nimbus_testkit::http::request(
                 addr,
                 Method::GET,
                 &format!("/reg.cgi?username=user{i}&identity={id}"),

@@ -11,7 +11,7 @@
 //! # Introduction policy
 //!
 //! Members sit on a ring ordered by their group address
-//! (`rtmfp_flash::group::wire::group_address`, SHA-256(`21 0F` ‖ peer ID),
+//! (`rtmfp_netgroup::wire::group_address`, SHA-256(`21 0F` ‖ peer ID),
 //! compared byte-wise). A group is keyed by (app, group ID): the same group ID
 //! in two apps is two groups.
 //!
@@ -51,8 +51,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use rand_core::RngCore;
 use rtmfp::SessionId;
-use rtmfp_flash::group::wire::group_address;
-use rtmfp_flash::group::GroupSpec;
+use rtmfp_netgroup::wire::group_address;
+use rtmfp_netgroup::GroupSpec;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::config::{AppConfig, GroupJoin};

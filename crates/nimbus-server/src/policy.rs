@@ -7,8 +7,8 @@
 //! contain that segment. A bare app name (what librtmfp sends as `app`) works
 //! too.
 
+use flash_amf::Value;
 use hmac::{Hmac, Mac};
-use rtmfp_flash::amf::Value;
 use sha2::Sha256;
 
 use crate::config::{AppConfig, Policy};

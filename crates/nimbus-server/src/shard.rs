@@ -16,9 +16,9 @@ use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use flash_amf::Value;
 use rand_core::SeedableRng;
 use rtmfp::{Address, AddressOrigin, Endpoint, Event, SessionId};
-use rtmfp_flash::amf::Value;
 use rtmfp_flash::message::{ServerConnection, ServerEvent};
 use rtmfp_flash::{fingerprint, hex_decode, hex_encode as hex, Epd};
 use rustc_hash::FxHashMap;
@@ -893,7 +893,7 @@ impl Shard {
             },
             // whoami() -> { peerID, user, address }
             "getPeerInfo" | "whoami" => {
-                let mut o = rtmfp_flash::amf::Object::new();
+                let mut o = flash_amf::Object::new();
                 o.insert("peerID", Value::String(hex(&me)));
                 if let Some(u) = &my_name {
                     o.insert("user", Value::String(u.to_string()));

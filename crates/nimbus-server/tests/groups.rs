@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::{pump, runtime, Client};
 use nimbus_server::{AppConfig, GroupJoin, Metrics, Server, ServerConfig};
-use rtmfp_flash::group::wire::group_address;
-use rtmfp_flash::group::GroupSpec;
+use rtmfp_netgroup::wire::group_address;
+use rtmfp_netgroup::GroupSpec;
 
 const T: Duration = Duration::from_secs(15);
 const SPEC: &str = "G:027f0201010103010c050e74657374011b00";

@@ -8,7 +8,7 @@
 //!  cb 198.18.12.2 ─ natb (lan .12.1 | wan .2.2, MASQUERADE) ─┘
 //! ```
 //!
-//! The namespaces are `rtmfp_sim::netns::TwoNat`. Needs root, `ip` and
+//! The namespaces are `nimbus_testkit::netns::TwoNat`. Needs root, `ip` and
 //! `iptables`; prints `SKIPPED:` and passes otherwise.
 
 mod common;
@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{pump, runtime, Client};
 use nimbus_server::{Server, ServerConfig};
+use nimbus_testkit::netns::{in_netns, TwoNat};
 use rtmfp::Event;
 use rtmfp_flash::Epd;
-use rtmfp_sim::netns::{in_netns, TwoNat};
 
 const T: Duration = Duration::from_secs(15);
 

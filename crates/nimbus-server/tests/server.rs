@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{pump, runtime, Client};
+use flash_amf::Value;
 use nimbus_server::{AppConfig, Policy, Server, ServerConfig};
 use rtmfp::Event;
-use rtmfp_flash::amf::Value;
 use rtmfp_flash::message::NcEvent;
 use rtmfp_flash::Epd;
 

@@ -8,7 +8,7 @@ use anyhow::Result;
 use nimbus_phone::phone::PhoneStatus;
 use serde_json::json;
 
-use crate::phone_run::{run_call, CallOptions, CallResult};
+use nimbus_bench::system::{run_call, CallOptions, CallResult};
 
 pub(crate) struct DemoArgs {
     pub json: bool,

@@ -3,14 +3,11 @@
 //! It owns argument parsing and wiring only; protocol logic lives in the
 //! library crates (`rtmfp`, `rtmfp-tokio`, ...).
 
-mod bench;
-mod bench_group;
-mod bench_phone;
-mod bench_server;
 mod demo;
-mod group;
-mod phone_run;
-mod udp;
+
+use nimbus_bench::{
+    engine as bench, group as bench_group, phone as bench_phone, server as bench_server,
+};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -52,7 +49,7 @@ enum Command {
     Phone(nimbus_phone::PhoneArgs),
     /// A NetGroup member: join a group through a server, publish a
     /// multicast stream into it, play one, post.
-    Group(nimbus_phone::group_cli::GroupArgs),
+    Group(nimbus_group::cli::GroupArgs),
     /// The rendezvous server (Cirrus / FMS replacement): RTMFP with the
     /// Flash profile, introductions, relays, streams, metrics.
     Server(nimbus_server::ServerArgs),
@@ -68,7 +65,7 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum BenchCommand {
     /// Registry look-ups and updates per second over real HTTP on loopback.
-    Registry(nimbus_registry::BenchArgs),
+    Registry(nimbus_bench::registry::BenchArgs),
     /// Bulk throughput over loopback UDP (one flow and many flows) and
     /// through the simulator at a given loss.
     Transfer {
@@ -139,11 +136,13 @@ fn run(cli: Cli) -> Result<()> {
             dir,
         }),
         Command::Phone(args) => runtime()?.block_on(nimbus_phone::run(args)),
-        Command::Group(args) => runtime()?.block_on(nimbus_phone::group_cli::run(args)),
+        Command::Group(args) => runtime()?.block_on(nimbus_group::cli::run(args)),
         Command::Server(args) => runtime()?.block_on(nimbus_server::run(args)),
         Command::Registry(args) => runtime()?.block_on(nimbus_registry::run(args)),
         Command::Bench { what } => match what {
-            BenchCommand::Registry(args) => runtime()?.block_on(nimbus_registry::bench(args)),
+            BenchCommand::Registry(args) => {
+                runtime()?.block_on(nimbus_bench::registry::bench(args))
+            }
             BenchCommand::Transfer {
                 json,
                 megabytes,

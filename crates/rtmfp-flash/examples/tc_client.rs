@@ -18,9 +18,9 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use flash_amf::{DataMessage, Object, Value};
 use rand_core::SeedableRng;
 use rtmfp::EndpointConfig;
-use rtmfp_flash::amf::{DataMessage, Object, Value};
 use rtmfp_flash::message::{NcEvent, NetConnection};
 use rtmfp_flash::{hex_encode, FlashProfile, Negotiation};
 

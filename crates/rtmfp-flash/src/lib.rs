@@ -1,6 +1,8 @@
 //! # rtmfp-flash — RTMFP for Flash communication (RFC 7425)
 //!
-//! This crate owns what RFC 7425 adds on top of the RTMFP engine:
+//! This crate owns what RFC 7425 adds on top of the RTMFP engine. AMF and
+//! FLV are the `flash-amf` crate; NetGroup (groupspecs, member ↔ member
+//! messages, the member) is `rtmfp-netgroup`.
 //!
 //! * **now:** the Flash **Cryptography Profile** (RFC 7425 §4) as an
 //!   [`rtmfp::CryptoProfile`]: the Default Session Key, AES-128-CBC packet
@@ -9,10 +11,6 @@
 //!   Diffie-Hellman key agreement (MODP groups 2, 5, 14, 16; ephemeral or
 //!   static keys), session key computation, signatures. Start with
 //!   [`FlashProfile`].
-//! * **now:** [`amf`]: AMF0 and AMF3 (every type, reference tables, limits
-//!   for hostile input), RTMP command and data message payloads, and
-//!   [`flv`]: FLV file, tag, audio/video header and AVC/AAC configuration
-//!   parsing and writing.
 //! * **now:** [`message`]: the Flash message layer of RFC 7425 §5. Codecs
 //!   shared by clients and servers — the `"TC"` flow metadata
 //!   ([`message::FlowMetadata`]: stream ID, receive intent), the RTMP message
@@ -28,11 +26,9 @@
 //!   state machine (connect accept / reject, calls, setPeerInfo, createStream,
 //!   publish / play, media relay with `send_media`, `onStatus`, Stream Begin,
 //!   Set Keepalive), honouring Flow Synchronization barriers on receive.
-//! * **now:** [`group`]: Flash NetGroup (RTMFP groups) — groupspecs and
-//!   group IDs, the member ↔ server join and introductions, and a sans-IO
-//!   member, [`group::NetGroup`]: group connect with key check, reports and
-//!   best-list topology, multicast streams (fragments, availability maps,
-//!   push and pull), posting, routing and object replication.
+//! * **now:** [`message::group_join`]: the member ↔ server NetGroup join
+//!   and introductions carried by a NetConnection (the members themselves
+//!   are the `rtmfp-netgroup` crate).
 //! * **not yet:** applying Set Keepalive
 //!   in the client (reported only), AMF3 object encoding negotiation
 //!   (commands are sent as AMF0, type 20; type 17 is decoded).
@@ -64,10 +60,7 @@
 //! ep.connect(Instant::now(), &epd, &["127.0.0.1:1935".parse().unwrap()]).unwrap();
 //! ```
 
-pub mod amf;
 pub mod crypto;
-pub mod group;
 pub mod message;
 
-pub use amf::flv;
 pub use crypto::*;

@@ -2,8 +2,8 @@
 //! exchange with rtmfp-cpp's `tcserver` decoded with the message layer.
 
 use bytes::Bytes;
+use flash_amf::{Command, DataMessage, Value};
 use proptest::prelude::*;
-use rtmfp_flash::amf::{Command, DataMessage, Value};
 use rtmfp_flash::message::{
     parse_connect_url, Body, FlowMetadata, ReceiveIntent, RtmpMessage, UserControl,
 };

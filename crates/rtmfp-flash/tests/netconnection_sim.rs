@@ -8,9 +8,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use flash_amf::{Command, Object, Value};
 use rand_core::SeedableRng;
 use rtmfp::{Endpoint, EndpointConfig, Event, Priority, SessionId};
-use rtmfp_flash::amf::{Command, Object, Value};
 use rtmfp_flash::message::{
     parse_connect_url, Body, FlowMetadata, NcEvent, NcState, NetConnection, RtmpMessage, Status,
     UserControl,
@@ -286,7 +286,7 @@ impl Peer {
             if !sc.sent && started("NetStream.Play.Start") && started("NetStream.Publish.Start") {
                 sc.sent = true;
                 let s = sc.pub_stream.unwrap();
-                let meta = rtmfp_flash::amf::DataMessage::set_data_frame(Value::Object(
+                let meta = flash_amf::DataMessage::set_data_frame(Value::Object(
                     Object::new().with("width", 2.0),
                 ));
                 nc.send_data(ep, now, s, 0, meta).unwrap();
@@ -418,7 +418,7 @@ fn flow_synchronization_barrier_holds_messages_until_every_flow_arrives() {
         count: 2,
     });
     let after = Body::Data {
-        message: rtmfp_flash::amf::DataMessage::new("afterSync", vec![]),
+        message: flash_amf::DataMessage::new("afterSync", vec![]),
         amf3: false,
     };
     {

@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use flash_amf::{Command, DataMessage, Value};
 use proptest::prelude::*;
 use rand_core::SeedableRng;
 use rtmfp::{Endpoint, EndpointConfig, Event, PlainProfile, Priority, SessionId};
-use rtmfp_flash::amf::{Command, DataMessage, Value};
 use rtmfp_flash::message::{
     Body, FlowMetadata, PeerEvent, PeerPlayer, PeerPublisher, PlayerEvent, RtmpMessage,
     MAX_PEER_SUBSCRIBERS,

@@ -8,10 +8,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use flash_amf::{Command, DataMessage, Object, Value};
 use proptest::prelude::*;
 use rand_core::SeedableRng;
 use rtmfp::{Endpoint, EndpointConfig, Event, PlainProfile, Priority, SessionId};
-use rtmfp_flash::amf::{Command, DataMessage, Object, Value};
 use rtmfp_flash::message::{
     Body, FlowMetadata, MediaKind, NcEvent, NcState, NetConnection, RtmpMessage, ServerConnection,
     ServerEvent, Status, UserControl, MAX_STREAMS,

@@ -17,9 +17,6 @@
 //! * [`Sim`]: a discrete-event loop driving a set of [`Node`]s (thin adaptors
 //!   around sans-IO engines) over a `Network`.
 //! * [`SimRng`]: the small seeded PRNG (xoshiro256**) behind all randomness.
-//! * `netns` (Linux only): not a simulation but real networks of network
-//!   namespaces (veth links, iptables NATs) for end-to-end tests that run
-//!   as root.
 //!
 //! # Determinism and time
 //!
@@ -75,8 +72,6 @@
 //! ```
 
 mod link;
-#[cfg(target_os = "linux")]
-pub mod netns;
 mod network;
 mod rng;
 mod sim;

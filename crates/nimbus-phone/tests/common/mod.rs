@@ -2,8 +2,6 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::path::Path;
-use std::process::{Command as Process, Stdio};
 use std::time::Duration;
 
 use nimbus_phone::call::Event as CallEvent;
@@ -52,39 +50,5 @@ pub async fn call(alice: &mut PhoneHandle, bob: &mut PhoneHandle) {
     assert!(e.is_some(), "alice not told of the accept");
 }
 
-pub fn have(tool: &str) -> bool {
-    Process::new(tool)
-        .arg("-version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Whether ffmpeg and ffprobe are installed (prints `SKIPPED:` if not).
-pub fn tools_present(test: &str) -> bool {
-    if have("ffmpeg") && have("ffprobe") {
-        return true;
-    }
-    println!("SKIPPED: {test}: ffmpeg/ffprobe not installed");
-    false
-}
-
-/// `ffmpeg -v error -i file -f null -`: must succeed with nothing on stderr.
-pub fn assert_decodes_cleanly(path: &Path) {
-    let out = Process::new("ffmpeg")
-        .args(["-nostdin", "-v", "error", "-i"])
-        .arg(path)
-        .args(["-f", "null", "-"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    println!(
-        "ffmpeg -v error -i {} -f null -: status {}, stderr {:?}",
-        path.display(),
-        out.status,
-        err
-    );
-    assert!(out.status.success(), "ffmpeg failed: {err}");
-    assert!(err.trim().is_empty(), "ffmpeg reported errors: {err}");
-}
+#[allow(unused_imports)]
+pub use nimbus_testkit::ffmpeg::{assert_decodes_cleanly, tools_present};

@@ -8,74 +8,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper::Method;
-use nimbus_registry::testkit::{self, TestResponse};
 use nimbus_registry::{Clock, ManualClock, Registry, RegistryConfig, ServeHandle, SystemClock};
+use nimbus_testkit::http::{self as testkit, TestResponse};
 
-pub const PG_ENV: &str = "NIMBUS_TEST_POSTGRES_URL";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Db {
-    Sqlite,
-    Postgres,
-}
-
-/// The PostgreSQL URL to test against, or `None` after printing a visible skip line.
-pub fn postgres_url_or_skip(test: &str) -> Option<String> {
-    match std::env::var(PG_ENV) {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            // Written to the real stderr, not through eprintln!, so that the test
-            // harness does not capture it: the skip is visible in `cargo test` output.
-            use std::io::Write as _;
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: {test} [postgres]: {PG_ENV} is not set (source .ci/postgres.sh to run the PostgreSQL suite)"
-            );
-            None
-        }
-    }
-}
-
-/// A database for one test: a temporary SQLite file or PostgreSQL schema.
-pub struct TestDb {
-    pub url: String,
-    dir: Option<tempfile::TempDir>,
-    pg: Option<(String, String)>,
-}
-
-impl TestDb {
-    pub async fn new(db: Db, test: &str) -> Option<TestDb> {
-        match db {
-            Db::Sqlite => {
-                let dir = tempfile::tempdir().expect("tempdir");
-                let url = format!("sqlite:{}", dir.path().join("registry.sqlite").display());
-                Some(TestDb {
-                    url,
-                    dir: Some(dir),
-                    pg: None,
-                })
-            }
-            Db::Postgres => {
-                let base = postgres_url_or_skip(test)?;
-                let (url, schema) = testkit::create_temp_schema(&base)
-                    .await
-                    .unwrap_or_else(|e| panic!("{PG_ENV} is set but PostgreSQL is unusable: {e}"));
-                Some(TestDb {
-                    url,
-                    dir: None,
-                    pg: Some((base, schema)),
-                })
-            }
-        }
-    }
-
-    pub async fn cleanup(self) {
-        if let Some((base, schema)) = &self.pg {
-            let _ = testkit::drop_temp_schema(base, schema).await;
-        }
-        drop(self.dir);
-    }
-}
+#[allow(unused_imports)]
+pub use nimbus_testkit::http::{postgres_url_or_skip, Db, TestDb, PG_ENV};
 
 pub struct Env {
     pub reg: Registry,

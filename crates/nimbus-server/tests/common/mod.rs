@@ -6,9 +6,9 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use flash_amf::{Object, Value};
 use rand_core::SeedableRng;
 use rtmfp::{Endpoint, EndpointConfig, Event};
-use rtmfp_flash::amf::{Object, Value};
 use rtmfp_flash::message::{NcEvent, NetConnection};
 use rtmfp_flash::{DhGroup, FlashProfile, PeerId};
 
@@ -131,7 +131,7 @@ impl Client {
     /// Takes NetGroup "GC" flows (which the NetConnection would reject) and
     /// reads the introductions on them.
     fn on_group_event(&mut self, now: Instant, e: &Event) -> bool {
-        use rtmfp_flash::group::wire::{is_gc_metadata, parse_introduction};
+        use rtmfp_netgroup::wire::{is_gc_metadata, parse_introduction};
         match e {
             Event::IncomingFlow {
                 session,
@@ -172,12 +172,12 @@ impl Client {
             .open_flow(
                 now,
                 session,
-                rtmfp_flash::group::wire::GC_METADATA,
+                rtmfp_netgroup::wire::GC_METADATA,
                 None,
                 rtmfp::Priority::IMMEDIATE,
             )
             .unwrap();
-        let msg = rtmfp_flash::group::wire::encode_join(group);
+        let msg = rtmfp_netgroup::wire::encode_join(group);
         self.ep
             .send(now, session, flow, bytes::Bytes::from(msg), None)
             .unwrap();

@@ -8,8 +8,8 @@ use bytes::Bytes;
 use rtmfp::{Endpoint, Event, Priority, SessionId};
 
 use super::{Body, FlowMetadata, ReceiveIntent, RtmpMessage, UserControl};
-use crate::amf::{Command, DataMessage, Object, Value};
 use crate::Epd;
+use flash_amf::{Command, DataMessage, Object, Value};
 
 /// An `info` object of `onStatus`, `_result` or `_error`.
 #[derive(Debug, Clone, PartialEq)]

@@ -38,7 +38,7 @@
 //!
 //! ```
 //! use bytes::Bytes;
-//! use rtmfp_flash::amf::{Command, Value};
+//! use flash_amf::{Command, Value};
 //! use rtmfp_flash::message::{Body, FlowMetadata, RtmpMessage, UserControl};
 //!
 //! // the NetConnection control flow's metadata: "TC", SID flag, stream 0
@@ -53,6 +53,7 @@
 //! ```
 
 mod client;
+pub mod group_join;
 mod metadata;
 mod peer;
 mod rtmp;
@@ -97,5 +98,5 @@ pub enum MessageError {
     OutOfRange,
     /// A command or data message whose AMF payload does not decode.
     #[error("AMF: {0}")]
-    Amf(#[from] crate::amf::Error),
+    Amf(#[from] flash_amf::Error),
 }

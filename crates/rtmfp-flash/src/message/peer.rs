@@ -46,7 +46,7 @@ use super::{
     Body, FlowMetadata, ReceiveIntent, RtmpMessage, Status, UserControl, MAX_COMMAND_SIZE,
 };
 use super::{MSG_AUDIO, MSG_VIDEO};
-use crate::amf::{Command, DataMessage, Value};
+use flash_amf::{Command, DataMessage, Value};
 
 /// Most P2P subscribers (control flows) one [`PeerPublisher`] accepts at once.
 pub const MAX_PEER_SUBSCRIBERS: usize = 16;

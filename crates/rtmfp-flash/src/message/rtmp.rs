@@ -3,7 +3,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::MessageError;
-use crate::amf::command::{
+use flash_amf::command::{
     Amf3Switch, Command, DataMessage, MSG_COMMAND_AMF0, MSG_COMMAND_AMF3, MSG_DATA_AMF0,
     MSG_DATA_AMF3,
 };
@@ -348,7 +348,7 @@ impl Body {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::amf::Value;
+    use flash_amf::Value;
 
     #[test]
     fn framing_known_bytes() {

@@ -59,7 +59,7 @@ use rtmfp::{Endpoint, Event, Priority, SessionId};
 use super::slot::{encode, Slot};
 use super::{Body, FlowMetadata, RtmpMessage, Status, SyncBarriers, UserControl};
 use super::{MSG_AUDIO, MSG_VIDEO};
-use crate::amf::{Command, Object, Value};
+use flash_amf::{Command, Object, Value};
 
 /// Most NetStreams one connection may have at once.
 pub const MAX_STREAMS: usize = 64;
@@ -181,7 +181,7 @@ pub enum ServerEvent {
         args: Vec<Value>,
     },
     /// The client joined a NetGroup: it opened a `"GC"` flow and sent the
-    /// group ID (see [`crate::group::wire`]). Introduce other members with
+    /// group ID (see [`super::group_join`]). Introduce other members with
     /// [`ServerConnection::introduce_group_peers`].
     GroupJoin {
         /// The 32-byte group ID.
@@ -356,7 +356,7 @@ impl ServerConnection {
             Slot::None => match ep.open_flow(
                 now,
                 session,
-                crate::group::wire::GC_METADATA,
+                super::group_join::GC_METADATA,
                 Some(g.recv),
                 Priority::IMMEDIATE,
             ) {
@@ -368,7 +368,7 @@ impl ServerConnection {
             },
         };
         for p in peers {
-            let m = crate::group::wire::encode_introduction(p);
+            let m = super::group_join::encode_introduction(p);
             if ep.send(now, session, flow, Bytes::from(m), None).is_err() {
                 return false;
             }
@@ -891,7 +891,7 @@ impl ServerConnection {
         association: Option<u64>,
     ) {
         let session = self.session;
-        if crate::group::wire::is_gc_metadata(metadata) {
+        if super::group_join::is_gc_metadata(metadata) {
             if self.state != State::Connected
                 || self.groups.len() >= MAX_GROUPS
                 || self.groups.iter().any(|g| g.recv == flow)
@@ -979,7 +979,7 @@ impl ServerConnection {
             if self.groups[i].group.is_some() || self.state != State::Connected {
                 continue; // one join per flow; later messages are not defined
             }
-            match crate::group::wire::parse_join(&m.data) {
+            match super::group_join::parse_join(&m.data) {
                 Ok(group) if !self.groups.iter().any(|g| g.group == Some(group)) => {
                     self.groups[i].group = Some(group);
                     self.push(ServerEvent::GroupJoin { group });
@@ -1124,7 +1124,7 @@ impl ServerConnection {
                         if self.state != State::Connected || !self.is_publishing(stream) {
                             return;
                         }
-                        let frame = if message.handler == crate::amf::command::SET_DATA_FRAME {
+                        let frame = if message.handler == flash_amf::command::SET_DATA_FRAME {
                             let body = Body::Data {
                                 message: message.strip_set_data_frame(),
                                 amf3,
