@@ -9,14 +9,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use flash_amf::{Command, Object, Value};
-use rand_core::SeedableRng;
-use rtmfp::{Endpoint, EndpointConfig, Event, Priority, SessionId};
+use nimbus_testkit::identity;
+use nimbus_testkit::sim::{self, Engine, SimNode};
+use rtmfp::{Endpoint, Event, Priority, SessionId};
 use rtmfp_flash::message::{
     parse_connect_url, Body, FlowMetadata, NcEvent, NcState, NetConnection, RtmpMessage, Status,
     UserControl,
 };
 use rtmfp_flash::{FlashProfile, FlashProfileBuilder};
-use rtmfp_sim::{Datagram, LinkConfig, Node, Sim};
+use rtmfp_sim::{LinkConfig, Sim};
 
 /// The minimal server: one NetConnection per session.
 #[derive(Default)]
@@ -212,49 +213,42 @@ struct Script {
     sent: bool,
 }
 
-struct Peer {
-    ep: Endpoint,
-    addr: SocketAddr,
+/// The test's side of each engine: a NetConnection client running the
+/// script, or the minimal server.
+#[derive(Default)]
+struct Parts {
     nc: Option<NetConnection>,
     script: Script,
     server: Option<MiniServer>,
-    next_timeout: Option<Instant>,
-    buf: Vec<u8>,
 }
 
-impl Peer {
-    fn new(addr: SocketAddr, builder: FlashProfileBuilder, seed: u64, now: Instant) -> Self {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let profile = builder.build(&mut rng).unwrap();
-        let ep = Endpoint::new(
-            EndpointConfig::default(),
-            Box::new(profile),
-            Box::new(rng),
-            now,
-        );
-        Peer {
-            ep,
-            addr,
-            nc: None,
-            script: Script::default(),
-            server: None,
-            next_timeout: None,
-            buf: Vec::new(),
-        }
-    }
+type Peer = SimNode<Engine<Parts>>;
 
-    fn pump(&mut self, now: Instant) {
-        while let Some(e) = self.ep.poll_event() {
+fn peer(addr: SocketAddr, builder: FlashProfileBuilder, seed: u64, now: Instant) -> Peer {
+    SimNode::new(
+        addr,
+        Engine::new(identity::flash(builder, seed, now), Parts::default()),
+    )
+}
+
+impl sim::Script for Parts {
+    fn process(&mut self, ep: &mut Endpoint, now: Instant) {
+        self.pump(ep, now);
+    }
+}
+
+impl Parts {
+    fn pump(&mut self, ep: &mut Endpoint, now: Instant) {
+        while let Some(e) = ep.poll_event() {
             if let Some(nc) = self.nc.as_mut() {
-                nc.on_event(&mut self.ep, now, &e);
+                nc.on_event(ep, now, &e);
             }
             if let Some(s) = self.server.as_mut() {
-                s.on_event(&mut self.ep, now, &e);
+                s.on_event(ep, now, &e);
             }
         }
         if let Some(nc) = self.nc.as_mut() {
             let sc = &mut self.script;
-            let ep = &mut self.ep;
             while let Some(e) = nc.poll_event() {
                 match &e {
                     NcEvent::Connected(_) => {
@@ -296,27 +290,6 @@ impl Peer {
                     .unwrap();
             }
         }
-        self.next_timeout = self.ep.poll_timeout();
-    }
-}
-
-impl Node for Peer {
-    fn handle_datagram(&mut self, now: Instant, src: SocketAddr, _dst: SocketAddr, data: &[u8]) {
-        self.ep.handle_datagram(now, src, data);
-        self.pump(now);
-    }
-    fn handle_timeout(&mut self, now: Instant) {
-        self.ep.handle_timeout(now);
-        self.pump(now);
-    }
-    fn poll_transmit(&mut self, now: Instant) -> Option<Datagram> {
-        let dst = self.ep.poll_transmit(now, &mut self.buf)?;
-        let d = Datagram::new(self.addr, dst, self.buf.clone());
-        self.pump(now);
-        Some(d)
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.next_timeout
     }
 }
 
@@ -326,12 +299,14 @@ fn setup(seed: u64, link: LinkConfig, url: &str) -> Sim<Peer> {
     let now = sim.now();
     let a: SocketAddr = "198.18.0.1:1000".parse().unwrap();
     let b: SocketAddr = "198.18.0.2:1935".parse().unwrap();
-    let mut client = Peer::new(a, FlashProfile::client(), seed ^ 1, now);
-    let mut server = Peer::new(b, FlashProfile::server(None), seed ^ 2, now);
+    let mut client = peer(a, FlashProfile::client(), seed ^ 1, now);
+    let mut server = peer(b, FlashProfile::server(None), seed ^ 2, now);
     server.server = Some(MiniServer::default());
-    let nc = NetConnection::connect(&mut client.ep, now, url, &[b], Object::new()).unwrap();
+    let nc = client.call(now, |ep, now| {
+        NetConnection::connect(ep, now, url, &[b], Object::new()).unwrap()
+    });
     client.nc = Some(nc);
-    client.pump(now);
+    client.call(now, |_, _| ());
     sim.add_node(client, &[a]);
     sim.add_node(server, &[b]);
     sim
@@ -422,20 +397,24 @@ fn flow_synchronization_barrier_holds_messages_until_every_flow_arrives() {
         amf3: false,
     };
     {
-        let p = sim.node_mut(1);
-        let srv = p.server.as_mut().unwrap();
-        srv.write(&mut p.ep, now, session, play, 0, &sync);
-        srv.write(&mut p.ep, now, session, play, 0, &after);
-        p.pump(now);
+        sim.node_mut(1).with(now, |m, now| {
+            let Engine { ep, user } = m;
+            let srv = user.server.as_mut().unwrap();
+            srv.write(ep, now, session, play, 0, &sync);
+            srv.write(ep, now, session, play, 0, &after);
+            user.pump(ep, now);
+        });
     }
     sim.run_for(Duration::from_secs(1));
     assert!(!got_after(&sim), "delivered across an incomplete barrier");
     let now = sim.now();
     {
-        let p = sim.node_mut(1);
-        let srv = p.server.as_mut().unwrap();
-        srv.write(&mut p.ep, now, session, 0, 0, &sync);
-        p.pump(now);
+        sim.node_mut(1).with(now, |m, now| {
+            let Engine { ep, user } = m;
+            let srv = user.server.as_mut().unwrap();
+            srv.write(ep, now, session, 0, 0, &sync);
+            user.pump(ep, now);
+        });
     }
     assert!(
         sim.run_until(Duration::from_secs(2), |s| got_after(s)),

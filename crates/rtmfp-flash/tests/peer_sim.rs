@@ -8,13 +8,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use flash_amf::{Command, DataMessage, Value};
 use proptest::prelude::*;
-use rand_core::SeedableRng;
-use rtmfp::{Endpoint, EndpointConfig, Event, PlainProfile, Priority, SessionId};
+
+use nimbus_testkit::identity;
+use nimbus_testkit::sim::{Engine, Script, SimNode};
+use rtmfp::{Endpoint, Event, Priority, SessionId};
 use rtmfp_flash::message::{
     Body, FlowMetadata, PeerEvent, PeerPlayer, PeerPublisher, PlayerEvent, RtmpMessage,
     MAX_PEER_SUBSCRIBERS,
 };
-use rtmfp_sim::{Datagram, LinkConfig, Node, Sim};
+use rtmfp_sim::{LinkConfig, Sim};
 
 /// What the publisher application does with play requests.
 #[derive(Clone, Copy, PartialEq)]
@@ -23,55 +25,46 @@ enum Policy {
     Refuse,
 }
 
-struct Peer {
-    ep: Endpoint,
-    addr: SocketAddr,
+/// The test's side of each engine: a publisher answering play requests by
+/// its policy, or a player.
+struct Parts {
     publisher: Option<PeerPublisher>,
     policy: Policy,
     pub_events: Vec<PeerEvent>,
     player: Option<PeerPlayer>,
     player_events: Vec<PlayerEvent>,
-    next_timeout: Option<Instant>,
-    buf: Vec<u8>,
 }
 
-impl Peer {
-    fn new(addr: SocketAddr, name: &str, seed: u64, now: Instant) -> Self {
-        let rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let ep = Endpoint::new(
-            EndpointConfig::default(),
-            Box::new(PlainProfile::new(name)),
-            Box::new(rng),
-            now,
-        );
-        Peer {
-            ep,
-            addr,
-            publisher: None,
-            policy: Policy::Accept,
-            pub_events: Vec::new(),
-            player: None,
-            player_events: Vec::new(),
-            next_timeout: None,
-            buf: Vec::new(),
-        }
-    }
+type Peer = SimNode<Engine<Parts>>;
 
-    fn pump(&mut self, now: Instant) {
+fn peer(addr: SocketAddr, name: &str, seed: u64, now: Instant) -> Peer {
+    let parts = Parts {
+        publisher: None,
+        policy: Policy::Accept,
+        pub_events: Vec::new(),
+        player: None,
+        player_events: Vec::new(),
+    };
+    SimNode::new(addr, Engine::new(identity::plain(name, seed, now), parts))
+}
+
+impl Script for Parts {
+    fn process(&mut self, ep: &mut Endpoint, now: Instant) {
         loop {
-            let next = self.ep.poll_event();
+            let next = ep.poll_event();
             if let Some(e) = &next {
-                self.on_engine_event(now, e);
+                self.on_engine_event(ep, now, e);
             }
-            self.drain_app_events(now);
+            self.drain_app_events(ep, now);
             if next.is_none() {
                 break;
             }
         }
-        self.next_timeout = self.ep.poll_timeout();
     }
+}
 
-    fn on_engine_event(&mut self, now: Instant, e: &Event) {
+impl Parts {
+    fn on_engine_event(&mut self, ep: &mut Endpoint, now: Instant, e: &Event) {
         {
             if let Event::SessionOpened { session, .. } = e {
                 if self.player.is_none() && self.publisher.is_none() {
@@ -80,18 +73,18 @@ impl Peer {
             }
             let mut taken = false;
             if let Some(p) = self.publisher.as_mut() {
-                taken |= p.on_event(&mut self.ep, now, e);
+                taken |= p.on_event(ep, now, e);
             }
             if let Some(p) = self.player.as_mut() {
-                taken |= p.on_event(&mut self.ep, now, e);
+                taken |= p.on_event(ep, now, e);
             }
             if let (false, Event::IncomingFlow { session, flow, .. }) = (taken, e) {
-                let _ = self.ep.reject_flow(now, *session, *flow, 0);
+                let _ = ep.reject_flow(now, *session, *flow, 0);
             }
         }
     }
 
-    fn drain_app_events(&mut self, now: Instant) {
+    fn drain_app_events(&mut self, ep: &mut Endpoint, now: Instant) {
         {
             if let Some(p) = self.publisher.as_mut() {
                 while let Some(ev) = p.poll_event() {
@@ -99,10 +92,10 @@ impl Peer {
                         match self.policy {
                             // may fail if the subscriber is already gone
                             Policy::Accept => {
-                                let _ = p.accept(&mut self.ep, now, subscriber);
+                                let _ = p.accept(ep, now, subscriber);
                             }
                             Policy::Refuse => {
-                                let _ = p.refuse(&mut self.ep, now, subscriber, "not you");
+                                let _ = p.refuse(ep, now, subscriber, "not you");
                             }
                         }
                     }
@@ -128,26 +121,6 @@ impl Peer {
     }
 }
 
-impl Node for Peer {
-    fn handle_datagram(&mut self, now: Instant, src: SocketAddr, _dst: SocketAddr, data: &[u8]) {
-        self.ep.handle_datagram(now, src, data);
-        self.pump(now);
-    }
-    fn handle_timeout(&mut self, now: Instant) {
-        self.ep.handle_timeout(now);
-        self.pump(now);
-    }
-    fn poll_transmit(&mut self, now: Instant) -> Option<Datagram> {
-        let dst = self.ep.poll_transmit(now, &mut self.buf)?;
-        let d = Datagram::new(self.addr, dst, self.buf.clone());
-        self.pump(now);
-        Some(d)
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.next_timeout
-    }
-}
-
 const PUBLISHER: usize = 0;
 const PLAYER: usize = 1;
 
@@ -158,11 +131,13 @@ fn setup(seed: u64, link: LinkConfig, policy: Policy) -> (Sim<Peer>, SessionId) 
     let now = sim.now();
     let a: SocketAddr = "198.18.0.1:1935".parse().unwrap();
     let b: SocketAddr = "198.18.0.2:5000".parse().unwrap();
-    let mut publisher = Peer::new(a, "publisher", seed ^ 1, now);
+    let mut publisher = peer(a, "publisher", seed ^ 1, now);
     publisher.policy = policy;
     sim.add_node(publisher, &[a]);
-    let mut player = Peer::new(b, "player", seed ^ 2, now);
-    let s = player.ep.connect(now, b"publisher", &[a]).unwrap();
+    let mut player = peer(b, "player", seed ^ 2, now);
+    let s = player
+        .call(now, |ep, now| ep.connect(now, b"publisher", &[a]))
+        .unwrap();
     player.player = Some(PeerPlayer::new(s));
     sim.add_node(player, &[b]);
     assert!(sim.run_until(Duration::from_secs(10), |x| {
@@ -171,12 +146,19 @@ fn setup(seed: u64, link: LinkConfig, policy: Policy) -> (Sim<Peer>, SessionId) 
     (sim, s)
 }
 
-fn act<R>(sim: &mut Sim<Peer>, i: usize, f: impl FnOnce(&mut Peer, Instant) -> R) -> R {
+/// Runs `f` on node `i`'s engine and script.
+fn act<R>(
+    sim: &mut Sim<Peer>,
+    i: usize,
+    f: impl FnOnce(&mut Parts, &mut Endpoint, Instant) -> R,
+) -> R {
     let now = sim.now();
-    let p = sim.node_mut(i);
-    let r = f(p, now);
-    p.pump(now);
-    r
+    sim.node_mut(i).with(now, |m, now| {
+        let Engine { ep, user } = m;
+        let r = f(user, ep, now);
+        user.process(ep, now);
+        r
+    })
 }
 
 fn frame(ty: u8, ts: u32, payload: Vec<u8>) -> Bytes {
@@ -185,12 +167,8 @@ fn frame(ty: u8, ts: u32, payload: Vec<u8>) -> Bytes {
 
 fn play_and_publish(seed: u64, link: LinkConfig) {
     let (mut sim, _) = setup(seed, link, Policy::Accept);
-    let stream = act(&mut sim, PLAYER, |p, now| {
-        p.player
-            .as_mut()
-            .unwrap()
-            .play(&mut p.ep, now, "cam")
-            .unwrap()
+    let stream = act(&mut sim, PLAYER, |p, ep, now| {
+        p.player.as_mut().unwrap().play(ep, now, "cam").unwrap()
     });
     assert!(sim.run_until(Duration::from_secs(10), |x| x
         .node(PLAYER)
@@ -224,31 +202,19 @@ fn play_and_publish(seed: u64, link: LinkConfig) {
         .any(|e| *e == PlayerEvent::StreamBegin { stream }));
 
     // media: 20 audio, 10 video, 5 data messages
-    act(&mut sim, PUBLISHER, |p, now| {
+    act(&mut sim, PUBLISHER, |p, ep, now| {
         let publ = p.publisher.as_mut().unwrap();
         let sub = publ.playing().next().unwrap();
         for i in 0..20u32 {
-            publ.send_media(
-                &mut p.ep,
-                now,
-                sub,
-                frame(8, i * 20, vec![0xaf, i as u8]),
-                None,
-            )
-            .unwrap();
-            if i % 2 == 0 {
-                publ.send_media(
-                    &mut p.ep,
-                    now,
-                    sub,
-                    frame(9, i * 20, vec![0x17; 3000]),
-                    None,
-                )
+            publ.send_media(ep, now, sub, frame(8, i * 20, vec![0xaf, i as u8]), None)
                 .unwrap();
+            if i % 2 == 0 {
+                publ.send_media(ep, now, sub, frame(9, i * 20, vec![0x17; 3000]), None)
+                    .unwrap();
             }
             if i % 4 == 0 {
                 let m = DataMessage::new("onIm", vec![Value::from(format!("hi {i}").as_str())]);
-                publ.send_data(&mut p.ep, now, sub, i * 20, m).unwrap();
+                publ.send_data(ep, now, sub, i * 20, m).unwrap();
             }
         }
     });
@@ -316,8 +282,8 @@ fn play_and_publish(seed: u64, link: LinkConfig) {
     );
 
     // the player stops: the publisher sees the subscriber go
-    act(&mut sim, PLAYER, |p, now| {
-        p.player.as_mut().unwrap().close(&mut p.ep, now, stream)
+    act(&mut sim, PLAYER, |p, ep, now| {
+        p.player.as_mut().unwrap().close(ep, now, stream)
     });
     assert!(sim.run_until(Duration::from_secs(10), |x| x
         .node(PUBLISHER)
@@ -357,12 +323,8 @@ fn player_plays_over_a_lossy_link() {
 #[test]
 fn refused_player_gets_rejected_status_and_flows_close() {
     let (mut sim, _) = setup(3, LinkConfig::perfect(), Policy::Refuse);
-    let stream = act(&mut sim, PLAYER, |p, now| {
-        p.player
-            .as_mut()
-            .unwrap()
-            .play(&mut p.ep, now, "secret")
-            .unwrap()
+    let stream = act(&mut sim, PLAYER, |p, ep, now| {
+        p.player.as_mut().unwrap().play(ep, now, "secret").unwrap()
     });
     assert!(sim.run_until(Duration::from_secs(10), |x| x
         .node(PLAYER)
@@ -390,12 +352,12 @@ fn refused_player_gets_rejected_status_and_flows_close() {
         PeerEvent::PlayRequest { subscriber, .. } => subscriber,
         _ => unreachable!(),
     };
-    act(&mut sim, PUBLISHER, |p, now| {
+    act(&mut sim, PUBLISHER, |p, ep, now| {
         assert!(p
             .publisher
             .as_mut()
             .unwrap()
-            .send_media(&mut p.ep, now, sub, frame(8, 0, vec![1]), None)
+            .send_media(ep, now, sub, frame(8, 0, vec![1]), None)
             .is_err());
     });
 }
@@ -460,12 +422,12 @@ proptest! {
     ) {
         let policy = if refuse { Policy::Refuse } else { Policy::Accept };
         let (mut sim, s) = setup(7, LinkConfig::perfect(), policy);
-        act(&mut sim, PLAYER, |p, now| {
-            p.player.as_mut().unwrap().play(&mut p.ep, now, "cam").unwrap();
+        act(&mut sim, PLAYER, |p, ep, now| {
+            p.player.as_mut().unwrap().play(ep, now, "cam").unwrap();
             for (md, msgs) in flows {
-                let f = p.ep.open_flow(now, s, &md, None, Priority::ROUTINE).unwrap();
+                let f = ep.open_flow(now, s, &md, None, Priority::ROUTINE).unwrap();
                 for m in msgs {
-                    let _ = p.ep.send(now, s, f, m, None);
+                    let _ = ep.send(now, s, f, m, None);
                 }
             }
         });
@@ -476,10 +438,10 @@ proptest! {
             PeerEvent::PlayRequest { subscriber, .. } => Some(*subscriber),
             _ => None,
         });
-        act(&mut sim, PUBLISHER, |p, now| {
+        act(&mut sim, PUBLISHER, |_, ep, now| {
             for (md, m) in back {
-                if let Ok(f) = p.ep.open_flow(now, psess, &md, sub, Priority::ROUTINE) {
-                    let _ = p.ep.send(now, psess, f, m, None);
+                if let Ok(f) = ep.open_flow(now, psess, &md, sub, Priority::ROUTINE) {
+                    let _ = ep.send(now, psess, f, m, None);
                 }
             }
         });

@@ -9,15 +9,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use flash_amf::{Command, DataMessage, Object, Value};
+use nimbus_testkit::identity;
+use nimbus_testkit::sim::{Engine, Script, SimNode};
 use proptest::prelude::*;
-use rand_core::SeedableRng;
-use rtmfp::{Endpoint, EndpointConfig, Event, PlainProfile, Priority, SessionId};
+use rtmfp::{Endpoint, Event, Priority, SessionId};
 use rtmfp_flash::message::{
     Body, FlowMetadata, MediaKind, NcEvent, NcState, NetConnection, RtmpMessage, ServerConnection,
     ServerEvent, Status, UserControl, MAX_STREAMS,
 };
 use rtmfp_flash::{FlashProfile, FlashProfileBuilder};
-use rtmfp_sim::{Datagram, LinkConfig, Node, Sim};
+use rtmfp_sim::{LinkConfig, Sim};
 
 // ------------------------------------------------------------------ server
 
@@ -188,64 +189,43 @@ struct Raw {
     closed: bool,
 }
 
-struct Peer {
-    ep: Endpoint,
-    addr: SocketAddr,
+/// The test's side of each engine: a NetConnection client, a raw client,
+/// or the server application.
+#[derive(Default)]
+struct Parts {
     nc: Option<NetConnection>,
     nc_events: Vec<NcEvent>,
     raw: Option<Raw>,
     app: Option<App>,
-    next_timeout: Option<Instant>,
-    buf: Vec<u8>,
 }
 
-impl Peer {
-    fn new(addr: SocketAddr, ep: Endpoint) -> Self {
-        Peer {
-            ep,
-            addr,
-            nc: None,
-            nc_events: Vec::new(),
-            raw: None,
-            app: None,
-            next_timeout: None,
-            buf: Vec::new(),
-        }
-    }
+type Peer = SimNode<Engine<Parts>>;
 
-    fn flash(addr: SocketAddr, builder: FlashProfileBuilder, seed: u64, now: Instant) -> Self {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let profile = builder.build(&mut rng).unwrap();
-        let ep = Endpoint::new(
-            EndpointConfig::default(),
-            Box::new(profile),
-            Box::new(rng),
-            now,
-        );
-        Self::new(addr, ep)
-    }
+fn flash_peer(addr: SocketAddr, builder: FlashProfileBuilder, seed: u64, now: Instant) -> Peer {
+    SimNode::new(
+        addr,
+        Engine::new(identity::flash(builder, seed, now), Parts::default()),
+    )
+}
 
-    fn plain(addr: SocketAddr, name: &str, seed: u64, now: Instant) -> Self {
-        let rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let ep = Endpoint::new(
-            EndpointConfig::default(),
-            Box::new(PlainProfile::new(name)),
-            Box::new(rng),
-            now,
-        );
-        Self::new(addr, ep)
-    }
+fn plain_peer(addr: SocketAddr, name: &str, seed: u64, now: Instant) -> Peer {
+    SimNode::new(
+        addr,
+        Engine::new(identity::plain(name, seed, now), Parts::default()),
+    )
+}
 
-    fn pump(&mut self, now: Instant) {
+impl Script for Parts {
+    fn process(&mut self, ep: &mut Endpoint, now: Instant) {
         if let Some(app) = self.app.as_mut() {
-            app.timeouts(&mut self.ep, now);
+            app.timeouts(ep, now);
         }
-        while let Some(e) = self.ep.poll_event() {
+        while let Some(e) = ep.poll_event() {
             if let Some(nc) = self.nc.as_mut() {
-                nc.on_event(&mut self.ep, now, &e);
+                nc.on_event(ep, now, &e);
             }
             if let Some(app) = self.app.as_mut() {
-                app.on_event(&mut self.ep, now, &e);
+                app.on_event(ep, now, &e);
             }
             if let Some(raw) = self.raw.as_mut() {
                 match e {
@@ -258,7 +238,7 @@ impl Peer {
                         raw.flows.insert(flow, (metadata.clone(), association));
                     }
                     Event::Readable { session, flow } => {
-                        while let Some(m) = self.ep.read(now, session, flow) {
+                        while let Some(m) = ep.read(now, session, flow) {
                             raw.received.push((flow, m.data));
                         }
                     }
@@ -273,22 +253,21 @@ impl Peer {
                 self.nc_events.push(e);
             }
         }
-        self.next_timeout = self.ep.poll_timeout();
-        if let Some(app) = self.app.as_ref() {
-            for c in app.conns.values() {
-                if let Some(t) = c.poll_timeout() {
-                    self.next_timeout = Some(self.next_timeout.map_or(t, |n| n.min(t)));
-                }
-            }
-        }
     }
 
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.app
+            .as_ref()?
+            .conns
+            .values()
+            .filter_map(|c| c.poll_timeout())
+            .min()
+    }
+}
+
+impl Parts {
     fn app(&self) -> &App {
         self.app.as_ref().unwrap()
-    }
-
-    fn nc(&mut self) -> (&mut NetConnection, &mut Endpoint) {
-        (self.nc.as_mut().unwrap(), &mut self.ep)
     }
 
     fn has_status(&self, code: &str) -> bool {
@@ -314,24 +293,10 @@ impl Peer {
     }
 }
 
-impl Node for Peer {
-    fn handle_datagram(&mut self, now: Instant, src: SocketAddr, _dst: SocketAddr, data: &[u8]) {
-        self.ep.handle_datagram(now, src, data);
-        self.pump(now);
-    }
-    fn handle_timeout(&mut self, now: Instant) {
-        self.ep.handle_timeout(now);
-        self.pump(now);
-    }
-    fn poll_transmit(&mut self, now: Instant) -> Option<Datagram> {
-        let dst = self.ep.poll_transmit(now, &mut self.buf)?;
-        let d = Datagram::new(self.addr, dst, self.buf.clone());
-        self.pump(now);
-        Some(d)
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.next_timeout
-    }
+/// The client's NetConnection and its engine, together.
+fn nc(p: &mut Peer) -> (&mut NetConnection, &mut Endpoint) {
+    let Engine { ep, user } = &mut p.machine;
+    (user.nc.as_mut().unwrap(), ep)
 }
 
 const SERVER: &str = "198.18.0.1:1935";
@@ -347,19 +312,21 @@ fn setup(seed: u64, link: LinkConfig, url: &str, clients: usize, app: App) -> Si
     sim.net.set_default_link(link);
     let now = sim.now();
     let b: SocketAddr = SERVER.parse().unwrap();
-    let mut server = Peer::flash(b, FlashProfile::server(None), seed ^ 2, now);
+    let mut server = flash_peer(b, FlashProfile::server(None), seed ^ 2, now);
     server.app = Some(app);
     sim.add_node(server, &[b]);
     for i in 0..clients {
         let a = client_addr(i);
-        let mut client = Peer::flash(a, FlashProfile::client(), seed ^ (10 + i as u64), now);
-        let mut nc = NetConnection::connect(&mut client.ep, now, url, &[b], Object::new()).unwrap();
+        let mut client = flash_peer(a, FlashProfile::client(), seed ^ (10 + i as u64), now);
+        let mut nc = client.call(now, |ep, now| {
+            NetConnection::connect(ep, now, url, &[b], Object::new()).unwrap()
+        });
         nc.set_peer_addresses(&[
             "192.0.2.129:50001".parse().unwrap(),
             "[2001:db8:1::2]:50002".parse().unwrap(),
         ]);
         client.nc = Some(nc);
-        client.pump(now);
+        client.call(now, |_, _| ());
         sim.add_node(client, &[a]);
     }
     sim
@@ -369,7 +336,7 @@ fn act<R>(sim: &mut Sim<Peer>, i: usize, f: impl FnOnce(&mut Peer, Instant) -> R
     let now = sim.now();
     let p = sim.node_mut(i);
     let r = f(p, now);
-    p.pump(now);
+    p.call(now, |_, _| ());
     r
 }
 
@@ -393,7 +360,7 @@ fn connect_accepted_calls_keepalive_peer_info_and_server_calls() {
     let mut sim = setup(1, LinkConfig::lan(), "rtmfp://server.example/app", 1, app);
     assert!(sim.run_until(Duration::from_secs(20), |s| s.node(1).connected()));
     let (echo, fail) = act(&mut sim, 1, |p, now| {
-        let (nc, ep) = p.nc();
+        let (nc, ep) = nc(p);
         let echo = nc.call(ep, now, "echo", vec!["hi".into()]).unwrap();
         let fail = nc.call(ep, now, "nope", vec![]).unwrap();
         (echo, fail)
@@ -467,7 +434,7 @@ fn connect_accepted_calls_keepalive_peer_info_and_server_calls() {
 
     // orderly close by the client: the server reports Closed and the session goes
     act(&mut sim, 1, |p, now| {
-        let (nc, ep) = p.nc();
+        let (nc, ep) = nc(p);
         nc.close(ep, now);
     });
     assert!(sim.run_until(Duration::from_secs(30), |s| {
@@ -545,7 +512,7 @@ fn publish_play(seed: u64, link: LinkConfig, frames: u32) {
     );
     for i in [1, 2] {
         act(&mut sim, i, |p, now| {
-            let (nc, ep) = p.nc();
+            let (nc, ep) = nc(p);
             nc.create_stream(ep, now).unwrap();
         });
     }
@@ -555,14 +522,14 @@ fn publish_play(seed: u64, link: LinkConfig, frames: u32) {
     let play = sim.node(1).created_streams()[0];
     let publ = sim.node(2).created_streams()[0];
     act(&mut sim, 1, |p, now| {
-        let (nc, ep) = p.nc();
+        let (nc, ep) = nc(p);
         nc.play(ep, now, play, "cam").unwrap();
     });
     assert!(sim.run_until(Duration::from_secs(30), |s| s
         .node(1)
         .has_status("NetStream.Play.Start")));
     act(&mut sim, 2, |p, now| {
-        let (nc, ep) = p.nc();
+        let (nc, ep) = nc(p);
         nc.publish(ep, now, publ, "cam").unwrap();
     });
     assert!(sim.run_until(Duration::from_secs(30), |s| s
@@ -571,7 +538,7 @@ fn publish_play(seed: u64, link: LinkConfig, frames: u32) {
     // media: metadata, then interleaved video and audio frames, 40 ms apart
     let t0 = sim.now();
     act(&mut sim, 2, |p, now| {
-        let (nc, ep) = p.nc();
+        let (nc, ep) = nc(p);
         let meta = DataMessage::set_data_frame(Value::Object(Object::new().with("width", 320.0)));
         nc.send_data(ep, now, publ, 0, meta).unwrap();
     });
@@ -580,7 +547,7 @@ fn publish_play(seed: u64, link: LinkConfig, frames: u32) {
             s.now() >= t0 + Duration::from_millis(40 * u64::from(k))
         });
         act(&mut sim, 2, |p, now| {
-            let (nc, ep) = p.nc();
+            let (nc, ep) = nc(p);
             let ts = 40 * k;
             let key = if k % 10 == 0 { 0x17 } else { 0x27 };
             let mut v = vec![key, 1, 0, 0, 0];
@@ -695,7 +662,7 @@ fn publish_play(seed: u64, link: LinkConfig, frames: u32) {
 
     // unpublish: the player is told
     act(&mut sim, 2, |p, now| {
-        let (nc, ep) = p.nc();
+        let (nc, ep) = nc(p);
         nc.close_stream(ep, now, publ).unwrap();
     });
     assert!(sim.run_until(Duration::from_secs(30), |s| s
@@ -729,7 +696,7 @@ fn player_session_gone_reports_stream_closed_and_closed() {
     );
     assert!(sim.run_until(Duration::from_secs(20), |s| s.node(1).connected()));
     act(&mut sim, 1, |p, now| {
-        let (nc, ep) = p.nc();
+        let (nc, ep) = nc(p);
         nc.create_stream(ep, now).unwrap();
     });
     assert!(sim.run_until(Duration::from_secs(20), |s| s
@@ -739,7 +706,7 @@ fn player_session_gone_reports_stream_closed_and_closed() {
         == 1));
     let st = sim.node(1).created_streams()[0];
     act(&mut sim, 1, |p, now| {
-        let (nc, ep) = p.nc();
+        let (nc, ep) = nc(p);
         nc.play(ep, now, st, "x").unwrap();
     });
     assert!(sim.run_until(Duration::from_secs(20), |s| s
@@ -774,13 +741,15 @@ fn raw_setup(seed: u64) -> (Sim<Peer>, SessionId) {
     sim.net.set_default_link(LinkConfig::perfect());
     let now = sim.now();
     let b: SocketAddr = SERVER.parse().unwrap();
-    let mut server = Peer::plain(b, "server", seed, now);
+    let mut server = plain_peer(b, "server", seed, now);
     server.app = Some(App::default());
     sim.add_node(server, &[b]);
     let a = client_addr(0);
-    let mut client = Peer::plain(a, "client", seed ^ 7, now);
+    let mut client = plain_peer(a, "client", seed ^ 7, now);
     client.raw = Some(Raw::default());
-    let s = client.ep.connect(now, b"server", &[b]).unwrap();
+    let s = client
+        .call(now, |ep, now| ep.connect(now, b"server", &[b]))
+        .unwrap();
     sim.add_node(client, &[a]);
     assert!(
         sim.run_until(Duration::from_secs(10), |x| x.node(0).ep.sessions().count()

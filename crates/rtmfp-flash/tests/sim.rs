@@ -2,102 +2,25 @@
 //! `rtmfp-sim` network, for every DH group, key mode and HMAC / session
 //! sequence number policy, moving data on a flow.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use nimbus_testkit::identity;
+use nimbus_testkit::sim::{Engine, Recorder, SimNode};
 use rand_core::SeedableRng;
-use rtmfp::{Endpoint, EndpointConfig, Event, OpenError, Priority, SessionId};
+use rtmfp::{Event, OpenError, Priority, SessionId};
 use rtmfp_flash::{DhGroup, Epd, FlashProfile, FlashProfileBuilder, Negotiation};
-use rtmfp_sim::{Datagram, LinkConfig, Node, Sim};
+use rtmfp_sim::{LinkConfig, Sim};
 
-struct Peer {
-    ep: Endpoint,
-    addr: SocketAddr,
-    events: Vec<Event>,
-    received: HashMap<(SessionId, u64), Vec<u8>>,
-    next_timeout: Option<Instant>,
-    buf: Vec<u8>,
-}
+/// A Flash-profile engine recording everything, in the simulator.
+type Peer = SimNode<Engine<Recorder>>;
 
-impl Peer {
-    fn new(addr: SocketAddr, builder: FlashProfileBuilder, seed: u64, now: Instant) -> Self {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let profile = builder.build(&mut rng).unwrap();
-        let ep = Endpoint::new(
-            EndpointConfig::default(),
-            Box::new(profile),
-            Box::new(rng),
-            now,
-        );
-        Self {
-            ep,
-            addr,
-            events: Vec::new(),
-            received: HashMap::new(),
-            next_timeout: None,
-            buf: Vec::new(),
-        }
-    }
-
-    fn pump(&mut self, now: Instant) {
-        while let Some(e) = self.ep.poll_event() {
-            if let Event::Readable { session, flow } = e {
-                while let Some(m) = self.ep.read(now, session, flow) {
-                    self.received
-                        .entry((session, flow))
-                        .or_default()
-                        .extend_from_slice(&m.data);
-                }
-            }
-            self.events.push(e);
-        }
-        self.next_timeout = self.ep.poll_timeout();
-    }
-
-    fn opened(&self) -> Vec<SessionId> {
-        self.events
-            .iter()
-            .filter_map(|e| match e {
-                Event::SessionOpened { session, .. } => Some(*session),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn failed(&self) -> Option<OpenError> {
-        self.events.iter().find_map(|e| match e {
-            Event::SessionFailed { error, .. } => Some(error.clone()),
-            _ => None,
-        })
-    }
-
-    fn with<R>(&mut self, now: Instant, f: impl FnOnce(&mut Endpoint, Instant) -> R) -> R {
-        let r = f(&mut self.ep, now);
-        self.pump(now);
-        r
-    }
-}
-
-impl Node for Peer {
-    fn handle_datagram(&mut self, now: Instant, src: SocketAddr, _dst: SocketAddr, data: &[u8]) {
-        self.ep.handle_datagram(now, src, data);
-        self.pump(now);
-    }
-    fn handle_timeout(&mut self, now: Instant) {
-        self.ep.handle_timeout(now);
-        self.pump(now);
-    }
-    fn poll_transmit(&mut self, now: Instant) -> Option<Datagram> {
-        let dst = self.ep.poll_transmit(now, &mut self.buf)?;
-        let d = Datagram::new(self.addr, dst, self.buf.clone());
-        self.pump(now);
-        Some(d)
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.next_timeout
-    }
+fn peer(addr: SocketAddr, builder: FlashProfileBuilder, seed: u64, now: Instant) -> Peer {
+    SimNode::new(
+        addr,
+        Engine::new(identity::flash(builder, seed, now), Recorder::default()),
+    )
 }
 
 const CLIENT: usize = 0;
@@ -109,8 +32,8 @@ fn pair(seed: u64, client: FlashProfileBuilder, server: FlashProfileBuilder) -> 
     let now = sim.now();
     let a: SocketAddr = "198.18.0.1:1000".parse().unwrap();
     let b: SocketAddr = "198.18.0.2:1935".parse().unwrap();
-    sim.add_node(Peer::new(a, client, seed ^ 1, now), &[a]);
-    sim.add_node(Peer::new(b, server, seed ^ 2, now), &[b]);
+    sim.add_node(peer(a, client, seed ^ 1, now), &[a]);
+    sim.add_node(peer(b, server, seed ^ 2, now), &[b]);
     sim
 }
 
@@ -122,7 +45,7 @@ fn connect(sim: &mut Sim<Peer>) -> Result<(SessionId, SessionId), Option<OpenErr
     let epd = Epd::server(URI).encode();
     let sid = sim
         .node_mut(CLIENT)
-        .with(now, |ep, now| ep.connect(now, &epd, &[to]))
+        .call(now, |ep, now| ep.connect(now, &epd, &[to]))
         .unwrap();
     let ok = sim.run_until(Duration::from_secs(20), |s| {
         s.node(CLIENT).opened().contains(&sid) || s.node(CLIENT).failed().is_some()
@@ -147,14 +70,14 @@ fn move_data(sim: &mut Sim<Peer>, sid: SessionId, len: usize) {
     let data = pattern(len);
     let flow = sim
         .node_mut(CLIENT)
-        .with(now, |ep, now| {
+        .call(now, |ep, now| {
             ep.open_flow(now, sid, b"test", None, Priority::ROUTINE)
         })
         .unwrap();
     for chunk in data.chunks(1000) {
         let now = sim.now();
         sim.node_mut(CLIENT)
-            .with(now, |ep, now| {
+            .call(now, |ep, now| {
                 ep.send(now, sid, flow, Bytes::copy_from_slice(chunk), None)
             })
             .unwrap();
@@ -272,7 +195,7 @@ fn requirement_refused_fails_the_open() {
     let to = sim.node(SERVER).addr;
     let epd = Epd::server(URI).encode();
     sim.node_mut(CLIENT)
-        .with(now, |ep, now| ep.connect(now, &epd, &[to]))
+        .call(now, |ep, now| ep.connect(now, &epd, &[to]))
         .unwrap();
     sim.run_for(Duration::from_secs(10));
     assert!(sim.node(CLIENT).opened().is_empty());
@@ -292,18 +215,18 @@ fn epd_selection_by_fingerprint_and_hostname() {
     let bad = Epd::hostname("b.example").encode();
     let s1 = sim
         .node_mut(CLIENT)
-        .with(now, |ep, now| ep.connect(now, &bad, &[to]))
+        .call(now, |ep, now| ep.connect(now, &bad, &[to]))
         .unwrap();
     sim.run_for(Duration::from_secs(3));
     assert!(!sim.node(CLIENT).opened().contains(&s1));
     sim.node_mut(CLIENT)
-        .with(now, |ep, now| ep.close_session(now, s1));
+        .call(now, |ep, now| ep.close_session(now, s1));
     // by fingerprint: selected
     let good = Epd::peer(fp).encode();
     let now = sim.now();
     let s2 = sim
         .node_mut(CLIENT)
-        .with(now, |ep, now| ep.connect(now, &good, &[to]))
+        .call(now, |ep, now| ep.connect(now, &good, &[to]))
         .unwrap();
     assert!(sim.run_until(Duration::from_secs(5), |s| s
         .node(CLIENT)
@@ -317,7 +240,7 @@ fn epd_selection_by_fingerprint_and_hostname() {
     let host = Epd::hostname("a.example").encode();
     let s3 = sim
         .node_mut(CLIENT)
-        .with(now, |ep, now| ep.connect(now, &host, &[to]))
+        .call(now, |ep, now| ep.connect(now, &host, &[to]))
         .unwrap();
     let failure = |p: &Peer| {
         p.events.iter().find_map(|e| match e {

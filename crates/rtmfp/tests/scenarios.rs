@@ -47,7 +47,7 @@ fn bulk_20mb_arrives_byte_exact_at_10pct_loss_with_reordering() {
         close_when_done: true,
     });
     let now = sim.now();
-    sim.node_mut(0).pump(now);
+    sim.node_mut(0).call(now, |_, _| ());
     let done = sim.run_until(Duration::from_secs(600), |s| {
         s.node(1)
             .has_event(|e| matches!(e, Event::RecvFlowComplete { session, .. } if *session == sb))
@@ -98,7 +98,7 @@ fn expired_messages_are_abandoned_instead_of_blocking_the_flow() {
         let now = sim.now();
         let msg = Bytes::from(i.to_be_bytes().repeat(100));
         sim.node_mut(0)
-            .with(now, |ep, now| ep.send(now, sa, flow, msg, lifetime))
+            .call(now, |ep, now| ep.send(now, sa, flow, msg, lifetime))
             .unwrap();
         sent_at.push(now);
         sim.run_for(Duration::from_millis(20));
@@ -155,7 +155,7 @@ fn fast_sender_against_slow_reader_is_held_back_with_bounded_memory() {
         close_when_done: true,
     });
     let now = sim.now();
-    sim.node_mut(0).pump(now);
+    sim.node_mut(0).call(now, |_, _| ());
     let mut max_recv = 0;
     let mut max_send = 0;
     let mut read = 0;
@@ -168,8 +168,11 @@ fn fast_sender_against_slow_reader_is_held_back_with_bounded_memory() {
         // the reader drains 64 KiB every 100 ms (640 KB/s)
         if round % 10 == 0 {
             let now = sim.now();
-            read += sim.node_mut(1).read_some(now, sb, flow, 64 * 1024);
-            sim.node_mut(1).pump(now);
+            read += sim.node_mut(1).with(now, |m, now| {
+                let Engine { ep, user } = m;
+                user.read_some(ep, now, sb, flow, 64 * 1024)
+            });
+            sim.node_mut(1).call(now, |_, _| ());
         }
         if read >= TOTAL {
             break;
@@ -234,7 +237,7 @@ fn per_session_keepalive_and_idle_timeout_override_the_configuration() {
     sim.run_for(Duration::from_secs(1));
     let now = sim.now();
     sim.node_mut(0)
-        .with(now, |ep, _| ep.set_keepalive(sa, Duration::from_secs(3)))
+        .call(now, |ep, _| ep.set_keepalive(sa, Duration::from_secs(3)))
         .unwrap();
     let before = sim.node(0).ep.session_info(sa).unwrap().stats.packets_sent;
     sim.run_for(Duration::from_secs(60));
@@ -243,7 +246,7 @@ fn per_session_keepalive_and_idle_timeout_override_the_configuration() {
     // the server drops a silent client after 5 s instead of 60
     let now = sim.now();
     sim.node_mut(1)
-        .with(now, |ep, _| ep.set_idle_timeout(sb, Duration::from_secs(5)))
+        .call(now, |ep, _| ep.set_idle_timeout(sb, Duration::from_secs(5)))
         .unwrap();
     let (ia, ib) = (sim.node(0).addr.ip(), sim.node(1).addr.ip());
     sim.net.block(ia, ib, true);
@@ -271,7 +274,7 @@ fn orderly_close_handshake() {
     let (sa, sb) = connect(&mut sim, 0, 1, Duration::from_secs(10)).expect("open");
     let now = sim.now();
     sim.node_mut(0)
-        .with(now, |ep, now| ep.close_session(now, sa));
+        .call(now, |ep, now| ep.close_session(now, sa));
     assert!(sim.run_until(Duration::from_secs(5), |s| s.node(1).has_event(
         |e| matches!(e, Event::SessionClosed { session, reason: CloseReason::Remote } if *session == sb)
     )));
@@ -305,7 +308,7 @@ fn session_survives_an_address_change() {
         close_when_done: true,
     });
     let now = sim.now();
-    sim.node_mut(0).pump(now);
+    sim.node_mut(0).call(now, |_, _| ());
     sim.run_for(Duration::from_millis(300));
     // A's NAT rebinds: A now appears from a new address
     let a = sim.node(0).addr;
@@ -332,11 +335,11 @@ fn glare_leaves_one_working_session() {
         let (a, b) = (sim.node(0).addr, sim.node(1).addr);
         let s_a = sim
             .node_mut(0)
-            .with(now, |ep, now| ep.connect(now, b"b", &[b]))
+            .call(now, |ep, now| ep.connect(now, b"b", &[b]))
             .unwrap();
         let s_b = sim
             .node_mut(1)
-            .with(now, |ep, now| ep.connect(now, b"a", &[a]))
+            .call(now, |ep, now| ep.connect(now, b"a", &[a]))
             .unwrap();
         sim.run_for(Duration::from_secs(10));
         assert_eq!(sim.node(0).ep.sessions().count(), 1, "seed {seed}");
@@ -349,7 +352,7 @@ fn glare_leaves_one_working_session() {
         let f = open_flow(&mut sim, 0, ha, b"x", Priority::ROUTINE);
         let now = sim.now();
         sim.node_mut(0)
-            .with(now, |ep, now| {
+            .call(now, |ep, now| {
                 ep.send(now, ha, f, Bytes::from_static(b"hello"), None)
             })
             .unwrap();
@@ -371,7 +374,7 @@ fn many_flows_metadata_association_and_rejection() {
         let f = open_flow(&mut sim, 0, sa, &[b'm', i], Priority(i % 7));
         let now = sim.now();
         sim.node_mut(0)
-            .with(now, |ep, now| {
+            .call(now, |ep, now| {
                 ep.send(now, sa, f, Bytes::from(vec![i; 3000]), None)
             })
             .unwrap();
@@ -396,12 +399,12 @@ fn many_flows_metadata_association_and_rejection() {
     let now = sim.now();
     let back = sim
         .node_mut(1)
-        .with(now, |ep, now| {
+        .call(now, |ep, now| {
             ep.open_flow(now, sb, b"reply", Some(flows[0]), Priority::ROUTINE)
         })
         .unwrap();
     sim.node_mut(1)
-        .with(now, |ep, now| {
+        .call(now, |ep, now| {
             ep.send(now, sb, back, Bytes::from_static(b"pong"), None)
         })
         .unwrap();
@@ -411,10 +414,10 @@ fn many_flows_metadata_association_and_rejection() {
     // B rejects flow 1: A sees the exception and the flow refuses data
     let now = sim.now();
     sim.node_mut(1)
-        .with(now, |ep, now| ep.reject_flow(now, sb, flows[1], 42))
+        .call(now, |ep, now| ep.reject_flow(now, sb, flows[1], 42))
         .unwrap();
     sim.node_mut(0)
-        .with(now, |ep, now| {
+        .call(now, |ep, now| {
             ep.send(now, sa, flows[1], Bytes::from_static(b"more"), None)
         })
         .unwrap();
@@ -439,21 +442,15 @@ fn introduction_through_a_forwarder_punches_through_nats() {
         report_foreign_ihello: true,
         ..EndpointConfig::default()
     };
-    sim.add_node(Peer::new("server", s_addr, server_cfg, 1, now), &[s_addr]);
-    sim.add_node(
-        Peer::new("a", a_in, EndpointConfig::default(), 2, now),
-        &[a_in],
-    );
-    sim.add_node(
-        Peer::new("b", b_in, EndpointConfig::default(), 3, now),
-        &[b_in],
-    );
+    sim.add_node(peer("server", s_addr, server_cfg, 1, now), &[s_addr]);
+    sim.add_node(peer("a", a_in, EndpointConfig::default(), 2, now), &[a_in]);
+    sim.add_node(peer("b", b_in, EndpointConfig::default(), 3, now), &[b_in]);
     sim.net.set_nat(a_in, a_pub);
     sim.net.set_nat(b_in, b_pub);
     // B registers with the server
     let sb = sim
         .node_mut(2)
-        .with(now, |ep, now| ep.connect(now, b"server", &[s_addr]))
+        .call(now, |ep, now| ep.connect(now, b"server", &[s_addr]))
         .unwrap();
     assert!(sim.run_until(Duration::from_secs(5), |s| s.node(2).opened().contains(&sb)));
     let server_side_b = *sim.node(0).opened().last().unwrap();
@@ -464,7 +461,7 @@ fn introduction_through_a_forwarder_punches_through_nats() {
     let now = sim.now();
     let sa = sim
         .node_mut(1)
-        .with(now, |ep, now| ep.connect(now, b"b", &[s_addr]))
+        .call(now, |ep, now| ep.connect(now, b"b", &[s_addr]))
         .unwrap();
     // the server answers the foreign IHello: Redirect to A, Forwarded IHello to B
     assert!(sim.run_until(Duration::from_secs(2), |s| s
@@ -484,7 +481,7 @@ fn introduction_through_a_forwarder_punches_through_nats() {
     let now = sim.now();
     let b_seen = sim.node(0).ep.session_info(server_side_b).unwrap().peer;
     assert_eq!(b_seen, b_pub);
-    sim.node_mut(0).with(now, |ep, now| {
+    sim.node_mut(0).call(now, |ep, now| {
         ep.send_redirect(
             from,
             &tag,
@@ -521,7 +518,7 @@ fn reconnection_after_a_restart_overrides_the_stale_session_at_once() {
     // A restarts: a new endpoint with the same identity, same address
     let now = sim.now();
     let a = sim.node(0).addr;
-    *sim.node_mut(0) = Peer::new("a", a, EndpointConfig::default(), 999, now);
+    *sim.node_mut(0) = peer("a", a, EndpointConfig::default(), 999, now);
     let t0 = sim.now();
     let r = connect(&mut sim, 0, 1, Duration::from_secs(10)).expect("reconnect");
     assert!(
@@ -547,13 +544,13 @@ fn large_certificates_use_packet_fragmentation() {
         ..EndpointConfig::default()
     };
     sim.add_node(
-        Peer::with_cert(b"a".to_vec(), a, config.clone(), 1, now),
+        peer_with_cert(b"a".to_vec(), a, config.clone(), 1, now),
         &[a],
     );
-    sim.add_node(Peer::with_cert(big.clone(), b, config, 2, now), &[b]);
+    sim.add_node(peer_with_cert(big.clone(), b, config, 2, now), &[b]);
     let sid = sim
         .node_mut(0)
-        .with(now, |ep, now| ep.connect(now, &big, &[b]))
+        .call(now, |ep, now| ep.connect(now, &big, &[b]))
         .unwrap();
     assert!(sim.run_until(Duration::from_secs(5), |s| s
         .node(0)
@@ -581,13 +578,13 @@ fn time_critical_flow_is_served_before_bulk() {
         close_when_done: false,
     });
     let now = sim.now();
-    sim.node_mut(0).pump(now);
+    sim.node_mut(0).call(now, |_, _| ());
     sim.run_for(Duration::from_secs(2));
     let mut sent = Vec::new();
     for i in 0..50u32 {
         let now = sim.now();
         sim.node_mut(0)
-            .with(now, |ep, now| {
+            .call(now, |ep, now| {
                 ep.send(now, sa, audio, Bytes::from(i.to_be_bytes().to_vec()), None)
             })
             .unwrap();
@@ -623,14 +620,14 @@ fn suspended_delivery_closes_the_window_and_resuming_delivers_everything() {
     let flow = open_flow(&mut sim, 0, sa, b"bulk", Priority::BULK);
     let now = sim.now();
     sim.node_mut(0)
-        .with(now, |ep, now| {
+        .call(now, |ep, now| {
             ep.send(now, sa, flow, Bytes::from_static(b"first"), None)
         })
         .unwrap();
     sim.run_for(Duration::from_millis(500));
     let now = sim.now();
     sim.node_mut(1)
-        .with(now, |ep, _| {
+        .call(now, |ep, _| {
             ep.set_recv_flow_options(sb, flow, None, None, Some(true))
         })
         .unwrap();
@@ -642,7 +639,7 @@ fn suspended_delivery_closes_the_window_and_resuming_delivers_everything() {
         msg_size: 4096,
         close_when_done: true,
     });
-    sim.node_mut(0).pump(now);
+    sim.node_mut(0).call(now, |_, _| ());
     sim.run_for(Duration::from_secs(5));
     let ri = sim.node(1).ep.session_info(sb).unwrap();
     assert!(
@@ -654,7 +651,7 @@ fn suspended_delivery_closes_the_window_and_resuming_delivers_everything() {
     assert_eq!(got_before, 5, "nothing delivered while suspended");
     let now = sim.now();
     sim.node_mut(1)
-        .with(now, |ep, _| {
+        .call(now, |ep, _| {
             ep.set_recv_flow_options(sb, flow, None, None, Some(false))
         })
         .unwrap();

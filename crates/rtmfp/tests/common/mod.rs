@@ -1,20 +1,21 @@
 //! Test harness: RTMFP endpoints as simulator nodes.
 #![allow(dead_code, unreachable_pub)]
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rand_core::SeedableRng;
-use rtmfp::{Endpoint, EndpointConfig, Event, PlainProfile, Priority, SessionId};
-use rtmfp_sim::{Datagram, Node, Sim};
+use nimbus_testkit::identity;
+pub use nimbus_testkit::sim::{Engine, Recorder, Script, SimNode};
+use rtmfp::{Endpoint, EndpointConfig, Priority, SessionId};
+use rtmfp_sim::Sim;
 
 pub fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
 /// A byte source pushed into a flow as fast as the engine accepts it.
+#[derive(Debug)]
 pub struct Source {
     pub session: SessionId,
     pub flow: u64,
@@ -30,90 +31,45 @@ pub fn pattern(offset: usize, len: usize) -> Vec<u8> {
         .collect()
 }
 
-pub struct Peer {
-    pub ep: Endpoint,
-    pub addr: SocketAddr,
-    pub events: Vec<Event>,
-    /// Bytes received per (session, flow), concatenated.
-    pub received: HashMap<(SessionId, u64), Vec<u8>>,
-    pub messages: HashMap<(SessionId, u64), Vec<(Instant, Bytes, bool)>>,
+/// What the scenarios do with an engine: record everything (and read
+/// every flow, unless `auto_read` is off), and feed a [`Source`].
+#[derive(Debug, Default)]
+pub struct Flows {
+    pub rec: Recorder,
     pub auto_read: bool,
     pub source: Option<Source>,
-    next_timeout: Option<Instant>,
-    buf: Vec<u8>,
 }
 
-impl Peer {
-    pub fn new(
-        name: &str,
-        addr: SocketAddr,
-        config: EndpointConfig,
-        seed: u64,
+impl std::ops::Deref for Flows {
+    type Target = Recorder;
+    fn deref(&self) -> &Recorder {
+        &self.rec
+    }
+}
+
+impl std::ops::DerefMut for Flows {
+    fn deref_mut(&mut self) -> &mut Recorder {
+        &mut self.rec
+    }
+}
+
+impl Flows {
+    pub fn read_some(
+        &mut self,
+        ep: &mut Endpoint,
         now: Instant,
-    ) -> Self {
-        Self::with_cert(name.as_bytes().to_vec(), addr, config, seed, now)
-    }
-
-    pub fn with_cert(
-        cert: Vec<u8>,
-        addr: SocketAddr,
-        config: EndpointConfig,
-        seed: u64,
-        now: Instant,
-    ) -> Self {
-        let ep = Endpoint::new(
-            config,
-            Box::new(PlainProfile::new(cert)),
-            Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(seed)),
-            now,
-        );
-        Self {
-            ep,
-            addr,
-            events: Vec::new(),
-            received: HashMap::new(),
-            messages: HashMap::new(),
-            auto_read: true,
-            source: None,
-            next_timeout: None,
-            buf: Vec::new(),
-        }
-    }
-
-    pub fn pump(&mut self, now: Instant) {
-        while let Some(e) = self.ep.poll_event() {
-            if let Event::Readable { session, flow } = e {
-                if self.auto_read {
-                    self.read_all(now, session, flow);
-                }
-            }
-            self.events.push(e);
-        }
-        self.feed(now);
-        self.next_timeout = self.ep.poll_timeout();
-    }
-
-    pub fn read_all(&mut self, now: Instant, session: SessionId, flow: u64) {
-        while let Some(m) = self.ep.read(now, session, flow) {
-            self.received
-                .entry((session, flow))
-                .or_default()
-                .extend_from_slice(&m.data);
-            self.messages
-                .entry((session, flow))
-                .or_default()
-                .push((now, m.data, m.after_gap));
-        }
-    }
-
-    pub fn read_some(&mut self, now: Instant, session: SessionId, flow: u64, max: usize) -> usize {
+        session: SessionId,
+        flow: u64,
+        max: usize,
+    ) -> usize {
         let mut n = 0;
         while n < max {
-            let Some(m) = self.ep.read(now, session, flow) else {
+            let Some(m) = ep.read(now, session, flow) else {
                 break;
             };
             n += m.data.len();
-            self.received
+            self.rec
+                .received
                 .entry((session, flow))
                 .or_default()
                 .extend_from_slice(&m.data);
@@ -121,74 +77,57 @@ impl Peer {
         n
     }
 
-    fn feed(&mut self, now: Instant) {
+    fn feed(&mut self, ep: &mut Endpoint, now: Instant) {
         let Some(src) = self.source.as_mut() else {
             return;
         };
         while src.sent < src.total {
             let len = src.msg_size.min(src.total - src.sent);
             let data = Bytes::from(pattern(src.sent, len));
-            match self.ep.send(now, src.session, src.flow, data, None) {
+            match ep.send(now, src.session, src.flow, data, None) {
                 Ok(()) => src.sent += len,
                 Err(_) => break,
             }
         }
         if src.sent == src.total && src.close_when_done {
-            let _ = self.ep.close_flow(now, src.session, src.flow);
+            let _ = ep.close_flow(now, src.session, src.flow);
             src.close_when_done = false;
         }
     }
+}
 
-    pub fn opened(&self) -> Vec<SessionId> {
-        self.events
-            .iter()
-            .filter_map(|e| match e {
-                Event::SessionOpened { session, .. } => Some(*session),
-                _ => None,
-            })
-            .collect()
-    }
-
-    pub fn incoming_flows(&self) -> Vec<(SessionId, u64)> {
-        self.events
-            .iter()
-            .filter_map(|e| match e {
-                Event::IncomingFlow { session, flow, .. } => Some((*session, *flow)),
-                _ => None,
-            })
-            .collect()
-    }
-
-    pub fn has_event(&self, f: impl Fn(&Event) -> bool) -> bool {
-        self.events.iter().any(f)
-    }
-
-    /// Runs `f` against the endpoint, then processes the results.
-    pub fn with<R>(&mut self, now: Instant, f: impl FnOnce(&mut Endpoint, Instant) -> R) -> R {
-        let r = f(&mut self.ep, now);
-        self.pump(now);
-        r
+impl Script for Flows {
+    fn process(&mut self, ep: &mut Endpoint, now: Instant) {
+        self.rec.hold_reads = !self.auto_read;
+        self.rec.process(ep, now);
+        self.feed(ep, now);
     }
 }
 
-impl Node for Peer {
-    fn handle_datagram(&mut self, now: Instant, src: SocketAddr, _dst: SocketAddr, data: &[u8]) {
-        self.ep.handle_datagram(now, src, data);
-        self.pump(now);
-    }
-    fn handle_timeout(&mut self, now: Instant) {
-        self.ep.handle_timeout(now);
-        self.pump(now);
-    }
-    fn poll_transmit(&mut self, now: Instant) -> Option<Datagram> {
-        let dst = self.ep.poll_transmit(now, &mut self.buf)?;
-        let d = Datagram::new(self.addr, dst, self.buf.clone());
-        self.pump(now);
-        Some(d)
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.next_timeout
-    }
+/// An engine with the plain profile in the simulator.
+pub type Peer = SimNode<Engine<Flows>>;
+
+/// A plain-profile peer named `name` at `addr`.
+pub fn peer(name: &str, addr: SocketAddr, config: EndpointConfig, seed: u64, now: Instant) -> Peer {
+    peer_with_cert(name.as_bytes().to_vec(), addr, config, seed, now)
+}
+
+/// A plain-profile peer with any certificate bytes.
+pub fn peer_with_cert(
+    cert: Vec<u8>,
+    addr: SocketAddr,
+    config: EndpointConfig,
+    seed: u64,
+    now: Instant,
+) -> Peer {
+    let flows = Flows {
+        auto_read: true,
+        ..Flows::default()
+    };
+    SimNode::new(
+        addr,
+        Engine::new(identity::plain_with(cert, config, seed, now), flows),
+    )
 }
 
 /// Two peers "a" (index 0) and "b" (index 1).
@@ -197,8 +136,8 @@ pub fn pair(seed: u64, config: EndpointConfig) -> Sim<Peer> {
     let now = sim.now();
     let a = addr("198.18.0.1:1000");
     let b = addr("198.18.0.2:2000");
-    sim.add_node(Peer::new("a", a, config.clone(), seed ^ 1, now), &[a]);
-    sim.add_node(Peer::new("b", b, config, seed ^ 2, now), &[b]);
+    sim.add_node(peer("a", a, config.clone(), seed ^ 1, now), &[a]);
+    sim.add_node(peer("b", b, config, seed ^ 2, now), &[b]);
     sim
 }
 
@@ -215,7 +154,7 @@ pub fn connect(
     let before_to = sim.node(to).opened().len();
     let sid = sim
         .node_mut(from)
-        .with(now, |ep, now| ep.connect(now, &name, &[to_addr]))
+        .call(now, |ep, now| ep.connect(now, &name, &[to_addr]))
         .ok()?;
     let ok = sim.run_until(limit, |s| {
         s.node(from).opened().contains(&sid) && s.node(to).opened().len() > before_to
@@ -236,6 +175,6 @@ pub fn open_flow(
 ) -> u64 {
     let now = sim.now();
     sim.node_mut(node)
-        .with(now, |ep, now| ep.open_flow(now, session, meta, None, prio))
+        .call(now, |ep, now| ep.open_flow(now, session, meta, None, prio))
         .unwrap()
 }
