@@ -21,7 +21,9 @@
 
 pub mod audio;
 pub mod flv;
+pub mod g711;
 pub mod h264;
+pub mod rtc;
 pub mod source;
 #[cfg(feature = "speex")]
 pub mod speex;
