@@ -10,9 +10,13 @@
 //! a few other members of their group (ring neighbours and long-range
 //! hints), so they can build their mesh.
 //!
-//! **Owns:** the UDP sockets and threads of the server (one engine shard per
-//! core on SO_REUSEPORT sockets, [`shard`]), the connect policy
-//! ([`policy`]), the peer directory ([`directory`]), the NetGroup
+//! **Owns:** the server's shards and what they decide: one engine shard per
+//! core ([`shard`]: a sans-IO `ShardCore`, an `rtmfp::Machine` owning the
+//! shard's engine, its sessions, its side of the stream relay and the
+//! answers to the other shards), the threads that run them (one
+//! current-thread tokio runtime and one `rtmfp_tokio::Host` per shard, on
+//! that shard's SO_REUSEPORT sockets, one per listen address), the connect
+//! policy ([`policy`]), the peer directory ([`directory`]), the NetGroup
 //! rendezvous table and its introduction policy ([`groups`]: who is in which
 //! group, and which members are told about which), stream relay
 //! ([`streams`]), configuration ([`config`]), metrics ([`metrics`]) and the
@@ -20,7 +24,21 @@
 //!
 //! **Must not touch:** wire formats and protocol state machines — those are
 //! `rtmfp` (transport) and `rtmfp-flash` (crypto, AMF, NetConnection
-//! messages). This crate only decides *what* to answer.
+//! messages) — nor sockets, batching, timers or the clock: those are
+//! `rtmfp-tokio`'s host. This crate only decides *what* to answer.
+//!
+//! ## The shards' run loop
+//!
+//! A shard core takes datagrams, `ShardMsg` commands (from other shards,
+//! the registry's answers, shutdown) and `now`; it gives datagrams, its
+//! next deadline, and `ShardEvent`s (registry work, done on the control
+//! runtime, which answers with a command). It reads no clock and draws no
+//! randomness it was not given; it reports `is_done` once shut down and
+//! its sessions are closed (or the grace period has passed). Its host
+//! follows the `rtmfp::Machine` contract: after every input, drain the
+//! datagrams (waiting for a full socket, never dropping), then the events,
+//! then re-arm the timer. The module documentation of [`shard`] has the
+//! details.
 //!
 //! ```no_run
 //! # async fn f() -> anyhow::Result<()> {
@@ -41,17 +59,16 @@ pub mod shard;
 pub mod streams;
 
 mod cli;
+mod shard_host;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use rand_core::SeedableRng;
-use rtmfp::{Endpoint, EndpointConfig};
-use rtmfp_flash::{DhGroup, FlashProfile, Negotiation};
-use tokio::sync::mpsc;
+use rtmfp_tokio::HostHandle;
 
 pub use cli::{run, ServerArgs};
 pub use config::{AppConfig, ConfigError, GroupJoin, Limits, Policy, ServerConfig};
@@ -59,7 +76,7 @@ pub use metrics::Metrics;
 
 use crate::directory::Directory;
 use crate::groups::{GroupAccess, GroupTable};
-use crate::shard::{Shard, ShardMsg, CHANNEL_CAPACITY};
+use crate::shard::{ShardCore, ShardMsg, WallClock};
 use crate::streams::StreamTable;
 
 /// State shared by every shard.
@@ -74,9 +91,10 @@ pub(crate) struct Shared {
     pub(crate) group_access: Vec<GroupAccess>,
     pub(crate) streams: StreamTable,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) senders: Vec<mpsc::Sender<ShardMsg>>,
+    /// Every shard's host, by shard number: its command channel and its
+    /// socket counters.
+    pub(crate) senders: Vec<HostHandle<ShardCore>>,
     pub(crate) registry: Option<nimbus_registry::Registry>,
-    pub(crate) control: tokio::runtime::Handle,
     pub(crate) shard_bits: u8,
 }
 
@@ -85,6 +103,8 @@ pub(crate) struct Shared {
 pub struct Server {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    /// The tasks doing the shards' registry work (on the control runtime).
+    registry_tasks: Vec<tokio::task::JoinHandle<()>>,
     local_addrs: Vec<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
     registry_http: Option<nimbus_registry::ServeHandle>,
@@ -94,36 +114,31 @@ pub struct Server {
     )>,
 }
 
-fn dh_group(g: u8) -> DhGroup {
-    match g {
-        2 => DhGroup::Modp1024,
-        5 => DhGroup::Modp1536,
-        14 => DhGroup::Modp2048,
-        _ => DhGroup::Modp4096,
+/// Asks every shard to close its sessions and stop, and waits until their
+/// threads have ended.
+async fn stop_shards(senders: &[HostHandle<ShardCore>], threads: Vec<JoinHandle<()>>) {
+    for h in senders {
+        // a shard that never started has no host to answer
+        let _ = h.send(ShardMsg::Shutdown).await;
     }
+    let _ = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    })
+    .await;
 }
 
-fn bind_udp(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let domain = if addr.is_ipv4() {
-        Domain::IPV4
-    } else {
-        Domain::IPV6
-    };
-    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
-    if addr.is_ipv6() {
-        s.set_only_v6(true)?;
+/// Undoes a start that failed once shards were running.
+async fn abandon_start(
+    shared: &Shared,
+    threads: Vec<JoinHandle<()>>,
+    registry_http: Option<nimbus_registry::ServeHandle>,
+) {
+    stop_shards(&shared.senders, threads).await;
+    if let Some(h) = registry_http {
+        let _ = h.shutdown().await;
     }
-    if reuse_port {
-        #[cfg(unix)]
-        s.set_reuse_port(true)?;
-    }
-    // a burst of handshakes must not overflow the socket
-    let _ = s.set_recv_buffer_size(4 << 20);
-    let _ = s.set_send_buffer_size(4 << 20);
-    s.set_nonblocking(true)?;
-    s.bind(&addr.into())?;
-    Ok(s.into())
 }
 
 impl Server {
@@ -151,14 +166,14 @@ impl Server {
         let mut per_shard: Vec<Vec<std::net::UdpSocket>> =
             (0..nshards).map(|_| Vec::new()).collect();
         for want in &config.listen {
-            let first = bind_udp(*want, nshards > 1)
+            let first = shard_host::bind(*want, nshards > 1)
                 .with_context(|| format!("cannot listen on udp {want}"))?;
             let actual = first.local_addr()?;
             local_addrs.push(actual);
             per_shard[0].push(first);
             for socks in per_shard.iter_mut().skip(1) {
                 socks
-                    .push(bind_udp(actual, true).with_context(|| {
+                    .push(shard_host::bind(actual, true).with_context(|| {
                         format!("cannot listen on udp {actual} (SO_REUSEPORT)")
                     })?);
             }
@@ -174,14 +189,22 @@ impl Server {
             None => None,
         };
 
-        let mut senders = Vec::new();
-        let mut receivers = Vec::new();
-        for _ in 0..nshards {
-            let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-            senders.push(tx);
-            receivers.push(rx);
-        }
+        // the metrics endpoint's address, bound before anything runs
+        let metrics_listener = match config.metrics.listen {
+            Some(listen) => {
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("cannot serve metrics on {listen}"))?;
+                let addr = listener.local_addr()?;
+                Some((listener, addr))
+            }
+            None => None,
+        };
+
+        let channels: Vec<_> = (0..nshards).map(|_| shard_host::channel()).collect();
+        let senders: Vec<HostHandle<ShardCore>> = channels.iter().map(|c| c.handle()).collect();
         let metrics = Arc::new(Metrics::default());
+        metrics.count_traffic_of(senders.clone());
         let apps = config.effective_apps();
         let group_access = apps
             .iter()
@@ -197,7 +220,6 @@ impl Server {
             metrics: metrics.clone(),
             senders,
             registry: registry.clone(),
-            control: tokio::runtime::Handle::current(),
             shard_bits,
             config: config.clone(),
         });
@@ -218,76 +240,6 @@ impl Server {
             }));
         }
 
-        // engines
-        let mut threads = Vec::new();
-        let groups: Vec<DhGroup> = config.dh_groups.iter().map(|g| dh_group(*g)).collect();
-        let auth = match config.packet_auth.as_str() {
-            "required" => Negotiation::REQUIRED,
-            "preferred" => Negotiation::PREFERRED,
-            _ => Negotiation::ON_REQUEST,
-        };
-        for (id, (socks, rx)) in per_shard.into_iter().zip(receivers).enumerate() {
-            let mut rng = rand_chacha::ChaCha20Rng::from_entropy();
-            let profile = FlashProfile::server(config.hostname.as_deref())
-                .groups(&groups)
-                .hmac(auth)
-                .sseq(auth)
-                .build(&mut rng)
-                .map_err(|e| anyhow::anyhow!("crypto profile: {e}"))?;
-            let l = &config.limits;
-            let ec = EndpointConfig {
-                shard_bits,
-                shard: id as u32,
-                report_foreign_ihello: true,
-                accept_forwarded_ihello: false,
-                max_sessions: (l.max_sessions / nshards).max(1),
-                max_flows_per_session: l.flows_per_session,
-                recv_buffer: (l.buffered_bytes_per_session / 4).max(16 << 10),
-                send_buffer: l.buffered_bytes_per_session,
-                idle_timeout: config.idle_timeout(),
-                keepalive_interval: Duration::from_secs(30).min(config.idle_timeout() / 3),
-                ihello_rate_per_source: l.handshakes_per_second_per_address,
-                amplification_factor: l.amplification_factor,
-                ihello_burst_per_source: l.handshakes_per_second_per_address.saturating_mul(2),
-                ..EndpointConfig::default()
-            };
-            let ep = Endpoint::new(
-                ec,
-                Box::new(profile),
-                Box::new(rand_chacha::ChaCha20Rng::from_entropy()),
-                Instant::now(),
-            );
-            let shared2 = shared.clone();
-            let t = std::thread::Builder::new()
-                .name(format!("nimbus-shard-{id}"))
-                .spawn(move || {
-                    let rt = match tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                    {
-                        Ok(rt) => rt,
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot start shard runtime");
-                            return;
-                        }
-                    };
-                    rt.block_on(async move {
-                        let mut tsocks = Vec::new();
-                        for s in socks {
-                            match tokio::net::UdpSocket::from_std(s) {
-                                Ok(s) => tsocks.push(s),
-                                Err(e) => {
-                                    tracing::error!(error = %e, "socket");
-                                    return;
-                                }
-                            }
-                        }
-                        Shard::new(id, shared2, ep, tsocks, rx).run().await;
-                    });
-                })?;
-            threads.push(t);
-        }
-
         let registry_http = match (&registry, config.registry.as_ref().and_then(|r| r.listen)) {
             (Some(reg), Some(listen)) => Some(
                 nimbus_registry::serve(reg, listen)
@@ -297,13 +249,65 @@ impl Server {
             _ => None,
         };
 
+        // engines: one core per shard, each on its own thread and host
+        let grace = Duration::from_secs(config.shutdown_grace_secs);
+        let mut cores = Vec::with_capacity(nshards);
+        for id in 0..nshards {
+            let now = rtmfp_tokio::now();
+            let ep = shard_host::endpoint(&config, id, nshards, shard_bits, now)?;
+            cores.push(ShardCore::new(
+                id,
+                shared.clone(),
+                ep,
+                rand_chacha::ChaCha8Rng::from_entropy(),
+                WallClock::new(now, SystemTime::now()),
+                now,
+            ));
+        }
+        let mut threads = Vec::with_capacity(nshards);
+        let mut readies = Vec::with_capacity(nshards);
+        let shards = cores.into_iter().zip(per_shard).zip(channels).enumerate();
+        for (id, ((core, socks), channel)) in shards {
+            match shard_host::spawn(id, core, socks, channel, grace) {
+                Ok((thread, ready)) => {
+                    threads.push(thread);
+                    readies.push(ready);
+                }
+                Err(e) => {
+                    abandon_start(&shared, threads, registry_http).await;
+                    return Err(e).context(format!("cannot start shard {id}"));
+                }
+            }
+        }
+        let mut registry_tasks = Vec::new();
+        for (id, ready) in readies.into_iter().enumerate() {
+            let events = match ready.await {
+                Ok(Ok(events)) => events,
+                failed => {
+                    abandon_start(&shared, threads, registry_http).await;
+                    let why = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "its thread ended".to_string(),
+                    };
+                    anyhow::bail!("cannot start shard {id}: {why}");
+                }
+            };
+            // without a registry the cores have no work for it (their
+            // hosts would discard the events)
+            if let Some(reg) = &registry {
+                let shard = shared.senders[id].clone();
+                registry_tasks.push(tokio::spawn(shard_host::serve_registry(
+                    shard,
+                    events,
+                    reg.clone(),
+                )));
+            }
+        }
+
         let mut metrics_addr = None;
         let mut metrics_task = None;
-        if let Some(listen) = config.metrics.listen {
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("cannot serve metrics on {listen}"))?;
-            metrics_addr = Some(listener.local_addr()?);
+        if let Some((listener, addr)) = metrics_listener {
+            metrics_addr = Some(addr);
             let m = metrics.clone();
             let app = axum::Router::new().route(
                 "/metrics",
@@ -341,6 +345,7 @@ impl Server {
         Ok(Server {
             shared,
             threads,
+            registry_tasks,
             local_addrs,
             metrics_addr,
             registry_http,
@@ -381,16 +386,13 @@ impl Server {
     /// Closes every session cleanly (up to `shutdown_grace_secs`), then stops
     /// the shards, the registry and the metrics endpoint.
     pub async fn shutdown(mut self) {
-        for tx in &self.shared.senders {
-            let _ = tx.send(ShardMsg::Shutdown).await;
-        }
         let threads = std::mem::take(&mut self.threads);
-        let _ = tokio::task::spawn_blocking(move || {
-            for t in threads {
-                let _ = t.join();
-            }
-        })
-        .await;
+        stop_shards(&self.shared.senders, threads).await;
+        // the registry work of the last sessions (unbinding them) is done
+        // before the registry closes
+        for task in self.registry_tasks.drain(..) {
+            let _ = task.await;
+        }
         if let Some(h) = self.registry_http.take() {
             let _ = h.shutdown().await;
         }

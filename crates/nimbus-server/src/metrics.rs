@@ -1,8 +1,17 @@
 //! Counters and gauges, rendered in the Prometheus text format at
 //! `GET /metrics` (see `docs/server.md` for the list).
+//!
+//! The shards count what they do in [`Metrics`]' atomics; the UDP traffic
+//! (datagrams, bytes, system calls, send errors) is what the shards' hosts
+//! count in their sockets ([`IoStats`]), summed when read.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use rtmfp_tokio::{HostHandle, IoStats};
+
+use crate::shard::ShardCore;
 
 macro_rules! metrics {
     ($( $(#[$doc:meta])* $kind:ident $name:ident : $help:literal ),* $(,)?) => {
@@ -10,6 +19,7 @@ macro_rules! metrics {
         #[derive(Debug, Default)]
         pub struct Metrics {
             $( $(#[$doc])* pub $name: metrics!(@ty $kind), )*
+            traffic: Traffic,
         }
 
         impl Metrics {
@@ -21,6 +31,21 @@ macro_rules! metrics {
                     let _ = writeln!(out, "# TYPE nimbus_{} {}", stringify!($name), metrics!(@kind $kind));
                     let _ = writeln!(out, "nimbus_{} {}", stringify!($name), self.$name.load(Ordering::Relaxed));
                 )*
+                let io = self.io();
+                for (name, help, value) in [
+                    ("datagrams_received_total", "UDP datagrams received", io.datagrams_received),
+                    ("datagrams_sent_total", "UDP datagrams sent", io.datagrams_sent),
+                    ("bytes_received_total", "UDP payload bytes received", io.bytes_received),
+                    ("bytes_sent_total", "UDP payload bytes sent", io.bytes_sent),
+                    ("recv_calls_total", "receive system calls that returned datagrams (datagrams_received_total / recv_calls_total = datagrams per call)", io.recv_calls),
+                    ("send_calls_total", "send system calls (datagrams_sent_total / send_calls_total = datagrams per call)", io.send_calls),
+                    ("send_blocked_total", "times a full socket made a shard wait before sending more", io.send_blocked),
+                    ("socket_errors_total", "UDP datagrams the kernel refused to send", io.send_errors),
+                ] {
+                    let _ = writeln!(out, "# HELP nimbus_{name} {help}");
+                    let _ = writeln!(out, "# TYPE nimbus_{name} counter");
+                    let _ = writeln!(out, "nimbus_{name} {value}");
+                }
                 out
             }
         }
@@ -76,18 +101,8 @@ metrics! {
     counter media_bytes_relayed_total: "media bytes sent to players",
     /// Media dropped for slow players.
     counter media_dropped_total: "media messages dropped because a player was too slow",
-    /// Datagrams in.
-    counter datagrams_received_total: "UDP datagrams received",
-    /// Datagrams out.
-    counter datagrams_sent_total: "UDP datagrams sent",
-    /// Bytes in.
-    counter bytes_received_total: "UDP payload bytes received",
-    /// Bytes out.
-    counter bytes_sent_total: "UDP payload bytes sent",
     /// Datagrams handed to another shard.
     counter datagrams_rerouted_total: "datagrams that arrived on one shard's socket for another shard's session",
-    /// Socket errors.
-    counter socket_errors_total: "UDP send/receive errors",
     /// Protocol errors.
     counter protocol_errors_total: "malformed messages and refused flows or commands",
     /// Answers withheld by the anti-amplification limit.
@@ -98,7 +113,38 @@ metrics! {
     counter limit_refusals_total: "sessions or requests refused by a limit",
 }
 
+/// The hosts whose socket counters are the server's UDP traffic.
+#[derive(Debug, Default)]
+struct Traffic(OnceLock<Vec<HostHandle<ShardCore>>>);
+
 impl Metrics {
+    /// Counts the traffic of these hosts (the shards') from now on; once.
+    pub(crate) fn count_traffic_of(&self, hosts: Vec<HostHandle<ShardCore>>) {
+        let _ = self.traffic.0.set(hosts);
+    }
+
+    /// The UDP traffic of every shard's sockets, summed (zero for metrics
+    /// of no server).
+    pub fn io(&self) -> IoStats {
+        let mut sum = IoStats::default();
+        for h in self.traffic.0.get().into_iter().flatten() {
+            let s = h.stats();
+            sum.datagrams_sent += s.datagrams_sent;
+            sum.bytes_sent += s.bytes_sent;
+            sum.send_calls += s.send_calls;
+            sum.send_errors += s.send_errors;
+            sum.send_blocked += s.send_blocked;
+            sum.datagrams_received += s.datagrams_received;
+            sum.bytes_received += s.bytes_received;
+            sum.recv_calls += s.recv_calls;
+            sum.max_send_batch = sum.max_send_batch.max(s.max_send_batch);
+            sum.max_recv_batch = sum.max_recv_batch.max(s.max_recv_batch);
+            sum.impaired_drops += s.impaired_drops;
+            sum.impaired_delays += s.impaired_delays;
+        }
+        sum
+    }
+
     /// Adds to a counter.
     pub fn inc(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Ordering::Relaxed);
@@ -122,6 +168,15 @@ mod tests {
         let t = m.render();
         assert!(t.contains("# TYPE nimbus_sessions gauge\nnimbus_sessions 2\n"));
         assert!(t.contains("nimbus_sessions_opened_total 3\n"));
+        // the traffic of no host: zero, under the names it always had
+        for name in [
+            "datagrams_received_total",
+            "bytes_sent_total",
+            "socket_errors_total",
+        ] {
+            assert!(t.contains(&format!("# TYPE nimbus_{name} counter\nnimbus_{name} 0\n")));
+        }
+        assert!(t.contains("nimbus_send_calls_total 0\n"));
         for line in t.lines().filter(|l| !l.starts_with('#')) {
             let (name, v) = line.split_once(' ').unwrap();
             assert!(name.starts_with("nimbus_"));

@@ -1,29 +1,59 @@
-//! One engine shard: a thread with its own `rtmfp::Endpoint`, its own
-//! SO_REUSEPORT sockets and its own sessions.
+//! One engine shard's logic: `ShardCore`, a sans-IO [`Machine`] that owns
+//! the shard's `rtmfp::Endpoint`, its sessions and what the server does with
+//! them. The server runs one per thread, each on an `rtmfp_tokio::Host`
+//! (`shard_host.rs`).
 //!
-//! The kernel spreads clients over the shards' sockets by address hash. A
-//! session ID names its shard (`EndpointConfig::shard_bits`), so a datagram
-//! that reaches another shard's socket (after the client's address
-//! changed) is handed to the owner over a channel. Shards talk to each other
-//! only through bounded channels ([`ShardMsg`]); the shared directory and
-//! stream table are locked only on connects, introductions, relays and
-//! stream changes, never per packet.
+//! The kernel spreads clients over the shards' SO_REUSEPORT sockets by
+//! address hash. A session ID names its shard (`EndpointConfig::shard_bits`),
+//! so a datagram that reaches another shard (after the client's address
+//! changed) is handed to the owner as a `ShardMsg::Datagram`. Shards talk
+//! to each other only through their hosts' bounded command channels
+//! (`ShardMsg`, sent with `try_send`: a full channel drops the message and
+//! counts it in `nimbus_limit_refusals_total`, like a full socket buffer
+//! would); the shared directory, stream and group tables are locked only on
+//! connects, introductions, relays and stream or group changes, never per
+//! packet.
+//!
+//! ## What the core owns, and what it must not touch
+//!
+//! It owns the engine, the per-session `Conn` table (the
+//! `ServerConnection`, peer ID, app, user, streams, groups), the stream
+//! relay's publications and audiences, and the answers to cross-shard
+//! messages. It opens no socket, reads no clock (every call gets `now`; the
+//! Unix time for token expiry is derived from `now` through a `WallClock`
+//! read by the caller), draws randomness only from the RNGs it is given
+//! (the engine's, and one for NetGroup hints) and runs no task: the
+//! registry's asynchronous work leaves as a `ShardEvent` and its answer
+//! comes back as a command (`ShardMsg::ConnectChecked`).
+//!
+//! ## Run-loop contract
+//!
+//! The [`Machine`] contract, nothing more:
+//!
+//! 1. feed it what arrives: every datagram of every socket of the shard
+//!    (`handle_datagram`), every `ShardMsg` (`handle_command`), and
+//!    `handle_timeout` once `poll_timeout` has passed (there is always a
+//!    deadline: the engine's defence counters reach the metrics once a
+//!    second);
+//! 2. after each input, drain `poll_transmit` (never drop what it gives:
+//!    wait for the socket) and `poll_event` (registry work: do it and
+//!    answer as the event says);
+//! 3. after `ShardMsg::Shutdown` (or `handle_close`) the core closes every
+//!    session and reports `is_done() == Some(true)` once none is left or
+//!    `shutdown_grace_secs` after the `now` of the shutdown; before, it
+//!    reports `Some(false)`.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use flash_amf::Value;
-use rand_core::SeedableRng;
-use rtmfp::{Address, AddressOrigin, Endpoint, Event, SessionId};
+use rtmfp::{Address, AddressOrigin, Endpoint, Event, Machine, SessionId};
 use rtmfp_flash::message::{ServerConnection, ServerEvent};
 use rtmfp_flash::{fingerprint, hex_decode, hex_encode as hex, Epd};
 use rustc_hash::FxHashMap;
-use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 
 use crate::directory::{NameEntry, PeerEntry};
 use crate::groups::{GroupKey, Introduction, JoinError, Member};
@@ -32,20 +62,25 @@ use crate::policy::{decide, ConnectRequest, Decision};
 use crate::streams::{classify, Headers, MediaClass, Publisher, StreamKey};
 use crate::Shared;
 
-/// Most messages waiting in a shard's channel; beyond it, messages (mostly
-/// rerouted datagrams and relayed media) are dropped like a full socket
-/// buffer would.
+/// Most commands waiting in a shard host's channel; beyond it, messages
+/// from other shards (mostly rerouted datagrams and relayed media) are
+/// dropped like a full socket buffer would.
 pub(crate) const CHANNEL_CAPACITY: usize = 16384;
 
-/// Most datagrams waiting for a full socket.
-const MAX_SEND_BACKLOG: usize = 4096;
+/// Most [`ShardEvent`]s waiting in the core while the registry is slow;
+/// beyond it, registry connects are refused and bindings are skipped.
+const MAX_PENDING_EVENTS: usize = 4096;
+
+/// How often the engine's defence counters are added to the metrics.
+const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Lifetime of relayed media in the engine: late media is abandoned, not
 /// delivered late.
 const AUDIO_LIFETIME: Duration = Duration::from_millis(1500);
 const VIDEO_LIFETIME: Duration = Duration::from_millis(3000);
 
-/// A message between shards (or from the control runtime to a shard).
+/// A command for a shard: a message from another shard, from the server
+/// (shutdown) or from the control runtime (the registry's answers).
 #[derive(Debug)]
 pub(crate) enum ShardMsg {
     /// A datagram that arrived on another shard's socket.
@@ -63,7 +98,8 @@ pub(crate) enum ShardMsg {
         name: String,
         args: Vec<Value>,
     },
-    /// The registry's answer for a connect waiting on it.
+    /// The registry's answer for a connect waiting on it
+    /// ([`ShardEvent::CheckCredential`]).
     ConnectChecked {
         session: SessionId,
         app: usize,
@@ -90,6 +126,76 @@ pub(crate) enum ShardMsg {
     },
     /// Close every session and stop.
     Shutdown,
+}
+
+/// Asynchronous work a shard asks of the control runtime (the registry).
+pub(crate) enum ShardEvent {
+    /// Authenticate `user` with `credential`; answer with
+    /// [`ShardMsg::ConnectChecked`] (the session's connect waits for it).
+    CheckCredential {
+        session: SessionId,
+        app: usize,
+        user: String,
+        credential: String,
+    },
+    /// The registry user `user`, authenticated at connect, is now the peer
+    /// `peer` (`bind_session`).
+    BindUser { user: Box<str>, peer: [u8; 32] },
+    /// The session of `peer`, bound in the registry, has closed
+    /// (`unbind_session`).
+    UnbindPeer { peer: [u8; 32] },
+}
+
+impl std::fmt::Debug for ShardEvent {
+    /// Never shows the credential.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ShardEvent::CheckCredential {
+                session, app, user, ..
+            } => f
+                .debug_struct("CheckCredential")
+                .field("session", session)
+                .field("app", app)
+                .field("user", user)
+                .finish_non_exhaustive(),
+            ShardEvent::BindUser { user, peer } => f
+                .debug_struct("BindUser")
+                .field("user", user)
+                .field("peer", &hex(peer))
+                .finish(),
+            ShardEvent::UnbindPeer { peer } => f
+                .debug_struct("UnbindPeer")
+                .field("peer", &hex(peer))
+                .finish(),
+        }
+    }
+}
+
+/// Unix time derived from the core's `now`: the caller reads the system
+/// clock once, when it builds the core, and the core counts from there on
+/// the monotonic clock it is given (token expiry needs seconds, not more).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WallClock {
+    at: Instant,
+    unix_secs: u64,
+}
+
+impl WallClock {
+    /// `unix` was the system time at `at`.
+    pub(crate) fn new(at: Instant, unix: SystemTime) -> Self {
+        Self {
+            at,
+            unix_secs: unix
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        }
+    }
+
+    /// Seconds since the Unix epoch at `now`.
+    fn unix_secs(&self, now: Instant) -> u64 {
+        self.unix_secs + now.saturating_duration_since(self.at).as_secs()
+    }
 }
 
 #[derive(Debug)]
@@ -141,174 +247,80 @@ struct Audience {
     players: Vec<Player>,
 }
 
-pub(crate) struct Shard {
+/// One shard's sans-IO core (see the module documentation).
+pub(crate) struct ShardCore {
     id: usize,
     shared: Arc<Shared>,
     ep: Endpoint,
-    socks: Vec<UdpSocket>,
-    /// Whether each socket is IPv4 (read once: no syscall per datagram).
-    socks_v4: Vec<bool>,
-    rx: mpsc::Receiver<ShardMsg>,
     /// Boxed: the table's slack then costs a pointer per slot, not a `Conn`.
     conns: FxHashMap<SessionId, Box<Conn>>,
     publications: HashMap<StreamKey, Publication>,
     audiences: HashMap<StreamKey, Audience>,
-    out: Vec<u8>,
-    rbuf: Vec<u8>,
-    backlog: VecDeque<(Vec<u8>, SocketAddr)>,
+    /// Registry work for the control runtime (at most
+    /// [`MAX_PENDING_EVENTS`]).
+    events: VecDeque<ShardEvent>,
+    /// The shutdown deadline, once shutting down.
     stopping: Option<Instant>,
-    /// Rejected connections waiting for their grace period.
-    rejecting: Vec<SessionId>,
+    /// The shutdown deadline has passed.
+    expired: bool,
+    /// Rejected connections waiting for the end of their grace period, in
+    /// deadline order (the grace period is constant and `now` never goes
+    /// back).
+    rejecting: VecDeque<(Instant, SessionId)>,
     /// Engine counters already added to the metrics.
     reported: rtmfp::EndpointStats,
     next_report: Instant,
     /// Randomness for NetGroup long-range hints.
     rng: rand_chacha::ChaCha8Rng,
+    wall: WallClock,
 }
 
-impl std::fmt::Debug for Shard {
+impl std::fmt::Debug for ShardCore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shard")
+        f.debug_struct("ShardCore")
             .field("id", &self.id)
             .field("sessions", &self.conns.len())
+            .field("stopping", &self.stopping.is_some())
             .finish_non_exhaustive()
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn parse_peer_id(v: Option<&Value>) -> Option<[u8; 32]> {
     hex_decode(v?.as_str()?)?.try_into().ok()
 }
 
-impl Shard {
+impl ShardCore {
+    /// The core of shard `id` around its engine (built with this shard's
+    /// `shard_bits` and number), at `now`; `rng` draws the NetGroup hints.
     pub(crate) fn new(
         id: usize,
         shared: Arc<Shared>,
         ep: Endpoint,
-        socks: Vec<UdpSocket>,
-        rx: mpsc::Receiver<ShardMsg>,
+        rng: rand_chacha::ChaCha8Rng,
+        wall: WallClock,
+        now: Instant,
     ) -> Self {
-        let socks_v4 = socks
-            .iter()
-            .map(|s| s.local_addr().map(|l| l.is_ipv4()).unwrap_or(true))
-            .collect();
         Self {
             id,
             shared,
             ep,
-            socks,
-            socks_v4,
-            rx,
             conns: FxHashMap::default(),
             publications: HashMap::new(),
             audiences: HashMap::new(),
-            out: Vec::with_capacity(2048),
-            rbuf: vec![0; 65536],
-            backlog: VecDeque::new(),
+            events: VecDeque::new(),
             stopping: None,
-            rejecting: Vec::new(),
+            expired: false,
+            rejecting: VecDeque::new(),
             reported: rtmfp::EndpointStats::default(),
-            next_report: Instant::now(),
-            rng: rand_chacha::ChaCha8Rng::from_entropy(),
-        }
-    }
-
-    /// Runs until shut down.
-    pub(crate) async fn run(mut self) {
-        loop {
-            let now = Instant::now();
-            if self.ep.poll_timeout().is_some_and(|t| t <= now) {
-                self.ep.handle_timeout(now);
-            }
-            if !self.rejecting.is_empty() {
-                self.reject_timers(now);
-            }
-            if now >= self.next_report {
-                self.report_engine_stats(now);
-            }
-            self.process_events(now);
-            self.flush(now);
-            if let Some(deadline) = self.stopping {
-                if self.ep.session_count() == 0 || now >= deadline {
-                    break;
-                }
-            }
-            let mut wake = self
-                .ep
-                .poll_timeout()
-                .unwrap_or(now + Duration::from_secs(1))
-                .min(now + Duration::from_secs(1));
-            if let Some(d) = self.stopping {
-                wake = wake.min(d);
-            }
-            if !self.rejecting.is_empty() {
-                // grace periods are seconds long: a coarse tick is enough
-                wake = wake.min(now + Duration::from_millis(250));
-            }
-            let want_write = !self.backlog.is_empty();
-            tokio::select! {
-                biased;
-                msg = self.rx.recv() => {
-                    let Some(msg) = msg else { break };
-                    let now = Instant::now();
-                    self.handle_msg(now, msg);
-                    for _ in 0..256 {
-                        match self.rx.try_recv() {
-                            Ok(m) => self.handle_msg(now, m),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                i = recv_ready(&self.socks) => self.read_socket(i),
-                _ = writable(&self.socks), if want_write => self.drain_backlog(),
-                _ = tokio::time::sleep_until(wake.into()) => {}
-            }
-        }
-        tracing::debug!(shard = self.id, "shard stopped");
-    }
-
-    fn read_socket(&mut self, i: usize) {
-        let now = Instant::now();
-        let bits = self.shared.shard_bits;
-        for _ in 0..128 {
-            match self.socks[i].try_recv_from(&mut self.rbuf) {
-                Ok((n, from)) => {
-                    let m = &self.shared.metrics;
-                    Metrics::inc(&m.datagrams_received_total, 1);
-                    Metrics::inc(&m.bytes_received_total, n as u64);
-                    let data = &self.rbuf[..n];
-                    match rtmfp::datagram_shard(data, bits).map(|s| s as usize) {
-                        Some(owner) if owner != self.id && owner < self.shared.senders.len() => {
-                            Metrics::inc(&m.datagrams_rerouted_total, 1);
-                            let msg = ShardMsg::Datagram {
-                                from,
-                                data: data.to_vec(),
-                            };
-                            let _ = self.shared.senders[owner].try_send(msg);
-                        }
-                        _ => self.ep.handle_datagram(now, from, data),
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    // ICMP errors surface here on Linux; nothing to do
-                    tracing::trace!(shard = self.id, error = %e, "recv error");
-                    Metrics::inc(&self.shared.metrics.socket_errors_total, 1);
-                    break;
-                }
-            }
+            next_report: now + REPORT_INTERVAL,
+            rng,
+            wall,
         }
     }
 
     /// Adds the engine's defence counters to the metrics (once a second).
     fn report_engine_stats(&mut self, now: Instant) {
-        self.next_report = now + Duration::from_secs(1);
+        self.next_report = now + REPORT_INTERVAL;
         let st = self.ep.stats();
         let m = &self.shared.metrics;
         let amp = st
@@ -330,63 +342,30 @@ impl Shard {
         self.reported = st;
     }
 
-    fn socket_for(&self, dst: SocketAddr) -> usize {
-        self.socks_v4
-            .iter()
-            .position(|v4| *v4 == dst.is_ipv4())
-            .unwrap_or(0)
-    }
-
-    fn flush(&mut self, now: Instant) {
-        if !self.backlog.is_empty() {
-            self.drain_backlog();
-            if !self.backlog.is_empty() {
-                return;
-            }
-        }
-        while let Some(dst) = self.ep.poll_transmit(now, &mut self.out) {
-            let i = self.socket_for(dst);
-            match self.socks[i].try_send_to(&self.out, dst) {
-                Ok(n) => {
-                    let m = &self.shared.metrics;
-                    Metrics::inc(&m.datagrams_sent_total, 1);
-                    Metrics::inc(&m.bytes_sent_total, n as u64);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if self.backlog.len() < MAX_SEND_BACKLOG {
-                        self.backlog.push_back((self.out.clone(), dst));
-                    }
-                    return;
-                }
-                Err(e) => {
-                    tracing::trace!(shard = self.id, error = %e, %dst, "send error");
-                    Metrics::inc(&self.shared.metrics.socket_errors_total, 1);
-                }
-            }
-        }
-    }
-
-    fn drain_backlog(&mut self) {
-        while let Some((d, dst)) = self.backlog.front() {
-            let i = self.socket_for(*dst);
-            match self.socks[i].try_send_to(d, *dst) {
-                Ok(n) => {
-                    Metrics::inc(&self.shared.metrics.datagrams_sent_total, 1);
-                    Metrics::inc(&self.shared.metrics.bytes_sent_total, n as u64);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(_) => Metrics::inc(&self.shared.metrics.socket_errors_total, 1),
-            }
-            self.backlog.pop_front();
-        }
-    }
-
+    /// Sends `msg` to another shard through its host's command channel; a
+    /// full channel drops it (counted as a limit refusal).
     fn send_to_shard(&self, shard: usize, msg: ShardMsg) {
         if let Some(tx) = self.shared.senders.get(shard) {
             if tx.try_send(msg).is_err() {
                 Metrics::inc(&self.shared.metrics.limit_refusals_total, 1);
             }
         }
+    }
+
+    /// Queues work for the control runtime; `false` when too much is
+    /// waiting already (the registry is slow or down).
+    fn push_event(&mut self, event: ShardEvent) -> bool {
+        if self.events.len() >= MAX_PENDING_EVENTS {
+            Metrics::inc(&self.shared.metrics.limit_refusals_total, 1);
+            tracing::warn!(
+                shard = self.id,
+                ?event,
+                "registry work refused: too much is waiting"
+            );
+            return false;
+        }
+        self.events.push_back(event);
+        true
     }
 
     // ----- cross-shard messages ----------------------------------------------
@@ -558,14 +537,7 @@ impl Shard {
             self.shared.directory.release_name(name, self.id, session);
         }
         if c.registry_bound {
-            if let Some(reg) = self.shared.registry.clone() {
-                let peer = hex(&c.peer);
-                self.shared.control.spawn(async move {
-                    if let Err(e) = reg.unbind_session(&peer).await {
-                        tracing::warn!(error = %e, "registry unbind failed");
-                    }
-                });
-            }
+            self.push_event(ShardEvent::UnbindPeer { peer: c.peer });
         }
         for (stream, role) in c.streams {
             self.end_role(now, session, stream, role);
@@ -648,14 +620,14 @@ impl Shard {
                     .map(|s| s.to_ascii_lowercase())
                     .unwrap_or_default()
                     .into();
-                match decide(&self.shared.apps, &req, unix_now()) {
+                match decide(&self.shared.apps, &req, self.wall.unix_secs(now)) {
                     Decision::Accept { app, user } => self.accept(now, sid, app, user, false),
                     Decision::Reject(why) => self.reject(now, sid, &why),
                     Decision::CheckRegistry {
                         app,
                         user,
                         credential,
-                    } => self.check_registry(sid, app, user, credential),
+                    } => self.check_registry(now, sid, app, user, credential),
                 }
             }
             ServerEvent::SetPeerInfo { addresses } => {
@@ -731,7 +703,6 @@ impl Shard {
                 introducible,
             },
         );
-        let peer_hex = hex(&c.peer);
         let _ = c.nc.accept_connect(&mut self.ep, now, Vec::new());
         let cfg = &self.shared.config;
         let _ = c.nc.set_keepalive(
@@ -743,15 +714,12 @@ impl Shard {
         let m = &self.shared.metrics;
         Metrics::inc(&m.connects_accepted_total, 1);
         Metrics::add(&m.connections, 1);
-        tracing::info!(shard = self.id, peer = %c.addr, peer_id = %peer_hex, user = c.user.as_deref().unwrap_or(""), app = self.shared.apps.get(app).map(|a| a.name.as_str()).unwrap_or(""), "connected");
-        if registry {
-            if let (Some(reg), Some(user)) = (self.shared.registry.clone(), c.user.clone()) {
-                c.registry_bound = true;
-                self.shared.control.spawn(async move {
-                    if let Err(e) = reg.bind_session(&user, &peer_hex).await {
-                        tracing::warn!(error = %e, %user, "registry bind failed");
-                    }
-                });
+        tracing::info!(shard = self.id, peer = %c.addr, peer_id = %hex(&c.peer), user = c.user.as_deref().unwrap_or(""), app = self.shared.apps.get(app).map(|a| a.name.as_str()).unwrap_or(""), "connected");
+        if let (true, Some(user)) = (registry, c.user.clone()) {
+            let peer = c.peer;
+            let bound = self.push_event(ShardEvent::BindUser { user, peer });
+            if let Some(c) = self.conns.get_mut(&sid) {
+                c.registry_bound = bound;
             }
         }
     }
@@ -763,57 +731,47 @@ impl Shard {
         tracing::info!(shard = self.id, peer = %c.addr, reason = why, "connect rejected");
         Metrics::inc(&self.shared.metrics.connects_rejected_total, 1);
         let _ = c.nc.reject_connect(&mut self.ep, now, why);
-        if c.nc.poll_timeout().is_some() {
-            self.rejecting.push(sid);
+        if let Some(deadline) = c.nc.poll_timeout() {
+            self.rejecting.push_back((deadline, sid));
         }
     }
 
+    /// Closes the rejected connections whose grace period is over.
     fn reject_timers(&mut self, now: Instant) {
-        let conns = &mut self.conns;
-        let ep = &mut self.ep;
-        self.rejecting.retain(|sid| match conns.get_mut(sid) {
-            Some(c) => match c.nc.poll_timeout() {
-                Some(t) if t <= now => {
-                    c.nc.handle_timeout(ep, now);
-                    false
-                }
-                Some(_) => true,
-                None => false,
-            },
-            None => false,
-        });
+        while let Some(&(deadline, sid)) = self.rejecting.front() {
+            if deadline > now {
+                return;
+            }
+            self.rejecting.pop_front();
+            if let Some(c) = self.conns.get_mut(&sid) {
+                c.nc.handle_timeout(&mut self.ep, now);
+            }
+        }
     }
 
-    fn check_registry(&mut self, sid: SessionId, app: usize, user: String, credential: String) {
-        let Some(reg) = self.shared.registry.clone() else {
-            let now = Instant::now();
+    /// Asks the control runtime to check a credential with the registry;
+    /// the connect waits for [`ShardMsg::ConnectChecked`].
+    fn check_registry(
+        &mut self,
+        now: Instant,
+        sid: SessionId,
+        app: usize,
+        user: String,
+        credential: String,
+    ) {
+        let event = ShardEvent::CheckCredential {
+            session: sid,
+            app,
+            user,
+            credential,
+        };
+        if self.shared.registry.is_none() || !self.push_event(event) {
             self.reject(now, sid, "the registry is not available");
             return;
-        };
+        }
         if let Some(c) = self.conns.get_mut(&sid) {
             c.waiting = true;
         }
-        let tx = self.shared.senders[self.id].clone();
-        self.shared.control.spawn(async move {
-            let ok = match reg.authenticate(&user, &credential).await {
-                Ok(_) => Ok(()),
-                Err(nimbus_registry::RegistryError::BadCredentials) => {
-                    Err("unknown user or wrong password".to_string())
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "registry error at connect");
-                    Err("the registry is not available".to_string())
-                }
-            };
-            let _ = tx
-                .send(ShardMsg::ConnectChecked {
-                    session: sid,
-                    app,
-                    user,
-                    ok,
-                })
-                .await;
-        });
     }
 
     // ----- calls ---------------------------------------------------------------
@@ -1491,43 +1449,329 @@ impl Shard {
     }
 }
 
+impl Machine for ShardCore {
+    type Command = ShardMsg;
+    type Event = ShardEvent;
+
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        let owner = rtmfp::datagram_shard(data, self.shared.shard_bits).map(|s| s as usize);
+        match owner {
+            Some(owner) if owner != self.id && owner < self.shared.senders.len() => {
+                Metrics::inc(&self.shared.metrics.datagrams_rerouted_total, 1);
+                let data = data.to_vec();
+                self.send_to_shard(owner, ShardMsg::Datagram { from, data });
+            }
+            _ => {
+                self.ep.handle_datagram(now, from, data);
+                self.process_events(now);
+            }
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        if self.ep.poll_timeout().is_some_and(|t| t <= now) {
+            self.ep.handle_timeout(now);
+        }
+        self.reject_timers(now);
+        if now >= self.next_report {
+            self.report_engine_stats(now);
+        }
+        if self.stopping.is_some_and(|d| now >= d) {
+            self.expired = true;
+        }
+        self.process_events(now);
+    }
+
+    fn handle_command(&mut self, now: Instant, msg: ShardMsg) {
+        self.handle_msg(now, msg);
+        self.process_events(now);
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<SocketAddr> {
+        self.ep.poll_transmit(now, buf)
+    }
+
+    fn poll_event(&mut self) -> Option<ShardEvent> {
+        self.events.pop_front()
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        let stopping = self.stopping.filter(|_| !self.expired);
+        let rejecting = self.rejecting.front().map(|(t, _)| *t);
+        Some(
+            [self.ep.poll_timeout(), rejecting, stopping]
+                .into_iter()
+                .flatten()
+                .fold(self.next_report, Instant::min),
+        )
+    }
+
+    fn handle_close(&mut self, now: Instant) {
+        self.begin_shutdown(now);
+        self.process_events(now);
+    }
+
+    fn is_done(&self) -> Option<bool> {
+        Some(self.stopping.is_some() && (self.expired || self.ep.session_count() == 0))
+    }
+}
+
 fn bits(mask: u64) -> impl Iterator<Item = usize> {
     (0..64).filter(move |i| mask & (1u64 << i) != 0)
 }
 
-/// Waits until one of the sockets has a datagram; returns its index.
-async fn recv_ready(socks: &[UdpSocket]) -> usize {
-    std::future::poll_fn(|cx| {
-        for (i, s) in socks.iter().enumerate() {
-            if s.poll_recv_ready(cx).is_ready() {
-                return Poll::Ready(i);
-            }
-        }
-        Poll::Pending
-    })
-    .await
-}
-
-/// Waits until any socket can send.
-async fn writable(socks: &[UdpSocket]) {
-    std::future::poll_fn(|cx| {
-        for s in socks {
-            if s.poll_send_ready(cx).is_ready() {
-                return Poll::Ready(());
-            }
-        }
-        Poll::Pending
-    })
-    .await
-}
-
 #[cfg(test)]
 mod tests {
+    //! The core alone: no socket, no thread, no clock but the virtual one
+    //! the tests advance.
+
     use super::*;
+    use crate::directory::Directory;
+    use crate::groups::{GroupAccess, GroupTable};
+    use crate::streams::StreamTable;
+    use crate::ServerConfig;
+    use rand_core::SeedableRng;
+    use rtmfp::EndpointConfig;
+    use rtmfp_flash::message::{NcEvent, NetConnection};
+    use rtmfp_flash::{DhGroup, FlashProfile};
+    use rtmfp_tokio::HostChannel;
+    use std::sync::atomic::Ordering;
+
+    const SERVER: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+        std::net::Ipv4Addr::new(10, 0, 0, 1),
+        1935,
+    ));
+    const CLIENT: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+        std::net::Ipv4Addr::new(10, 0, 0, 2),
+        50000,
+    ));
 
     #[test]
     fn bit_iteration() {
         assert_eq!(bits(0b1010).collect::<Vec<_>>(), vec![1, 3]);
         assert_eq!(bits(0).count(), 0);
+    }
+
+    #[test]
+    fn wall_clock_counts_on_the_given_now() {
+        let at = Instant::now();
+        let w = WallClock::new(at, UNIX_EPOCH + Duration::from_secs(1_000));
+        assert_eq!(w.unix_secs(at), 1_000);
+        assert_eq!(w.unix_secs(at + Duration::from_millis(2_500)), 1_002);
+    }
+
+    /// The state of a server of `channels.len()` shards, without threads.
+    fn shared(config: ServerConfig, channels: &[HostChannel<ShardCore>]) -> Arc<Shared> {
+        let apps = config.effective_apps();
+        let group_access = apps
+            .iter()
+            .map(GroupAccess::from_app)
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let n = channels.len();
+        Arc::new(Shared {
+            apps,
+            group_access,
+            groups: GroupTable::new(10, 10),
+            directory: Directory::new(),
+            streams: StreamTable::new(n),
+            metrics: Arc::default(),
+            senders: channels.iter().map(HostChannel::handle).collect(),
+            registry: None,
+            shard_bits: if n <= 1 { 0 } else { n.ilog2() as u8 },
+            config,
+        })
+    }
+
+    fn core(shared: Arc<Shared>, id: usize, now: Instant) -> ShardCore {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(id as u64);
+        let profile = FlashProfile::server(None)
+            .groups(&[DhGroup::Modp1024])
+            .build(&mut rng)
+            .unwrap();
+        let ec = EndpointConfig {
+            shard_bits: shared.shard_bits,
+            shard: id as u32,
+            report_foreign_ihello: true,
+            ..EndpointConfig::default()
+        };
+        let ep = Endpoint::new(ec, Box::new(profile), Box::new(rng), now);
+        let wall = WallClock::new(now, SystemTime::now());
+        ShardCore::new(
+            id,
+            shared,
+            ep,
+            rand_chacha::ChaCha8Rng::seed_from_u64(7),
+            wall,
+            now,
+        )
+    }
+
+    /// A server core and one Flash client exchanging datagrams in memory,
+    /// in virtual time.
+    struct Pair {
+        core: ShardCore,
+        ep: Endpoint,
+        nc: NetConnection,
+        events: Vec<NcEvent>,
+        now: Instant,
+        buf: Vec<u8>,
+        /// Datagrams are lost both ways while unset.
+        link_up: bool,
+    }
+
+    impl Pair {
+        fn new(core: ShardCore, now: Instant) -> Self {
+            let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(99);
+            let profile = FlashProfile::client()
+                .groups(&[DhGroup::Modp1024])
+                .build(&mut rng)
+                .unwrap();
+            let mut ep = Endpoint::new(
+                EndpointConfig::default(),
+                Box::new(profile),
+                Box::new(rng),
+                now,
+            );
+            let url = format!("rtmfp://{SERVER}/app");
+            let nc =
+                NetConnection::connect(&mut ep, now, &url, &[SERVER], Default::default()).unwrap();
+            Self {
+                core,
+                ep,
+                nc,
+                events: Vec::new(),
+                now,
+                buf: Vec::with_capacity(2048),
+                link_up: true,
+            }
+        }
+
+        /// One millisecond of both ends' lives.
+        fn step(&mut self) {
+            let now = self.now;
+            while let Some(to) = self.ep.poll_transmit(now, &mut self.buf) {
+                assert_eq!(to, SERVER);
+                if self.link_up {
+                    self.core.handle_datagram(now, CLIENT, &self.buf);
+                }
+            }
+            while let Some(to) = self.core.poll_transmit(now, &mut self.buf) {
+                assert_eq!(to, CLIENT);
+                if self.link_up {
+                    self.ep.handle_datagram(now, SERVER, &self.buf);
+                }
+            }
+            while let Some(e) = self.ep.poll_event() {
+                self.nc.on_event(&mut self.ep, now, &e);
+            }
+            while let Some(e) = self.nc.poll_event() {
+                self.events.push(e);
+            }
+            self.now += Duration::from_millis(1);
+            if self.ep.poll_timeout().is_some_and(|t| t <= self.now) {
+                self.ep.handle_timeout(self.now);
+            }
+            if self.core.poll_timeout().is_some_and(|t| t <= self.now) {
+                self.core.handle_timeout(self.now);
+            }
+        }
+
+        /// Steps until `done` or `limit` of virtual time has passed.
+        fn run(&mut self, limit: Duration, done: impl Fn(&Self) -> bool) -> bool {
+            let end = self.now + limit;
+            while self.now < end {
+                self.step();
+                if done(self) {
+                    return true;
+                }
+            }
+            false
+        }
+
+        fn connected(&self) -> bool {
+            self.events
+                .iter()
+                .any(|e| matches!(e, NcEvent::Connected(_)))
+        }
+    }
+
+    fn config() -> ServerConfig {
+        ServerConfig {
+            dh_groups: vec![2],
+            shutdown_grace_secs: 2,
+            ..ServerConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_client_connects_and_is_closed_at_shutdown() {
+        let now = Instant::now();
+        let channels = [HostChannel::new(16)];
+        let shared = shared(config(), &channels);
+        let mut p = Pair::new(core(shared.clone(), 0, now), now);
+        assert!(p.run(Duration::from_secs(10), Pair::connected));
+        assert_eq!(shared.metrics.connections.load(Ordering::Relaxed), 1);
+        assert_eq!(p.core.is_done(), Some(false), "running until shut down");
+
+        p.core.handle_command(p.now, ShardMsg::Shutdown);
+        assert!(p.run(Duration::from_secs(1), |p| p
+            .events
+            .iter()
+            .any(|e| matches!(e, NcEvent::Closed))));
+        assert!(p.run(Duration::from_secs(1), |p| p.core.is_done() == Some(true)));
+        assert_eq!(shared.metrics.connections.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn shutdown_ends_at_its_deadline_when_clients_are_silent() {
+        let now = Instant::now();
+        let channels = [HostChannel::new(16)];
+        let shared = shared(config(), &channels);
+        let mut p = Pair::new(core(shared, 0, now), now);
+        assert!(p.run(Duration::from_secs(10), Pair::connected));
+        p.link_up = false;
+        let t0 = p.now;
+        p.core.handle_command(t0, ShardMsg::Shutdown);
+        let deadline = t0 + Duration::from_secs(2);
+        assert!(p.core.poll_timeout().is_some_and(|t| t <= deadline));
+        assert!(!p.run(deadline - p.now - Duration::from_millis(5), |p| p
+            .core
+            .is_done()
+            == Some(true)));
+        assert!(p.run(Duration::from_millis(10), |p| p.core.is_done()
+            == Some(true)));
+        assert!(p.now >= deadline);
+    }
+
+    #[test]
+    fn a_core_with_no_session_is_done_at_once_after_shutdown() {
+        let now = Instant::now();
+        let channels = [HostChannel::new(16)];
+        let mut c = core(shared(config(), &channels), 0, now);
+        assert_eq!(c.is_done(), Some(false));
+        assert!(c.poll_timeout().is_some(), "the stats report is a timer");
+        c.handle_command(now, ShardMsg::Shutdown);
+        assert_eq!(c.is_done(), Some(true));
+    }
+
+    #[test]
+    fn a_datagram_for_another_shards_session_goes_to_that_shard() {
+        let now = Instant::now();
+        let channels = [HostChannel::new(16), HostChannel::new(16)];
+        let shared = shared(config(), &channels);
+        let mut c = core(shared.clone(), 0, now);
+        // session ID 0x8000_0001 (shard 1 of 2), scrambled with zero words
+        let mut d = vec![0u8; 24];
+        d[..4].copy_from_slice(&0x8000_0001u32.to_be_bytes());
+        c.handle_datagram(now, CLIENT, &d);
+        let m = &shared.metrics;
+        assert_eq!(m.datagrams_rerouted_total.load(Ordering::Relaxed), 1);
+        assert_eq!(m.limit_refusals_total.load(Ordering::Relaxed), 0);
+        assert_eq!(c.ep.stats().datagrams_dropped, 0, "not for this engine");
+        // a session of ours goes to our engine (and is dropped there: unknown)
+        d[..4].copy_from_slice(&0x0000_0001u32.to_be_bytes());
+        c.handle_datagram(now, CLIENT, &d);
+        assert_eq!(m.datagrams_rerouted_total.load(Ordering::Relaxed), 1);
     }
 }

@@ -591,6 +591,18 @@ fn garbage_datagrams_do_not_disturb_the_server() {
         metric(&m, "nimbus_datagrams_received_total") >= 1_000,
         "{m}"
     );
+    // the shards' sockets count their system calls: a call moves one
+    // datagram or more
+    let recv_calls = metric(&m, "nimbus_recv_calls_total");
+    assert!(
+        (1..=metric(&m, "nimbus_datagrams_received_total")).contains(&recv_calls),
+        "{m}"
+    );
+    let send_calls = metric(&m, "nimbus_send_calls_total");
+    assert!(
+        (1..=metric(&m, "nimbus_datagrams_sent_total")).contains(&send_calls),
+        "{m}"
+    );
     assert_eq!(metric(&m, "nimbus_sessions"), 1);
     rt.block_on(server.shutdown());
 }
