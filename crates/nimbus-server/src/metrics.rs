@@ -40,7 +40,7 @@ macro_rules! metrics {
                     ("recv_calls_total", "receive system calls that returned datagrams (datagrams_received_total / recv_calls_total = datagrams per call)", io.recv_calls),
                     ("send_calls_total", "send system calls (datagrams_sent_total / send_calls_total = datagrams per call)", io.send_calls),
                     ("send_blocked_total", "times a full socket made a shard wait before sending more", io.send_blocked),
-                    ("socket_errors_total", "UDP datagrams the kernel refused to send", io.send_errors),
+                    ("socket_errors_total", "UDP send and receive errors (refused sends, ICMP errors)", io.send_errors + io.recv_errors),
                 ] {
                     let _ = writeln!(out, "# HELP nimbus_{name} {help}");
                     let _ = writeln!(out, "# TYPE nimbus_{name} counter");
@@ -128,19 +128,7 @@ impl Metrics {
     pub fn io(&self) -> IoStats {
         let mut sum = IoStats::default();
         for h in self.traffic.0.get().into_iter().flatten() {
-            let s = h.stats();
-            sum.datagrams_sent += s.datagrams_sent;
-            sum.bytes_sent += s.bytes_sent;
-            sum.send_calls += s.send_calls;
-            sum.send_errors += s.send_errors;
-            sum.send_blocked += s.send_blocked;
-            sum.datagrams_received += s.datagrams_received;
-            sum.bytes_received += s.bytes_received;
-            sum.recv_calls += s.recv_calls;
-            sum.max_send_batch = sum.max_send_batch.max(s.max_send_batch);
-            sum.max_recv_batch = sum.max_recv_batch.max(s.max_recv_batch);
-            sum.impaired_drops += s.impaired_drops;
-            sum.impaired_delays += s.impaired_delays;
+            sum += h.stats();
         }
         sum
     }

@@ -847,6 +847,7 @@ where
                 Err(e) => {
                     // ICMP errors surface here on Linux; not fatal.
                     trace!("receive failed: {e}");
+                    counters.add_recv_error();
                     break;
                 }
             }

@@ -59,6 +59,28 @@ pub struct IoStats {
     pub impaired_drops: u64,
     /// Received datagrams the impairment stage delayed.
     pub impaired_delays: u64,
+    /// Receive calls that failed with an error other than "would block"
+    /// (ICMP errors surfaced by the kernel, mostly).
+    pub recv_errors: u64,
+}
+
+impl std::ops::AddAssign for IoStats {
+    /// Sums the counters of several hosts (the largest batches are maxima).
+    fn add_assign(&mut self, o: IoStats) {
+        self.datagrams_sent += o.datagrams_sent;
+        self.bytes_sent += o.bytes_sent;
+        self.send_calls += o.send_calls;
+        self.send_errors += o.send_errors;
+        self.send_blocked += o.send_blocked;
+        self.datagrams_received += o.datagrams_received;
+        self.bytes_received += o.bytes_received;
+        self.recv_calls += o.recv_calls;
+        self.max_send_batch = self.max_send_batch.max(o.max_send_batch);
+        self.max_recv_batch = self.max_recv_batch.max(o.max_recv_batch);
+        self.impaired_drops += o.impaired_drops;
+        self.impaired_delays += o.impaired_delays;
+        self.recv_errors += o.recv_errors;
+    }
 }
 
 impl IoStats {
@@ -89,6 +111,7 @@ pub(crate) struct Counters {
     max_recv_batch: AtomicU64,
     pub(crate) impaired_drops: AtomicU64,
     pub(crate) impaired_delays: AtomicU64,
+    recv_errors: AtomicU64,
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -111,11 +134,16 @@ impl Counters {
             max_recv_batch: g(&self.max_recv_batch),
             impaired_drops: g(&self.impaired_drops),
             impaired_delays: g(&self.impaired_delays),
+            recv_errors: g(&self.recv_errors),
         }
     }
 
     pub(crate) fn add_send_error(&self, n: u64) {
         add(&self.send_errors, n);
+    }
+
+    pub(crate) fn add_recv_error(&self) {
+        add(&self.recv_errors, 1);
     }
 
     pub(crate) fn add_blocked(&self) {
