@@ -523,7 +523,7 @@ impl Resampler {
             } else {
                 (cur, cur)
             };
-            let v = i64::from(a) + ((i64::from(b) - i64::from(a)) * frac >> 32);
+            let v = i64::from(a) + (((i64::from(b) - i64::from(a)) * frac) >> 32);
             out.push(v.clamp(i64::from(i16::MIN), i64::from(i16::MAX)) as i16);
             self.pos += step.max(1);
         }

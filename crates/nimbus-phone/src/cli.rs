@@ -203,13 +203,14 @@ pub async fn run(args: PhoneArgs) -> anyhow::Result<()> {
     if !scripted {
         say("commands: call NAME | accept | reject | say TEXT | hangup | status | quit".into());
     }
-    // commands from standard input (unless it carries media)
-    let (line_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
-    if !stdin_media {
+    // commands from standard input (unless it carries media), until its end
+    let (line_tx, mut lines) = tokio::sync::mpsc::channel::<String>(16);
+    let mut stdin_open = !stdin_media;
+    if stdin_open {
         tokio::spawn(async move {
             let mut r = tokio::io::BufReader::new(tokio::io::stdin()).lines();
             while let Ok(Some(l)) = r.next_line().await {
-                if line_tx.send(l).is_err() {
+                if line_tx.send(l).await.is_err() {
                     break;
                 }
             }
@@ -276,8 +277,11 @@ pub async fn run(args: PhoneArgs) -> anyhow::Result<()> {
                     _ => {}
                 }
             }
-            l = lines.recv(), if !stdin_media => {
-                let Some(l) = l else { continue };
+            l = lines.recv(), if stdin_open => {
+                let Some(l) = l else {
+                    stdin_open = false;
+                    continue;
+                };
                 let l = l.trim();
                 let (cmd, rest) = l.split_once(' ').unwrap_or((l, ""));
                 match cmd {
@@ -384,7 +388,10 @@ pub fn describe(e: &PhoneEvent) -> String {
             CallEvent::Ended => "call ended".into(),
         },
         PhoneEvent::Path(p) => format!("media path: {p}"),
-        PhoneEvent::Media(_) => String::new(),
+        // the driver's own: not forwarded
+        PhoneEvent::Media(_) | PhoneEvent::StartSource | PhoneEvent::StopSource { .. } => {
+            String::new()
+        }
         PhoneEvent::Chat {
             from,
             text,

@@ -1,13 +1,38 @@
-//! The async driver: one UDP socket, timers, the media source and sink, and
-//! the registry (reg.cgi) client around a [`PhoneCore`].
+//! The phone on its host: a [`PhoneCore`] run by [`rtmfp_tokio::Host`]
+//! (the socket, the clock, batched I/O, the impairment of what peers send),
+//! and around it one application task with what the core must not do
+//! itself: the media source and sink, the registry (reg.cgi) client, and
+//! the user's commands and events.
 //!
 //! [`spawn`] starts a phone on the current tokio runtime and returns a
 //! [`PhoneHandle`] to send it [`Command`]s and read its [`PhoneEvent`]s.
-//! Media sources run on their own thread (they pace themselves on the wall
-//! clock and may block on standard input); everything else runs on the
-//! phone's task.
+//!
+//! # The application task
+//!
+//! * **Commands** from the [`PhoneHandle`] become [`PhoneCommand`]s for the
+//!   host; a status snapshot is a call on the core inside the host
+//!   ([`HostHandle::with`]); `Quit` (or dropping the handle) closes the
+//!   host, which quits the core and runs until every session is closed, at
+//!   most [`DriverConfig::quit_grace`].
+//! * **Events** of the core: received media goes to the FLV sink;
+//!   [`PhoneEvent::StartSource`] / [`PhoneEvent::StopSource`] start and
+//!   stop the media source thread of each call (and close its recording);
+//!   [`PhoneEvent::RegistryLookup`] starts a reg.cgi look-up whose answer
+//!   comes back as a [`PhoneCommand::RegistryLookupResult`]; logging in
+//!   registers the name (refreshed every 30 minutes). Everything else goes
+//!   to the user.
+//! * **Media sources** run on their own thread (they pace themselves on
+//!   the wall clock and may block on standard input) and hand each tag to
+//!   the host with [`HostHandle::blocking_send`]: when the host is behind,
+//!   the source waits (no queue of its own).
+//!
+//! Every queue is bounded except the user's commands (typed or scripted,
+//! as fast as the user sends them): the host's commands
+//! ([`HOST_COMMANDS`]) and events, the events for the user
+//! ([`USER_EVENTS`]: when the user does not read them, the task stops
+//! taking the core's events, whose own queue then drops received media
+//! first), and the core's queue ([`crate::phone::MAX_PENDING_EVENTS`]).
 
-use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,13 +41,23 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand_core::{RngCore, SeedableRng};
 use rtmfp_flash::FlashProfile;
+use rtmfp_tokio::{Host, HostConfig, HostHandle, WeakHostHandle};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::phone::{PhoneConfig, PhoneCore, PhoneEvent, PhoneStatus};
+use crate::phone::{PhoneCommand, PhoneConfig, PhoneCore, PhoneEvent, PhoneStatus};
 use crate::registry::{RegistryClient, REFRESH_INTERVAL};
 use nimbus_media::{
     FlvFileSource, FlvSink, MediaSource, MediaTag, Pacer, TestSource, TestSourceConfig,
 };
+
+/// Commands waiting for the core (media tags from the source thread, the
+/// user's commands, registry answers); the source waits beyond it.
+pub const HOST_COMMANDS: usize = 64;
+/// Events of the core waiting for the application task.
+const HOST_EVENTS: usize = 1024;
+/// Events waiting for the user in [`PhoneHandle::events`].
+pub const USER_EVENTS: usize = 1024;
 
 /// Where the phone's outgoing media comes from.
 #[derive(Debug, Clone)]
@@ -52,7 +87,8 @@ pub enum SinkSpec {
 
 /// Loss and delay applied to datagrams the phone receives from peers (not
 /// from the server): our impairing relay for latency benchmarks. Apply it to
-/// both phones to impair both directions.
+/// both phones to impair both directions. The phone's host applies it
+/// ([`rtmfp_tokio::Impairment`], with the server's addresses exempt).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Impairment {
     /// Probability (0..1) that a datagram is dropped.
@@ -63,6 +99,20 @@ pub struct Impairment {
     pub jitter: Duration,
     /// Seed of the loss and jitter decisions.
     pub seed: u64,
+}
+
+impl Impairment {
+    /// The host's impairment: this one, on what comes from anywhere but
+    /// `servers`.
+    fn sparing(self, servers: &[SocketAddr]) -> rtmfp_tokio::Impairment {
+        rtmfp_tokio::Impairment {
+            loss: self.loss,
+            delay: self.delay,
+            jitter: self.jitter,
+            seed: self.seed,
+            exempt: servers.to_vec(),
+        }
+    }
 }
 
 /// Settings of the driver.
@@ -131,8 +181,9 @@ pub struct RunReport {
 pub struct PhoneHandle {
     /// Commands in.
     pub commands: mpsc::UnboundedSender<Command>,
-    /// Events out (media events are not forwarded; they go to the sink).
-    pub events: mpsc::UnboundedReceiver<PhoneEvent>,
+    /// Events out (at most [`USER_EVENTS`] waiting; media events are not
+    /// forwarded, they go to the sink).
+    pub events: mpsc::Receiver<PhoneEvent>,
     /// The phone's task.
     pub task: tokio::task::JoinHandle<anyhow::Result<RunReport>>,
     /// Our peer ID.
@@ -154,8 +205,8 @@ impl PhoneHandle {
         rx.await.ok()
     }
 
-    /// Waits for an event matching `f`, up to `timeout`; other events are
-    /// passed to `seen`.
+    /// Waits for an event matching `f`, up to `timeout`; `f` sees every
+    /// event, the others are dropped.
     pub async fn wait_for(
         &mut self,
         timeout: Duration,
@@ -186,7 +237,7 @@ fn unix_ms() -> f64 {
 }
 
 /// Builds a phone with a new Flash identity (static key: a stable peer ID
-/// for the run).
+/// for the run), its clocks read now (tokio's clock, as its host's).
 pub fn new_core(cfg: PhoneConfig, seed: Option<u64>) -> anyhow::Result<PhoneCore> {
     let seed = seed.unwrap_or_else(|| rand_core::OsRng.next_u64());
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
@@ -198,19 +249,22 @@ pub fn new_core(cfg: PhoneConfig, seed: Option<u64>) -> anyhow::Result<PhoneCore
         cfg,
         profile,
         engine_rng,
-        Instant::now(),
+        rtmfp_tokio::now(),
         unix_ms(),
     ))
 }
 
 /// Starts a phone on the current tokio runtime, on `socket` (bound
 /// already: in a test's network namespace, say).
+///
+/// # Errors
+/// When the registry URL is malformed, the identity cannot be built, or
+/// the socket cannot be registered with the runtime.
 pub fn spawn(
     mut cfg: PhoneConfig,
     socket: std::net::UdpSocket,
     dcfg: DriverConfig,
 ) -> anyhow::Result<PhoneHandle> {
-    socket.set_nonblocking(true)?;
     let local_addr = socket.local_addr()?;
     if cfg.local_addresses.is_empty() && !local_addr.ip().is_unspecified() {
         cfg.local_addresses = vec![local_addr];
@@ -225,12 +279,34 @@ pub fn spawn(
         .transpose()?;
     let core = new_core(cfg, dcfg.seed)?;
     let peer_id = core.peer_id().to_string();
+    let user = core.config().user.clone();
+    let password = core.config().password.clone();
+    let impairment = dcfg.impair.map(|i| i.sparing(&core.config().servers));
+    let mut hcfg = HostConfig::default()
+        .capacity(HOST_COMMANDS, HOST_EVENTS)
+        .impairment(impairment);
+    hcfg.close_timeout = dcfg.quit_grace;
+    let (host, handle, host_events) = Host::new(core, vec![socket], hcfg)?;
+    let host_task = tokio::spawn(host.run());
     let (ctx, crx) = mpsc::unbounded_channel();
-    let (etx, erx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(async move {
-        let sock = tokio::net::UdpSocket::from_std(socket)?;
-        Driver::new(core, sock, dcfg, registry, etx).run(crx).await
-    });
+    let (etx, erx) = mpsc::channel(USER_EVENTS);
+    let driver = Driver {
+        host: handle,
+        cfg: dcfg,
+        registry,
+        user,
+        peer_id: peer_id.clone(),
+        events: etx,
+        held: None,
+        media_thread: None,
+        stdin_started: false,
+        sink: None,
+        recordings: Vec::new(),
+        calls: Vec::new(),
+        registered: false,
+        refresh_at: None,
+    };
+    let task = tokio::spawn(driver.run(password, crx, host_events, host_task));
     Ok(PhoneHandle {
         commands: ctx,
         events: erx,
@@ -240,30 +316,19 @@ pub fn spawn(
     })
 }
 
-/// A datagram held by the impairment.
-#[derive(Debug, PartialEq, Eq)]
-struct Delayed {
-    due: Instant,
-    seq: u64,
-    from: SocketAddr,
-    data: Vec<u8>,
+/// Why the application task woke up.
+enum Wake {
+    /// The host has stopped and gives the core back.
+    Stopped(Result<PhoneCore, tokio::task::JoinError>),
+    /// An event of the core (`None`: the host is stopping).
+    Event(Option<PhoneEvent>),
+    /// A command of the user (`None`: the user is gone).
+    Command(Option<Command>),
+    /// Time to refresh the registration.
+    Refresh,
 }
 
-impl Ord for Delayed {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (o.due, o.seq).cmp(&(self.due, self.seq))
-    }
-}
-
-impl PartialOrd for Delayed {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-
-/// Most datagrams held by the impairment (beyond: dropped).
-const MAX_DELAYED: usize = 16_384;
-
+/// A per-call source thread: stopped when dropped.
 #[derive(Debug)]
 struct MediaThread {
     stop: Arc<AtomicBool>,
@@ -275,30 +340,25 @@ impl Drop for MediaThread {
     }
 }
 
+/// The application task around the host (see the module documentation).
 struct Driver {
-    core: PhoneCore,
-    sock: tokio::net::UdpSocket,
+    host: HostHandle<PhoneCore>,
     cfg: DriverConfig,
     registry: Option<RegistryClient>,
-    events: mpsc::UnboundedSender<PhoneEvent>,
-    out: Vec<u8>,
-    media_tx: mpsc::Sender<(MediaTag, Instant)>,
-    media_rx: mpsc::Receiver<(MediaTag, Instant)>,
+    user: String,
+    peer_id: String,
+    /// Events for the user.
+    events: mpsc::Sender<PhoneEvent>,
+    /// An event for the user that found the channel full: no event of the
+    /// core is taken until it is delivered.
+    held: Option<PhoneEvent>,
     media_thread: Option<MediaThread>,
     stdin_started: bool,
-    source_started: bool,
     sink: Option<FlvSink<Box<dyn std::io::Write + Send>>>,
     recordings: Vec<PathBuf>,
     calls: Vec<PhoneStatus>,
-    was_in_call: bool,
-    delayed: BinaryHeap<Delayed>,
-    seq: u64,
-    rng: rand_chacha::ChaCha8Rng,
-    reg_tx: mpsc::UnboundedSender<(String, Option<String>)>,
-    reg_rx: mpsc::UnboundedReceiver<(String, Option<String>)>,
     registered: bool,
-    refresh_at: Option<Instant>,
-    servers: Vec<SocketAddr>,
+    refresh_at: Option<tokio::time::Instant>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -308,287 +368,193 @@ impl std::fmt::Debug for Driver {
 }
 
 impl Driver {
-    fn new(
-        core: PhoneCore,
-        sock: tokio::net::UdpSocket,
-        cfg: DriverConfig,
-        registry: Option<RegistryClient>,
-        events: mpsc::UnboundedSender<PhoneEvent>,
-    ) -> Self {
-        let (media_tx, media_rx) = mpsc::channel(256);
-        let (reg_tx, reg_rx) = mpsc::unbounded_channel();
-        let seed = cfg.impair.map_or(0, |i| i.seed);
-        let servers = core.config().servers.clone();
-        Driver {
-            core,
-            sock,
-            registry,
-            events,
-            out: Vec::with_capacity(2048),
-            media_tx,
-            media_rx,
-            media_thread: None,
-            stdin_started: false,
-            source_started: false,
-            sink: None,
-            recordings: Vec::new(),
-            calls: Vec::new(),
-            was_in_call: false,
-            delayed: BinaryHeap::new(),
-            seq: 0,
-            rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed),
-            reg_tx,
-            reg_rx,
-            registered: false,
-            refresh_at: None,
-            servers,
-            cfg,
-        }
-    }
-
     async fn run(
         mut self,
+        password: Option<String>,
         mut commands: mpsc::UnboundedReceiver<Command>,
+        mut host_events: mpsc::Receiver<PhoneEvent>,
+        mut host_task: tokio::task::JoinHandle<PhoneCore>,
     ) -> anyhow::Result<RunReport> {
-        let mut rbuf = vec![0u8; 65_536];
         // a Nimbus registry in its `authenticated` legacy mode wants a token
         // with reg.cgi requests: log in with the phone's password first
-        let (user, password) = (
-            self.core.config().user.clone(),
-            self.core.config().password.clone(),
-        );
         if let (Some(r), Some(pw)) = (self.registry.as_mut(), password) {
             if !r.has_token() {
-                if let Err(e) = r.log_in(&user, &pw).await {
-                    let _ = self.events.send(PhoneEvent::Notice(format!(
+                if let Err(e) = r.log_in(&self.user, &pw).await {
+                    self.forward(PhoneEvent::Notice(format!(
                         "registry log-in failed ({e}); reg.cgi requests go without a token"
                     )));
                 }
             }
         }
-        self.core.start(Instant::now());
-        let mut quit_deadline: Option<Instant> = None;
+        let _ = self.host.send(PhoneCommand::Start).await;
         let mut commands_open = true;
-        loop {
-            self.flush();
-            self.dispatch();
-            self.media_lifecycle();
-            if let Some(d) = quit_deadline {
-                if self.core.closed() || Instant::now() >= d {
-                    break;
+        let core = loop {
+            let refresh = self.refresh_at;
+            let wake = tokio::select! {
+                core = &mut host_task => Wake::Stopped(core),
+                e = host_events.recv(), if self.held.is_none() => Wake::Event(e),
+                permit = self.events.reserve(), if self.held.is_some() => {
+                    // (an error: the user is gone, and so are its events)
+                    if let (Ok(permit), Some(e)) = (permit, self.held.take()) {
+                        permit.send(e);
+                    }
+                    continue;
+                }
+                c = commands.recv(), if commands_open => Wake::Command(c),
+                () = tokio::time::sleep_until(refresh.unwrap_or_else(tokio::time::Instant::now)), if refresh.is_some() => Wake::Refresh,
+            };
+            match wake {
+                Wake::Stopped(core) => break core?,
+                Wake::Event(Some(e)) => {
+                    if let Some(e) = self.on_event(e).await {
+                        self.forward(e);
+                    }
+                }
+                Wake::Event(None) => break (&mut host_task).await?,
+                Wake::Command(c) => commands_open = self.on_command(c).await,
+                Wake::Refresh => {
+                    self.refresh_at = Some(tokio::time::Instant::now() + REFRESH_INTERVAL);
+                    self.register();
                 }
             }
-            let mut wake = self.core.poll_timeout();
-            let mut min = |x: Option<Instant>| {
-                if let Some(x) = x {
-                    wake = Some(wake.map_or(x, |w| w.min(x)));
-                }
-            };
-            min(self.delayed.peek().map(|d| d.due));
-            min(self.refresh_at);
-            min(quit_deadline);
-            let sleep_until = wake.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-            tokio::select! {
-                r = self.sock.recv_from(&mut rbuf) => {
-                    let now = Instant::now();
-                    match r {
-                        Ok((n, from)) => self.receive(now, from, &rbuf[..n]),
-                        Err(e) => tracing::debug!("recv: {e}"),
-                    }
-                    // drain what else is queued without waiting
-                    for _ in 0..64 {
-                        match self.sock.try_recv_from(&mut rbuf) {
-                            Ok((n, from)) => self.receive(now, from, &rbuf[..n]),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                _ = tokio::time::sleep_until(sleep_until.into()) => {
-                    let now = Instant::now();
-                    self.release_delayed(now);
-                    self.core.handle_timeout(now);
-                    if self.refresh_at.is_some_and(|t| t <= now) {
-                        self.refresh_at = Some(now + REFRESH_INTERVAL);
-                        self.register();
-                    }
-                }
-                c = commands.recv(), if commands_open => {
-                    let now = Instant::now();
-                    match c {
-                        Some(Command::Call(n)) => self.core.call(now, &n),
-                        Some(Command::Accept) => self.core.accept(now),
-                        Some(Command::Reject) => self.core.reject(now),
-                        Some(Command::Hangup) => self.core.hangup(now),
-                        Some(Command::Say(t)) => self.core.say(now, &t),
-                        Some(Command::Status(tx)) => { let _ = tx.send(self.core.status(now)); }
-                        Some(Command::Quit) | None => {
-                            commands_open = false;
-                            if quit_deadline.is_none() {
-                                self.core.quit(now);
-                                quit_deadline = Some(now + self.cfg.quit_grace);
-                            }
-                        }
-                    }
-                }
-                Some((tag, at)) = self.media_rx.recv() => {
-                    let now = Instant::now();
-                    self.core.send_media(now, &tag, at);
-                    // take whatever else is ready, in order
-                    while let Ok((tag, at)) = self.media_rx.try_recv() {
-                        self.core.send_media(now, &tag, at);
-                    }
-                }
-                Some((name, id)) = self.reg_rx.recv() => {
-                    self.core.registry_lookup_result(Instant::now(), &name, id.as_deref());
-                }
+        };
+        // the host has stopped: what it reported last; the user's events
+        // without waiting (nobody may be reading any more)
+        if let Some(e) = self.held.take() {
+            let _ = self.events.try_send(e);
+        }
+        while let Ok(e) = host_events.try_recv() {
+            if let Some(e) = self.on_event(e).await {
+                let _ = self.events.try_send(e);
             }
         }
-        self.flush();
-        self.dispatch();
-        self.end_call_recording();
         self.media_thread = None;
-        if let (Some(r), true) = (self.registry.clone(), self.registered) {
-            let user = self.core.config().user.clone();
-            if let Err(e) = r.unregister(&user).await {
+        if let Some(e) = self.finish_recording() {
+            let _ = self.events.try_send(e);
+        }
+        if let (Some(r), true) = (self.registry.as_ref(), self.registered) {
+            if let Err(e) = r.unregister(&self.user).await {
                 let _ = self
                     .events
-                    .send(PhoneEvent::Notice(format!("unregister: {e}")));
+                    .try_send(PhoneEvent::Notice(format!("unregister: {e}")));
             }
         }
-        let status = self.core.status(Instant::now());
+        let mut core = core;
         Ok(RunReport {
-            status,
+            status: core.status(rtmfp_tokio::now()),
             recordings: self.recordings,
             calls: self.calls,
         })
     }
 
-    fn receive(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
-        match self.cfg.impair {
-            Some(imp) if !self.servers.contains(&from) => {
-                let x = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-                if x < imp.loss || self.delayed.len() >= MAX_DELAYED {
-                    return;
+    /// Carries out a command of the user; `false` once the user has quit
+    /// (or is gone): the host then winds the core down.
+    async fn on_command(&mut self, c: Option<Command>) -> bool {
+        let c = match c {
+            Some(Command::Status(reply)) => {
+                if let Ok(s) = self.host.with(|core, now| core.status(now)).await {
+                    let _ = reply.send(s);
                 }
-                let jitter = if imp.jitter.is_zero() {
-                    Duration::ZERO
-                } else {
-                    Duration::from_nanos(self.rng.next_u64() % imp.jitter.as_nanos().max(1) as u64)
-                };
-                if imp.delay.is_zero() && jitter.is_zero() {
-                    self.core.handle_datagram(now, from, data);
-                    return;
-                }
-                self.seq += 1;
-                self.delayed.push(Delayed {
-                    due: now + imp.delay + jitter,
-                    seq: self.seq,
-                    from,
-                    data: data.to_vec(),
-                });
+                return true;
             }
-            _ => self.core.handle_datagram(now, from, data),
-        }
-    }
-
-    fn release_delayed(&mut self, now: Instant) {
-        while self.delayed.peek().is_some_and(|d| d.due <= now) {
-            if let Some(d) = self.delayed.pop() {
-                self.core.handle_datagram(now, d.from, &d.data);
+            Some(Command::Quit) | None => {
+                self.host.close().await;
+                return false;
             }
+            Some(Command::Call(name)) => PhoneCommand::Call(name),
+            Some(Command::Accept) => PhoneCommand::Accept,
+            Some(Command::Reject) => PhoneCommand::Reject,
+            Some(Command::Hangup) => PhoneCommand::Hangup,
+            Some(Command::Say(text)) => PhoneCommand::Say(text),
+        };
+        let _ = self.host.send(c).await;
+        true
+    }
+
+    /// Hands an event to the user; holds it when the user's channel is
+    /// full (call only with nothing held).
+    fn forward(&mut self, e: PhoneEvent) {
+        match self.events.try_send(e) {
+            Ok(()) | Err(TrySendError::Closed(_)) => {}
+            Err(TrySendError::Full(e)) => self.held = Some(e),
         }
     }
 
-    fn flush(&mut self) {
-        let now = Instant::now();
-        while let Some(dst) = self.core.poll_transmit(now, &mut self.out) {
-            // UDP: a full socket buffer drops, the protocol recovers
-            let _ = self.sock.try_send_to(&self.out, dst);
-        }
-    }
-
-    fn dispatch(&mut self) {
-        while let Some(e) = self.core.poll_event() {
-            match e {
-                PhoneEvent::Media(tag) => self.record(&tag),
-                PhoneEvent::LoggedIn { .. } => {
-                    if self.registry.is_some() {
-                        self.register();
-                        self.refresh_at = Some(Instant::now() + REFRESH_INTERVAL);
-                    }
-                    let _ = self.events.send(e);
-                }
-                PhoneEvent::RegistryLookup { name } => match self.registry.clone() {
-                    Some(r) => {
-                        let tx = self.reg_tx.clone();
-                        let evs = self.events.clone();
-                        tokio::spawn(async move {
-                            let id = match r.lookup(&name).await {
-                                Ok(id) => id,
-                                Err(e) => {
-                                    let _ = evs.send(PhoneEvent::Notice(format!(
-                                        "registry look-up of {name}: {e}"
-                                    )));
-                                    None
-                                }
-                            };
-                            let _ = tx.send((name, id));
-                        });
-                    }
-                    None => self
-                        .core
-                        .registry_lookup_result(Instant::now(), &name, None),
-                },
-                other => {
-                    let _ = self.events.send(other);
-                }
+    /// Acts on an event of the core; returns what goes to the user.
+    async fn on_event(&mut self, e: PhoneEvent) -> Option<PhoneEvent> {
+        match e {
+            PhoneEvent::Media(tag) => self.record(&tag),
+            PhoneEvent::StartSource => self
+                .start_source()
+                .err()
+                .map(|e| PhoneEvent::Notice(format!("media source: {e:#}"))),
+            PhoneEvent::StopSource { call } => {
+                self.media_thread = None;
+                self.calls.push(*call);
+                self.finish_recording()
             }
+            PhoneEvent::RegistryLookup { name } => {
+                self.look_up(name).await;
+                None
+            }
+            e @ PhoneEvent::LoggedIn { .. } => {
+                if self.registry.is_some() {
+                    self.register();
+                    self.refresh_at = Some(tokio::time::Instant::now() + REFRESH_INTERVAL);
+                }
+                Some(e)
+            }
+            e => Some(e),
         }
     }
 
+    /// Looks `name` up in the registry on a task that answers the core.
+    async fn look_up(&mut self, name: String) {
+        let Some(r) = self.registry.clone() else {
+            let _ = self
+                .host
+                .send(PhoneCommand::RegistryLookupResult {
+                    name,
+                    peer_id: None,
+                })
+                .await;
+            return;
+        };
+        let (host, events) = (self.host.clone(), self.events.clone());
+        tokio::spawn(async move {
+            let peer_id = match r.lookup(&name).await {
+                Ok(id) => id,
+                Err(e) => {
+                    let msg = format!("registry look-up of {name}: {e}");
+                    let _ = events.send(PhoneEvent::Notice(msg)).await;
+                    None
+                }
+            };
+            let _ = host
+                .send(PhoneCommand::RegistryLookupResult { name, peer_id })
+                .await;
+        });
+    }
+
+    /// Registers our name and peer ID on a task.
     fn register(&mut self) {
         let Some(r) = self.registry.clone() else {
             return;
         };
         self.registered = true;
-        let user = self.core.config().user.clone();
-        let id = self.core.peer_id().to_string();
-        let evs = self.events.clone();
+        let (user, id) = (self.user.clone(), self.peer_id.clone());
+        let events = self.events.clone();
         tokio::spawn(async move {
             let msg = match r.register(&user, &id).await {
                 Ok(()) => format!("registered as {user} in the registry"),
                 Err(e) => format!("registry registration failed: {e}"),
             };
-            let _ = evs.send(PhoneEvent::Notice(msg));
+            let _ = events.send(PhoneEvent::Notice(msg)).await;
         });
     }
 
-    /// Starts the source when a call is established, stops it after.
-    fn media_lifecycle(&mut self) {
-        let in_call = self.core.in_call();
-        // start the source once the peer receives: its first picture is then
-        // a key frame the peer can decode at once
-        if in_call && !self.source_started && self.core.media_ready() {
-            self.source_started = true;
-            if let Err(e) = self.start_source() {
-                // the call goes on without our media
-                let _ = self
-                    .events
-                    .send(PhoneEvent::Notice(format!("media source: {e:#}")));
-            }
-        }
-        if !in_call && self.was_in_call {
-            self.source_started = false;
-            self.media_thread = None;
-            self.end_call_recording();
-            // drop what the source left queued
-            while self.media_rx.try_recv().is_ok() {}
-        }
-        self.was_in_call = in_call;
-    }
-
+    /// Starts the source thread of a call (stdin: once, for the whole run).
     fn start_source(&mut self) -> anyhow::Result<()> {
-        // per call: a fresh source; stdin: read once, for the whole run
         let (source, per_call): (Box<dyn MediaSource + Send>, bool) = match &self.cfg.source {
             SourceSpec::None => return Ok(()),
             SourceSpec::Test(c) => (Box::new(TestSource::new(c.clone())?), true),
@@ -600,27 +566,27 @@ impl Driver {
             }
         };
         let stop = Arc::new(AtomicBool::new(false));
-        let (tx, flag) = (self.media_tx.clone(), stop.clone());
+        let (host, flag) = (self.host.downgrade(), stop.clone());
+        let name = if per_call {
+            "phone-media"
+        } else {
+            "phone-stdin"
+        };
         std::thread::Builder::new()
-            .name(
-                if per_call {
-                    "phone-media"
-                } else {
-                    "phone-stdin"
-                }
-                .into(),
-            )
-            .spawn(move || pump_source(source, tx, flag))?;
+            .name(name.into())
+            .spawn(move || pump_source(source, host, flag))?;
         if per_call {
             self.media_thread = Some(MediaThread { stop });
         }
         Ok(())
     }
 
-    fn record(&mut self, tag: &MediaTag) {
+    /// Writes received media to the call's recording (opened with its
+    /// first tag); returns a notice when that fails.
+    fn record(&mut self, tag: &MediaTag) -> Option<PhoneEvent> {
         if self.sink.is_none() {
             let path = match &self.cfg.sink {
-                SinkSpec::None => return,
+                SinkSpec::None => return None,
                 SinkSpec::Stdout => PathBuf::from("-"),
                 SinkSpec::File(p) => {
                     let n = self.recordings.len() + 1;
@@ -641,47 +607,39 @@ impl Driver {
                     self.recordings.push(path);
                 }
                 Err(e) => {
-                    let _ = self.events.send(PhoneEvent::Notice(format!(
+                    self.cfg.sink = SinkSpec::None;
+                    return Some(PhoneEvent::Notice(format!(
                         "cannot record to {}: {e}",
                         path.display()
                     )));
-                    self.cfg.sink = SinkSpec::None;
-                    return;
                 }
             }
         }
-        if let Some(s) = self.sink.as_mut() {
-            if let Err(e) = s.write(tag) {
-                let _ = self
-                    .events
-                    .send(PhoneEvent::Notice(format!("recording: {e}")));
+        let s = self.sink.as_mut()?;
+        match s.write(tag) {
+            Ok(()) => None,
+            Err(e) => {
                 self.sink = None;
                 self.cfg.sink = SinkSpec::None;
+                Some(PhoneEvent::Notice(format!("recording: {e}")))
             }
         }
     }
 
-    fn end_call_recording(&mut self) {
-        if let Some(s) = self.sink.take() {
-            if let Err(e) = s.finish() {
-                let _ = self
-                    .events
-                    .send(PhoneEvent::Notice(format!("recording: {e}")));
-            }
-        }
-        let st = self.core.status(Instant::now());
-        if st.calls as usize > self.calls.len() && self.was_in_call {
-            self.calls.push(st);
-        }
+    /// Closes the call's recording; returns a notice when that fails.
+    fn finish_recording(&mut self) -> Option<PhoneEvent> {
+        let e = self.sink.take()?.finish().err()?;
+        Some(PhoneEvent::Notice(format!("recording: {e}")))
     }
 }
 
-/// Feeds a source's tags, on the wall clock, to the phone until `stop`.
-/// Each tag goes with the instant it was due (its capture time), from which
-/// the phone derives its media clock.
+/// Feeds a source's tags, on the wall clock, to the phone until `stop` or
+/// until the phone is gone. Each tag goes with the instant it was due (its
+/// capture time), from which the phone derives its media clock; when the
+/// host's command channel is full, the source waits.
 fn pump_source(
     mut source: Box<dyn MediaSource + Send>,
-    tx: mpsc::Sender<(MediaTag, Instant)>,
+    host: WeakHostHandle<PhoneCore>,
     stop: Arc<AtomicBool>,
 ) {
     let mut pacer = Pacer::new();
@@ -693,7 +651,14 @@ fn pump_source(
                 if due > now {
                     std::thread::sleep(due - now);
                 }
-                if stop.load(Ordering::Relaxed) || tx.blocking_send((tag, due)).is_err() {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Some(host) = host.upgrade() else {
+                    return;
+                };
+                let media = PhoneCommand::SendMedia { tag, captured: due };
+                if host.blocking_send(media).is_err() {
                     return;
                 }
             }

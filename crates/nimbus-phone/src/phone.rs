@@ -2,12 +2,32 @@
 //! the NetConnection to the rendezvous server, the call-signalling machine
 //! ([`crate::call`]), and the direct P2P NetStreams of the call.
 //!
-//! Like the engine it wraps, [`PhoneCore`] has no socket, clock or thread:
-//! feed it datagrams ([`PhoneCore::handle_datagram`]) and timeouts
-//! ([`PhoneCore::handle_timeout`]), send what [`PhoneCore::poll_transmit`]
-//! returns, and show what [`PhoneCore::poll_event`] reports. After every
-//! input or command, drain `poll_transmit`, then `poll_event`, then re-read
-//! `poll_timeout`. The async driver is [`crate::driver`].
+//! # Run-loop contract
+//!
+//! Like the engine it wraps, [`PhoneCore`] is a [`Machine`]: it owns no
+//! socket, reads no clock (every entry point takes `now`; its wall clock is
+//! the `unix_ms` it was built with, advanced by `now`), starts no thread and
+//! draws no randomness but the RNG it was given. Its host (the tokio
+//! `rtmfp_tokio::Host` of [`crate::driver`], or a test's loop):
+//!
+//! 1. feeds it datagrams ([`PhoneCore::handle_datagram`]), timeouts
+//!    ([`PhoneCore::handle_timeout`], once [`PhoneCore::poll_timeout`] is
+//!    reached; spurious calls are harmless) and commands
+//!    ([`PhoneCommand`], or the methods of the same names);
+//! 2. after every input, drains [`PhoneCore::poll_transmit`] to the socket,
+//!    then [`PhoneCore::poll_event`] to the owner, then re-reads
+//!    `poll_timeout`.
+//!
+//! The owner acts on a few events: [`PhoneEvent::Media`] goes to the sink;
+//! [`PhoneEvent::StartSource`] starts the call's media source, whose tags
+//! come back as [`PhoneCommand::SendMedia`], until
+//! [`PhoneEvent::StopSource`]; [`PhoneEvent::RegistryLookup`] is answered
+//! with [`PhoneCommand::RegistryLookupResult`]. To quit, send
+//! [`PhoneCommand::Quit`] (or close the host: [`Machine::handle_close`])
+//! and keep driving until [`PhoneCore::closed`] (the machine is then
+//! [done](Machine::is_done)). Events wait in a bounded queue
+//! ([`MAX_PENDING_EVENTS`]): an owner that falls behind loses received
+//! media first (counted in [`PhoneStatus`]).
 //!
 //! # Call flow (Adobe's 2011 VideoPhone sample, so either side may be one)
 //!
@@ -15,7 +35,7 @@
 //!   PASSWORD)`, so the server's `open` policy (claims `?user=`) and its
 //!   `registry` policy (user name + password arguments) both work.
 //! * **Call**: `lookup(name)` on the server (or the reg.cgi registry through
-//!   the driver), `relay(peer, "invite", me)`; the caller publishes
+//!   the owner), `relay(peer, "invite", me)`; the caller publishes
 //!   `media-caller` (a `DIRECT_CONNECTIONS` stream: the callee may subscribe
 //!   while it rings, as the sample does), opens the direct session to the
 //!   callee's peer ID through the server (Redirect + Forwarded IHello: hole
@@ -23,7 +43,7 @@
 //!   play request until it accepts.
 //! * **Accept**: the callee publishes `media-callee` (answering the held
 //!   request), plays `media-caller` and sends `accept`.
-//! * **Media**: audio and video from the driver's source go to the accepted
+//! * **Media**: audio and video from the owner's source go to the accepted
 //!   subscriber; audio on its own flow above video, in network order; every
 //!   message has a lifetime (late media is abandoned, not delayed); video
 //!   waits for a key frame after any drop. A subscriber that is not the
@@ -48,14 +68,14 @@
 //! to the `onMetaData` it sends, so the receiving phone computes end-to-end
 //! latency as `now − (epoch + timestamp)`; Flash ignores the extra field.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use flash_amf::{self as amf, DataMessage, Object, Value};
 use rand_core::RngCore;
-use rtmfp::{CloseReason, Endpoint, EndpointConfig, Event, SessionId};
+use rtmfp::{CloseReason, Endpoint, EndpointConfig, Event, Machine, SessionId};
 use rtmfp_flash::message::{
     Body, NcEvent, NetConnection, PeerEvent, PeerPlayer, PeerPublisher, PlayerEvent, RtmpMessage,
 };
@@ -68,9 +88,12 @@ use nimbus_media::{MediaKind, MediaTag};
 pub const CALLER_STREAM: &str = "media-caller";
 /// Name of the callee's published stream.
 pub const CALLEE_STREAM: &str = "media-callee";
-/// Most events waiting in [`PhoneCore::poll_event`]; media beyond it is
-/// dropped (and counted), other events are kept.
+/// Most events waiting in [`PhoneCore::poll_event`]: beyond it, media and
+/// the events peers can repeat at will are dropped (and counted); beyond
+/// twice this, every event is.
 pub const MAX_PENDING_EVENTS: usize = 4096;
+/// Chat lines of a call waiting for the peer to receive (beyond: refused).
+const MAX_CHAT_BACKLOG: usize = 16;
 /// Latency samples kept for percentiles (a reservoir beyond that).
 const MAX_LATENCY_SAMPLES: usize = 100_000;
 
@@ -113,7 +136,7 @@ pub struct PhoneConfig {
     /// The server session is taken for dead (and reconnected) after this
     /// long without hearing from the server; keepalives every third of it.
     pub server_idle_timeout: Duration,
-    /// Ask the driver for a registry (reg.cgi) look-up when the server does
+    /// Ask the owner for a registry (reg.cgi) look-up when the server does
     /// not know a name.
     pub registry_lookup: bool,
 }
@@ -219,14 +242,62 @@ pub enum PhoneEvent {
         /// The stream it asked for.
         stream: String,
     },
-    /// The driver should look `name` up in the registry (reg.cgi) and call
-    /// [`PhoneCore::registry_lookup_result`].
+    /// The owner should look `name` up in the registry (reg.cgi) and answer
+    /// with [`PhoneCommand::RegistryLookupResult`].
     RegistryLookup {
         /// The name.
         name: String,
     },
     /// Something the user asked for could not be done, or a peer misbehaved.
     Notice(String),
+    /// The call is established and the peer receives our media: start the
+    /// media source now (its first picture is then a key frame the peer can
+    /// decode at once) and feed it with [`PhoneCommand::SendMedia`]. Once
+    /// per call.
+    StartSource,
+    /// The established call is over: stop the media source and close the
+    /// recording. Once per call that was established, after
+    /// [`StartSource`](Self::StartSource) if there was one.
+    StopSource {
+        /// The call's figures at its end (for summaries).
+        call: Box<PhoneStatus>,
+    },
+}
+
+/// What the owner asks of a [`PhoneCore`]: its [`Machine`] command. Each
+/// is one of the phone's methods; results come back as [`PhoneEvent`]s.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum PhoneCommand {
+    /// Log in to the server ([`PhoneCore::start`]).
+    Start,
+    /// Call a user by name or peer ID ([`PhoneCore::call`]).
+    Call(String),
+    /// Accept the ringing call ([`PhoneCore::accept`]).
+    Accept,
+    /// Reject the ringing call ([`PhoneCore::reject`]).
+    Reject,
+    /// Hang up, cancel or reject ([`PhoneCore::hangup`]).
+    Hangup,
+    /// Send a chat line ([`PhoneCore::say`]).
+    Say(String),
+    /// Hang up, close every session, stop reconnecting ([`PhoneCore::quit`]).
+    Quit,
+    /// One tag of our media source ([`PhoneCore::send_media`]).
+    SendMedia {
+        /// The tag.
+        tag: MediaTag,
+        /// When it was due on the source's clock (its capture time).
+        captured: Instant,
+    },
+    /// The answer to [`PhoneEvent::RegistryLookup`]
+    /// ([`PhoneCore::registry_lookup_result`]).
+    RegistryLookupResult {
+        /// The name looked up.
+        name: String,
+        /// Its peer ID, if the registry knows it.
+        peer_id: Option<String>,
+    },
 }
 
 /// Counters of one direction of media.
@@ -268,11 +339,15 @@ impl Latency {
         if self.samples.len() < MAX_LATENCY_SAMPLES {
             self.samples.push(ms);
         } else {
-            // reservoir sampling with a xorshift (deterministic)
+            // reservoir sampling with a xorshift (deterministic: the phone
+            // draws no randomness of its own); its state must not be zero
+            if self.rng == 0 {
+                self.rng = 0x9e37_79b9_7f4a_7c15;
+            }
             self.rng ^= self.rng << 13;
             self.rng ^= self.rng >> 7;
             self.rng ^= self.rng << 17;
-            let j = (self.rng.wrapping_add(0x9e37_79b9) % self.seen) as usize;
+            let j = (self.rng % self.seen) as usize;
             if j < self.samples.len() {
                 self.samples[j] = ms;
             }
@@ -329,7 +404,7 @@ impl Continuity {
 }
 
 /// A snapshot for `status` and summaries.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct PhoneStatus {
     /// Our user name.
     pub user: String,
@@ -374,8 +449,11 @@ pub struct PhoneStatus {
     /// Calls made or answered.
     pub calls: u64,
     /// Received media not handed to the sink because the event queue was
-    /// full (the driver fell behind).
+    /// full (the owner fell behind).
     pub media_events_dropped: u64,
+    /// Other events dropped because the event queue was full (chat lines,
+    /// notices, refusals, path changes, busy signals).
+    pub events_dropped: u64,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -466,6 +544,8 @@ struct CallMedia {
     need_headers: bool,
     /// Video is held until the next key frame.
     need_key: bool,
+    /// Chat lines said while the peer did not receive yet.
+    chat: VecDeque<String>,
 }
 
 impl CallMedia {
@@ -490,6 +570,7 @@ impl CallMedia {
             aac_config: None,
             need_headers: true,
             need_key: true,
+            chat: VecDeque::new(),
         }
     }
 
@@ -573,6 +654,8 @@ struct Stats {
     relayed: bool,
     /// The call's last media path (kept after the call for summaries).
     path: Option<MediaPath>,
+    /// The peer's name (kept after the call for summaries).
+    peer_name: Option<String>,
     /// The peer's video frame rate (from its metadata).
     remote_fps: Option<f64>,
 }
@@ -589,14 +672,19 @@ pub struct PhoneCore {
     login: Login,
     was_online: bool,
     backoff: Duration,
-    pending: HashMap<u64, Pending>,
+    pending: BTreeMap<u64, Pending>,
     call: CallMachine,
     media: Option<CallMedia>,
-    peers: HashMap<SessionId, Peer>,
+    peers: BTreeMap<SessionId, Peer>,
     events: VecDeque<PhoneEvent>,
     stats: Stats,
     calls: u64,
     media_dropped_events: u64,
+    events_dropped: u64,
+    /// [`PhoneEvent::StartSource`] was reported for the current call.
+    source_on: bool,
+    /// The call was established at the end of the previous input.
+    was_in_call: bool,
     quitting: bool,
     /// A call asked for before we were logged in.
     deferred_call: Option<String>,
@@ -623,8 +711,8 @@ pub fn relay_stream_name(caller_hex: &str, callee_hex: &str, publisher_is_caller
     } else {
         "callee"
     };
-    let c = &caller_hex[..caller_hex.len().min(16)];
-    let d = &callee_hex[..callee_hex.len().min(16)];
+    let c: String = caller_hex.chars().take(16).collect();
+    let d: String = callee_hex.chars().take(16).collect();
     format!("nimbus-call-{c}-{d}-{side}")
 }
 
@@ -653,14 +741,17 @@ impl PhoneCore {
             login: Login::Off,
             was_online: false,
             backoff: Duration::from_millis(500),
-            pending: HashMap::new(),
+            pending: BTreeMap::new(),
             call,
             media: None,
-            peers: HashMap::new(),
+            peers: BTreeMap::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
             calls: 0,
             media_dropped_events: 0,
+            events_dropped: 0,
+            source_on: false,
+            was_in_call: false,
             quitting: false,
             deferred_call: None,
             peer_events: Vec::new(),
@@ -714,13 +805,31 @@ impl PhoneCore {
         }
     }
 
+    /// Queues an event for the owner. Beyond [`MAX_PENDING_EVENTS`] (the
+    /// owner fell behind), media and what peers or the server may repeat at
+    /// will are dropped and counted; beyond twice that, everything is.
     fn push(&mut self, e: PhoneEvent) {
         if let PhoneEvent::Path(p) = &e {
             self.stats.path = Some(*p);
         }
-        if self.events.len() >= MAX_PENDING_EVENTS && matches!(e, PhoneEvent::Media(_)) {
-            self.media_dropped_events += 1;
-            return;
+        let n = self.events.len();
+        if n >= MAX_PENDING_EVENTS {
+            let repeatable = matches!(
+                e,
+                PhoneEvent::Chat { .. }
+                    | PhoneEvent::Refused { .. }
+                    | PhoneEvent::Notice(_)
+                    | PhoneEvent::Path(_)
+                    | PhoneEvent::Call(call::Event::Busy { .. })
+            );
+            if matches!(e, PhoneEvent::Media(_)) {
+                self.media_dropped_events += 1;
+                return;
+            }
+            if repeatable || n >= 2 * MAX_PENDING_EVENTS {
+                self.events_dropped += 1;
+                return;
+            }
         }
         self.events.push_back(e);
     }
@@ -841,6 +950,7 @@ impl PhoneCore {
         }
         if valid_peer_hex(name) {
             self.place_call(now, name.to_string(), name.to_ascii_lowercase());
+            self.process(now);
             return;
         }
         if self.login != Login::Online {
@@ -868,7 +978,7 @@ impl PhoneCore {
         self.process(now);
     }
 
-    /// The driver's answer to [`PhoneEvent::RegistryLookup`].
+    /// The owner's answer to [`PhoneEvent::RegistryLookup`].
     pub fn registry_lookup_result(&mut self, now: Instant, name: &str, peer_id: Option<&str>) {
         match peer_id.filter(|p| valid_peer_hex(p)) {
             Some(p) if self.call.state() == CallState::Idle => {
@@ -893,7 +1003,10 @@ impl PhoneCore {
         let acts = self.call.call(now, &user, &peer_hex);
         if self.call.state() == CallState::Calling {
             self.calls += 1;
-            self.stats = Stats::default();
+            self.stats = Stats {
+                peer_name: Some(name.clone()),
+                ..Stats::default()
+            };
             self.push(PhoneEvent::Calling {
                 name,
                 peer_id: peer_hex.clone(),
@@ -951,16 +1064,42 @@ impl PhoneCore {
             self.push(PhoneEvent::Notice("chat needs a call in progress".into()));
             return;
         }
-        let text: String = text.chars().take(4000).collect();
-        let msg = DataMessage::new(
-            "onIm",
-            vec![
-                Value::from(self.cfg.user.as_str()),
-                Value::from(text.as_str()),
-            ],
-        );
-        let ts = self.media_ts(now);
-        if self.send_data_message(now, ts, msg) {
+        let Some(m) = self.media.as_mut() else {
+            return;
+        };
+        if m.chat.len() >= MAX_CHAT_BACKLOG {
+            self.push(PhoneEvent::Notice(
+                "the peer is not receiving yet; chat line not sent".into(),
+            ));
+            return;
+        }
+        m.chat.push_back(text.chars().take(4000).collect());
+        // sent at once if the peer receives (see `send_chat`)
+        self.process(now);
+    }
+
+    /// Sends the chat lines said in the call while the peer receives, in
+    /// order (the call's first lines wait for the peer's subscription).
+    fn send_chat(&mut self, now: Instant) {
+        while self.media_ready() {
+            let Some(text) = self.media.as_mut().and_then(|m| m.chat.pop_front()) else {
+                return;
+            };
+            let msg = DataMessage::new(
+                "onIm",
+                vec![
+                    Value::from(self.cfg.user.as_str()),
+                    Value::from(text.as_str()),
+                ],
+            );
+            let ts = self.media_ts(now);
+            if !self.send_data_message(now, ts, msg) {
+                // the path is not ready after all: after the next input
+                if let Some(m) = self.media.as_mut() {
+                    m.chat.push_front(text);
+                }
+                return;
+            }
             self.stats.chat_sent += 1;
             let unix_ms = self.unix_ms(now).max(0.0) as u64;
             self.push(PhoneEvent::Chat {
@@ -969,12 +1108,7 @@ impl PhoneCore {
                 unix_ms,
                 local: true,
             });
-        } else {
-            self.push(PhoneEvent::Notice(
-                "the peer is not receiving yet; chat line not sent".into(),
-            ));
         }
-        self.process(now);
     }
 
     /// Hangs up, closes every session and stops reconnecting.
@@ -1265,6 +1399,11 @@ impl PhoneCore {
             call::Event::Ended => self.teardown_media(now),
             call::Event::Busy { .. } => {}
         }
+        if let Some(name) = self.call.peer_name() {
+            if self.stats.peer_name.as_deref() != Some(name) {
+                self.stats.peer_name = Some(name.to_string());
+            }
+        }
         self.push(PhoneEvent::Call(e));
     }
 
@@ -1418,6 +1557,12 @@ impl PhoneCore {
     fn teardown_media(&mut self, now: Instant) {
         self.stop_streams(now);
         if let Some(m) = self.media.take() {
+            if !m.chat.is_empty() {
+                self.push(PhoneEvent::Notice(format!(
+                    "{} chat line(s) not sent: the peer never received",
+                    m.chat.len()
+                )));
+            }
             for s in [m.session, m.opening].into_iter().flatten() {
                 self.ep.close_session(now, s);
                 self.peers.remove(&s);
@@ -1557,6 +1702,24 @@ impl PhoneCore {
                 break;
             }
         }
+        self.send_chat(now);
+        self.source_lifecycle(now);
+    }
+
+    /// Reports when the media source must start (the call is established
+    /// and the peer receives) and stop (the established call is over).
+    fn source_lifecycle(&mut self, now: Instant) {
+        let in_call = self.in_call();
+        if in_call && !self.source_on && self.receiver_ready() {
+            self.source_on = true;
+            self.push(PhoneEvent::StartSource);
+        }
+        if !in_call && self.was_in_call {
+            self.source_on = false;
+            let call = Box::new(self.status(now));
+            self.push(PhoneEvent::StopSource { call });
+        }
+        self.was_in_call = in_call;
     }
 
     fn on_engine_event(&mut self, now: Instant, e: Event) {
@@ -1987,6 +2150,11 @@ impl PhoneCore {
             NcEvent::Command { command, .. } if command.name == "onRelay" => {
                 let mut strs = command.arguments.iter().map(|v| v.as_str().unwrap_or(""));
                 let from = strs.next().unwrap_or("").to_ascii_lowercase();
+                if !valid_peer_hex(&from) {
+                    // every server relays from a peer ID; anything else is
+                    // a server we cannot call back through
+                    return;
+                }
                 let args: Vec<&str> = strs.collect();
                 let acts = self.call.on_relay(now, &from, &args);
                 self.apply(now, acts);
@@ -2053,7 +2221,11 @@ impl PhoneCore {
             peer_id: self.peer_hex.clone(),
             online: self.online(),
             call_state: state.into(),
-            peer_name: self.call.peer_name().map(str::to_string),
+            peer_name: self
+                .call
+                .peer_name()
+                .or(self.stats.peer_name.as_deref())
+                .map(str::to_string),
             path,
             peer_address: addr,
             sent: self.stats.sent,
@@ -2071,7 +2243,63 @@ impl PhoneCore {
             relayed: self.stats.relayed,
             calls: self.calls,
             media_events_dropped: self.media_dropped_events,
+            events_dropped: self.events_dropped,
         }
+    }
+}
+
+/// The phone on a host (`rtmfp_tokio::Host`, or a simulator): the inherent
+/// methods of the same names, [`PhoneCommand`]s for the others.
+/// [`handle_close`](Machine::handle_close) quits; the phone is
+/// [done](Machine::is_done) once it has quit and every session is closed.
+impl Machine for PhoneCore {
+    type Command = PhoneCommand;
+    type Event = PhoneEvent;
+
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        PhoneCore::handle_datagram(self, now, from, data);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        PhoneCore::handle_timeout(self, now);
+    }
+
+    fn handle_command(&mut self, now: Instant, command: PhoneCommand) {
+        match command {
+            PhoneCommand::Start => self.start(now),
+            PhoneCommand::Call(name) => self.call(now, &name),
+            PhoneCommand::Accept => self.accept(now),
+            PhoneCommand::Reject => self.reject(now),
+            PhoneCommand::Hangup => self.hangup(now),
+            PhoneCommand::Say(text) => self.say(now, &text),
+            PhoneCommand::Quit => self.quit(now),
+            PhoneCommand::SendMedia { tag, captured } => {
+                self.send_media(now, &tag, captured);
+            }
+            PhoneCommand::RegistryLookupResult { name, peer_id } => {
+                self.registry_lookup_result(now, &name, peer_id.as_deref());
+            }
+        }
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<SocketAddr> {
+        PhoneCore::poll_transmit(self, now, buf)
+    }
+
+    fn poll_event(&mut self) -> Option<PhoneEvent> {
+        PhoneCore::poll_event(self)
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        PhoneCore::poll_timeout(self)
+    }
+
+    fn handle_close(&mut self, now: Instant) {
+        self.quit(now);
+    }
+
+    fn is_done(&self) -> Option<bool> {
+        Some(self.closed())
     }
 }
 
@@ -2086,4 +2314,114 @@ fn data_message(data: &[u8]) -> Option<DataMessage> {
     let mut v = amf::amf0::decode_all(data).ok()?.into_iter();
     let handler = v.next()?.as_str()?.to_string();
     Some(DataMessage::new(handler, v.collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_core::SeedableRng;
+
+    fn core(seed: u64, now: Instant) -> PhoneCore {
+        let server: SocketAddr = "127.0.0.1:1935".parse().unwrap();
+        let cfg = PhoneConfig::new("alice", "rtmfp://127.0.0.1:1935/phone", vec![server]);
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
+        let profile = FlashProfile::client().build(&mut rng).unwrap();
+        let engine_rng = Box::new(rand_chacha::ChaCha20Rng::seed_from_u64(rng.next_u64()));
+        PhoneCore::new(cfg, profile, engine_rng, now, 1_700_000_000_000.0)
+    }
+
+    /// Drives `m` through `inputs` (commands or a timeout at an offset from
+    /// `t0`) as a host would, returning every datagram and event.
+    fn run(
+        m: &mut PhoneCore,
+        t0: Instant,
+        inputs: Vec<(Duration, Option<PhoneCommand>)>,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut buf = Vec::new();
+        for (at, input) in inputs {
+            let now = t0 + at;
+            match input {
+                Some(c) => Machine::handle_command(m, now, c),
+                None => Machine::handle_timeout(m, now),
+            }
+            while let Some(to) = Machine::poll_transmit(m, now, &mut buf) {
+                out.push(format!("{to} {buf:02x?}"));
+            }
+            while let Some(e) = Machine::poll_event(m) {
+                out.push(format!("{e:?}"));
+            }
+            out.push(format!("{:?}", Machine::poll_timeout(m).map(|t| t - t0)));
+        }
+        out
+    }
+
+    #[test]
+    fn the_same_seed_and_inputs_give_the_same_datagrams() {
+        let t0 = Instant::now();
+        let peer = "ab".repeat(32);
+        let inputs = || {
+            let s = Duration::from_secs;
+            vec![
+                (s(0), Some(PhoneCommand::Start)),
+                (s(0), Some(PhoneCommand::Call(peer.clone()))),
+                (s(1), None),
+                (s(3), None),
+                (s(4), Some(PhoneCommand::Say("hello".into()))),
+                (s(5), Some(PhoneCommand::Hangup)),
+                (s(9), None),
+                (s(10), Some(PhoneCommand::Quit)),
+            ]
+        };
+        let a = run(&mut core(1, t0), t0, inputs());
+        let b = run(&mut core(1, t0), t0, inputs());
+        assert!(a.iter().filter(|l| l.starts_with("127.0.0.1:1935")).count() >= 2);
+        assert_eq!(a, b, "the phone drew randomness or read a clock of its own");
+    }
+
+    #[test]
+    fn quitting_closes_every_session_then_the_machine_is_done() {
+        let t0 = Instant::now();
+        let mut m = core(2, t0);
+        assert_eq!(m.is_done(), Some(false));
+        Machine::handle_command(&mut m, t0, PhoneCommand::Start);
+        assert_eq!(m.is_done(), Some(false), "the server session is opening");
+        Machine::handle_close(&mut m, t0);
+        let mut now = t0;
+        let mut buf = Vec::new();
+        while m.is_done() != Some(true) {
+            assert!(now < t0 + Duration::from_secs(120), "never done");
+            while Machine::poll_transmit(&mut m, now, &mut buf).is_some() {}
+            while Machine::poll_event(&mut m).is_some() {}
+            now = Machine::poll_timeout(&mut m).map_or(now, |t| t.max(now));
+            now += Duration::from_millis(1);
+            Machine::handle_timeout(&mut m, now);
+        }
+        // a closed phone does not come back
+        Machine::handle_command(&mut m, now, PhoneCommand::Start);
+        assert_eq!(m.is_done(), Some(true));
+    }
+
+    #[test]
+    fn an_owner_that_does_not_read_costs_bounded_memory() {
+        let t0 = Instant::now();
+        let mut m = core(3, t0);
+        for _ in 0..3 * MAX_PENDING_EVENTS {
+            m.push(PhoneEvent::Media(MediaTag::new(
+                MediaKind::Audio,
+                0,
+                Bytes::new(),
+            )));
+            m.push(PhoneEvent::Notice("a peer repeats itself".into()));
+            m.push(PhoneEvent::StartSource);
+        }
+        assert_eq!(m.events.len(), 2 * MAX_PENDING_EVENTS);
+        let st = m.status(t0);
+        assert!(
+            st.media_events_dropped > 0 && st.events_dropped > 0,
+            "{st:?}"
+        );
+        // below the first bound nothing was dropped: the oldest come first
+        assert!(matches!(m.poll_event(), Some(PhoneEvent::Media(_))));
+    }
 }

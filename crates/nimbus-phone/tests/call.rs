@@ -1,4 +1,6 @@
-//! Two phones and a rendezvous server on loopback: a whole call.
+//! Two phones and a rendezvous server on loopback: a whole call, a call
+//! across a server restart, a stranger refused, chat said as the call is
+//! answered, and the phone's impairment sparing the server.
 
 mod common;
 
@@ -6,8 +8,8 @@ use std::time::Duration;
 
 use nimbus_media::TestSourceConfig;
 use nimbus_phone::call::Event as CallEvent;
-use nimbus_phone::driver::{self, Command, DriverConfig, SinkSpec, SourceSpec};
-use nimbus_phone::phone::{PhoneConfig, PhoneEvent};
+use nimbus_phone::driver::{self, Command, DriverConfig, Impairment, SinkSpec, SourceSpec};
+use nimbus_phone::phone::{MediaPath, PhoneConfig, PhoneEvent};
 use nimbus_server::{Server, ServerConfig};
 
 use common::{call, T};
@@ -19,13 +21,17 @@ fn phone(
     sink: SinkSpec,
 ) -> driver::PhoneHandle {
     let cfg = PhoneConfig::new(user, format!("rtmfp://{server}/phone"), vec![server]);
-    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let d = DriverConfig {
         source: SourceSpec::Test(TestSourceConfig::default()),
         sink,
         seed: Some(seed),
         ..DriverConfig::default()
     };
+    spawn(cfg, d)
+}
+
+fn spawn(cfg: PhoneConfig, d: DriverConfig) -> driver::PhoneHandle {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     driver::spawn(cfg, sock, d).unwrap()
 }
 
@@ -314,6 +320,127 @@ async fn a_peer_not_in_the_call_is_refused() {
     // the call is unaffected
     let st = bob.status().await.unwrap();
     assert_eq!(st.call_state, "in-call");
+    alice.quit().await.unwrap();
+    bob.quit().await.unwrap();
+    srv.shutdown().await;
+}
+
+/// Chat lines said the moment the call is established (as `nimbus phone
+/// --say` does), before the peer's subscription has arrived, wait for it
+/// and are delivered, and counted in the call's summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_said_as_the_call_is_accepted_is_delivered() {
+    let srv = server().await;
+    let addr = srv.local_addrs()[0];
+    let mut alice = phone("alice", addr, 7, SinkSpec::None);
+    let mut bob = phone("bob", addr, 8, SinkSpec::None);
+    common::login(&mut alice).await;
+    common::login(&mut bob).await;
+    alice.send(Command::Call("bob".into()));
+    let e = bob
+        .wait_for(T, |e| {
+            matches!(e, PhoneEvent::Call(CallEvent::Incoming { .. }))
+        })
+        .await;
+    assert!(e.is_some(), "bob's phone did not ring");
+    bob.send(Command::Accept);
+    bob.send(Command::Say("hello alice, as I answer".into()));
+    let e = alice
+        .wait_for(T, |e| matches!(e, PhoneEvent::Call(CallEvent::Accepted)))
+        .await;
+    assert!(e.is_some(), "alice not told of the accept");
+    alice.send(Command::Say("hi bob, as you answer".into()));
+    for (p, from, text) in [
+        (&mut alice, "bob", "hello alice, as I answer"),
+        (&mut bob, "alice", "hi bob, as you answer"),
+    ] {
+        let e = p
+            .wait_for(T, |e| {
+                matches!(
+                    e,
+                    PhoneEvent::Chat { local: false, .. } | PhoneEvent::Notice(_)
+                )
+            })
+            .await;
+        assert!(
+            matches!(&e, Some(PhoneEvent::Chat { from: f, text: t, .. }) if f == from && t == text),
+            "{e:?}"
+        );
+    }
+    alice.send(Command::Hangup);
+    for p in [&mut alice, &mut bob] {
+        let e = p
+            .wait_for(T, |e| matches!(e, PhoneEvent::Call(CallEvent::Ended)))
+            .await;
+        assert!(e.is_some(), "the call did not end");
+    }
+    let (ra, rb) = (alice.quit().await.unwrap(), bob.quit().await.unwrap());
+    for (r, peer) in [(&ra, "bob"), (&rb, "alice")] {
+        assert_eq!(r.calls.len(), 1, "{r:?}");
+        let c = &r.calls[0];
+        assert_eq!((c.chat_sent, c.chat_received), (1, 1), "{c:?}");
+        // the side hung up on still names its peer
+        assert_eq!(c.peer_name.as_deref(), Some(peer), "{c:?}");
+    }
+    srv.shutdown().await;
+}
+
+/// The phone's impairment spares the server: with everything from the
+/// peer lost, the phones still log in and signal through the server, no
+/// direct session opens, and the call's media goes through the server's
+/// relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impairment_of_everything_from_the_peer_leaves_the_relay() {
+    let srv = server().await;
+    let addr = srv.local_addrs()[0];
+    let impaired = |user: &str, seed| {
+        let mut cfg = PhoneConfig::new(user, format!("rtmfp://{addr}/phone"), vec![addr]);
+        cfg.direct_timeout = Duration::from_secs(1);
+        spawn(
+            cfg,
+            DriverConfig {
+                source: SourceSpec::Test(TestSourceConfig::default()),
+                impair: Some(Impairment {
+                    loss: 1.0,
+                    delay: Duration::from_millis(5),
+                    jitter: Duration::from_millis(5),
+                    seed,
+                }),
+                seed: Some(seed),
+                ..DriverConfig::default()
+            },
+        )
+    };
+    let mut alice = impaired("alice", 9);
+    let mut bob = impaired("bob", 10);
+    call(&mut alice, &mut bob).await;
+    for p in [&mut alice, &mut bob] {
+        let e = p
+            .wait_for(T, |e| {
+                matches!(e, PhoneEvent::Path(MediaPath::Relay | MediaPath::Direct(_)))
+            })
+            .await;
+        assert_eq!(e, Some(PhoneEvent::Path(MediaPath::Relay)));
+    }
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let a = alice.status().await.unwrap();
+        let b = bob.status().await.unwrap();
+        if a.received.video_frames >= 10 && b.received.video_frames >= 10 {
+            assert!(a.relayed && b.relayed, "{a:?}\n{b:?}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no media through the relay: {a:?}\n{b:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    alice.send(Command::Hangup);
+    let e = bob
+        .wait_for(T, |e| matches!(e, PhoneEvent::Call(CallEvent::Ended)))
+        .await;
+    assert!(e.is_some(), "the hang-up did not reach bob");
     alice.quit().await.unwrap();
     bob.quit().await.unwrap();
     srv.shutdown().await;
