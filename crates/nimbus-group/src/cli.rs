@@ -14,8 +14,11 @@ use serde_json::json;
 
 use crate::{
     decode_post_text, encode_post_text, GroupCommand, GroupHandle, GroupMember, GroupMemberConfig,
-    GroupStatus, MemberEvent, SinkSpec, SourceSpec,
+    GroupStatus, MemberCommand, MemberEvent, SinkSpec, SourceSpec,
 };
+
+/// Lines of standard input waiting for the member (the reader waits beyond).
+const STDIN_LINES: usize = 64;
 
 /// Arguments of `nimbus group`.
 #[derive(Args, Debug, Clone)]
@@ -115,8 +118,8 @@ fn seconds(s: f64) -> Duration {
 const HELP: &str = "commands: post TEXT | publish NAME [test|FILE] | unpublish NAME | play NAME [FILE] | \
 send-nearest ADDRESS TEXT | send-all TEXT | have FIRST LAST | want FIRST LAST | neighbors | status | quit";
 
-/// One interactive line; `false` to quit.
-fn command(h: &GroupHandle, line: &str, out: &Out) -> bool {
+/// One interactive line; `false` to quit (or when the member has ended).
+async fn command(h: &GroupHandle, line: &str, out: &Out) -> bool {
     let line = line.trim();
     let (cmd, rest) = line.split_once(' ').unwrap_or((line, ""));
     let rest = rest.trim();
@@ -125,46 +128,66 @@ fn command(h: &GroupHandle, line: &str, out: &Out) -> bool {
         let (a, b) = two()?;
         Some((a.parse().ok()?, b.parse().ok()?))
     };
-    match cmd {
-        "" => {}
+    let c: GroupCommand = match cmd {
+        "" => return true,
         "quit" | "exit" => return false,
-        "post" if !rest.is_empty() => h.send(GroupCommand::Post(encode_post_text(rest))),
+        "post" if !rest.is_empty() => MemberCommand::Post(encode_post_text(rest)).into(),
         "publish" if !rest.is_empty() => {
             let (name, src) = two().unwrap_or((rest, "test"));
-            h.send(GroupCommand::Publish {
+            GroupCommand::Publish {
                 name: name.into(),
                 source: SourceSpec::parse(src),
-            });
+            }
         }
-        "unpublish" if !rest.is_empty() => h.send(GroupCommand::Unpublish(rest.into())),
+        "unpublish" if !rest.is_empty() => GroupCommand::Unpublish(rest.into()),
         "play" if !rest.is_empty() => {
             let (name, sink) = two().unwrap_or((rest, ""));
-            h.send(GroupCommand::Play {
+            GroupCommand::Play {
                 name: name.into(),
                 sink: SinkSpec::parse(sink),
-            });
+            }
         }
         "send-nearest" => match two().map(|(a, t)| (parse_address(a), t)) {
-            Some((Ok(address), text)) => h.send(GroupCommand::SendToNearest {
+            Some((Ok(address), text)) => MemberCommand::SendToNearest {
                 address,
                 message: encode_post_text(text),
-            }),
-            Some((Err(e), _)) => out.line(&format!("{e}")),
-            None => out.line(HELP),
+            }
+            .into(),
+            Some((Err(e), _)) => {
+                out.line(&format!("{e}"));
+                return true;
+            }
+            None => {
+                out.line(HELP);
+                return true;
+            }
         },
         "send-all" if !rest.is_empty() => {
-            h.send(GroupCommand::SendToAllNeighbors(encode_post_text(rest)))
+            MemberCommand::SendToAllNeighbors(encode_post_text(rest)).into()
         }
         "have" | "want" => match range() {
-            Some((a, b)) if cmd == "have" => h.send(GroupCommand::AddHaveObjects(a, b)),
-            Some((a, b)) => h.send(GroupCommand::AddWantObjects(a, b)),
-            None => out.line(HELP),
+            Some((a, b)) if cmd == "have" => MemberCommand::AddHaveObjects(a, b).into(),
+            Some((a, b)) => MemberCommand::AddWantObjects(a, b).into(),
+            None => {
+                out.line(HELP);
+                return true;
+            }
         },
-        // answered when the status arrives
-        "neighbors" | "status" => {}
-        _ => out.line(HELP),
-    }
-    true
+        "neighbors" | "status" => {
+            return match h.status().await {
+                Some(s) => {
+                    print_status(&s, out, cmd == "neighbors");
+                    true
+                }
+                None => false,
+            };
+        }
+        _ => {
+            out.line(HELP);
+            return true;
+        }
+    };
+    h.send(c).await.is_ok()
 }
 
 fn print_status(s: &GroupStatus, out: &Out, neighbors_only: bool) {
@@ -322,7 +345,8 @@ pub async fn run_member(args: GroupArgs) -> anyhow::Result<(GroupStatus, Vec<Str
         h.send(GroupCommand::Publish {
             name: name.clone(),
             source,
-        });
+        })
+        .await?;
     }
     if let Some(name) = &args.play {
         h.send(GroupCommand::Play {
@@ -332,7 +356,8 @@ pub async fn run_member(args: GroupArgs) -> anyhow::Result<(GroupStatus, Vec<Str
                 .as_deref()
                 .map(SinkSpec::parse)
                 .unwrap_or_default(),
-        });
+        })
+        .await?;
     }
     if args.seconds.is_none() && !stdin_is_media && !args.json {
         out.line(HELP);
@@ -343,13 +368,13 @@ pub async fn run_member(args: GroupArgs) -> anyhow::Result<(GroupStatus, Vec<Str
     // commands from standard input (unless it carries media), read on a
     // detached thread: a pending read never holds up the exit
     let mut stdin = (!stdin_is_media).then(|| {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let (tx, rx) = tokio::sync::mpsc::channel::<String>(STDIN_LINES);
         let _ = std::thread::Builder::new()
             .name("group-stdin".into())
             .spawn(move || {
                 for line in std::io::stdin().lock().lines() {
                     let Ok(l) = line else { break };
-                    if tx.send(l).is_err() {
+                    if tx.blocking_send(l).is_err() {
                         break;
                     }
                 }
@@ -358,8 +383,6 @@ pub async fn run_member(args: GroupArgs) -> anyhow::Result<(GroupStatus, Vec<Str
     });
     let mut to_post = args.post.clone();
     let mut posts: Vec<String> = Vec::new();
-    // status replies to print, in order: true = neighbours only
-    let mut status_queries: Vec<bool> = Vec::new();
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
@@ -372,21 +395,16 @@ pub async fn run_member(args: GroupArgs) -> anyhow::Result<(GroupStatus, Vec<Str
         tokio::select! {
             e = events.recv() => match e {
                 None => break,
-                Some(e) => on_event(&h, e, &out, &mut to_post, &mut posts),
+                Some(e) => {
+                    if !on_event(&h, e, &out, &mut to_post, &mut posts).await {
+                        break;
+                    }
+                }
             },
             l = async { stdin.as_mut().expect("guarded").recv().await }, if stdin.is_some() => match l {
                 Some(line) => {
-                    let c = line.trim();
-                    if c == "neighbors" || c == "status" {
-                        status_queries.push(c == "neighbors");
-                    }
-                    if !command(&h, &line, &out) {
+                    if !command(&h, &line, &out).await {
                         break;
-                    }
-                    for q in std::mem::take(&mut status_queries) {
-                        if let Some(s) = h.status().await {
-                            print_status(&s, &out, q);
-                        }
                     }
                 }
                 // end of input: quit, unless a duration was given
@@ -412,13 +430,15 @@ pub async fn run_member(args: GroupArgs) -> anyhow::Result<(GroupStatus, Vec<Str
     Ok((status, posts))
 }
 
-fn on_event(
+/// Prints an event and answers it where needed; `false` when the member
+/// has ended.
+async fn on_event(
     h: &GroupHandle,
     e: MemberEvent,
     out: &Out,
     to_post: &mut Vec<String>,
     posts: &mut Vec<String>,
-) {
+) -> bool {
     match e {
         MemberEvent::Connected => out.line("NetConnection.Connect.Success"),
         MemberEvent::ConnectFailed(s) => {
@@ -434,8 +454,13 @@ fn on_event(
                 GroupEvent::NeighborConnect { peer, .. } => {
                     out.line(&format!("{code} {peer}"));
                     // --post: once someone is there to receive it
-                    for t in to_post.drain(..) {
-                        h.send(GroupCommand::Post(encode_post_text(&t)));
+                    for t in std::mem::take(to_post) {
+                        if h.send(MemberCommand::Post(encode_post_text(&t)))
+                            .await
+                            .is_err()
+                        {
+                            return false;
+                        }
                         out.line(&format!("posted {t}"));
                     }
                 }
@@ -461,10 +486,11 @@ fn on_event(
                 GroupEvent::ReplicationRequest { index, request } => {
                     // serve a small AMF0 string per object index
                     out.line(&format!("{code} {index}"));
-                    h.send(GroupCommand::WriteRequestedObject {
-                        request,
-                        object: encode_post_text(&format!("object {index}")),
-                    });
+                    let object = encode_post_text(&format!("object {index}"));
+                    let answer = MemberCommand::WriteRequestedObject { request, object };
+                    if h.send(answer).await.is_err() {
+                        return false;
+                    }
                 }
                 GroupEvent::ReplicationFetchResult { index, object } => {
                     out.line(&format!("{code} {index} {}", decode_post_text(&object)))
@@ -473,5 +499,7 @@ fn on_event(
                 GroupEvent::Media { .. } => {}
             }
         }
+        other => out.line(&format!("{other:?}")),
     }
+    true
 }

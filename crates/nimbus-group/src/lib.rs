@@ -1,29 +1,53 @@
-//! A NetGroup member on a tokio task: one UDP socket, one engine with a
-//! Flash identity, a `NetConnection` to the rendezvous server and the
-//! sans-IO [`NetGroup`] of `rtmfp_netgroup`.
+//! # nimbus-group — the NetGroup member application
 //!
-//! [`GroupMember::spawn`] starts a member on the current tokio runtime and
-//! returns a [`GroupHandle`] to send it [`GroupCommand`]s and the receiver of
-//! its [`MemberEvent`]s. The member connects to the server, sends
-//! `setPeerInfo` with its local addresses, then joins the group with its
-//! join flow associated to the NetConnection's control flow (as Flash does).
+//! [`GroupMember::spawn`] runs one NetGroup member — the sans-IO
+//! [`rtmfp_netgroup::Member`]: its engine, its `NetConnection` to the
+//! rendezvous server, its `NetGroup` and the routing of their events — on
+//! `rtmfp-tokio`'s [`Host`], and adds what is I/O around it:
 //!
-//! Every engine event is offered to the [`NetGroup`] first, then to the
-//! `NetConnection`; incoming flows nobody claims are rejected. The task wakes
-//! at the earliest of the engine's and the group's timers.
+//! * **the identity**: a Flash (RFC 7425) profile with the configured DH
+//!   groups, from a seed (tests) or the OS;
+//! * **media sources** of published streams ([`SourceSpec`]: the built-in
+//!   test source, an FLV file or FLV on stdin), one thread each, paced on the
+//!   wall clock and started once the member has a neighbour (so that its
+//!   first picture is a key frame someone receives); each tag goes to the
+//!   host as a [`MemberCommand::SendMedia`];
+//! * **FLV sinks** of played streams ([`SinkSpec`]), written from the
+//!   member's media events; video from the first key frame on, so that the
+//!   file starts at a decodable point; `onMetaData` and other data messages
+//!   (type 18) become script-data tags. Tags written are counted in the
+//!   member's [`PlayedStream::written`];
+//! * **status and quit**: [`GroupHandle::status`] is the member's own
+//!   [`GroupStatus`]; [`GroupHandle::quit`] takes a last snapshot, leaves,
+//!   waits for the host to stop (at most
+//!   [`quit_grace`](GroupMemberConfig::quit_grace)) and returns it.
 //!
-//! Publishing takes a [`SourceSpec`] (the built-in test source, an FLV file or
-//! FLV on stdin), paced on the wall clock by a media thread and started once
-//! the member has a neighbour (so its first picture is a key frame someone
-//! receives). Played streams can be written to FLV files ([`SinkSpec`]);
-//! `onMetaData` and other data messages (type 18) become script-data tags.
+//! It owns this application task, the sources and sinks, and `nimbus group`
+//! ([`cli`]). It must not touch sockets, timers or the protocol (the host's
+//! and `rtmfp-netgroup`'s), nor route engine events (the member does).
+//!
+//! ## The application task
+//!
+//! One task per member sits between its [`GroupHandle`], its host and the
+//! receiver of its events. It takes the handle's [`GroupCommand`]s in order
+//! (publish and play need it for sources and sinks; every other
+//! [`MemberCommand`] goes straight on to the host, still in order), and the
+//! host's [`MemberEvent`]s: media to the sinks, a first neighbour to the
+//! waiting sources, and every event (media only with
+//! [`forward_media`](GroupMemberConfig::forward_media)) to the receiver.
+//! The receiver is bounded: **read it, or drop it**. While it is full the
+//! task keeps taking commands but stops taking the host's events, so the
+//! host and then the member hold them (the member drops media first beyond
+//! its bounds); sinks are written only as fast as the receiver is read.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
-//! use nimbus_group::{GroupCommand, GroupMember, GroupMemberConfig};
-//! let cfg = GroupMemberConfig::new("rtmfp://127.0.0.1:1935/app", &GroupMemberConfig::spec_for("my-group")?)?;
+//! use nimbus_group::{GroupCommand, GroupMember, GroupMemberConfig, MemberCommand};
+//! let spec = GroupMemberConfig::spec_for("my-group")?;
+//! let cfg = GroupMemberConfig::new("rtmfp://127.0.0.1:1935/app", &spec)?;
 //! let (handle, mut events) = GroupMember::spawn(cfg, None)?;
-//! handle.send(GroupCommand::Play { name: "cam".into(), sink: Default::default() });
+//! handle.send(GroupCommand::Play { name: "cam".into(), sink: Default::default() }).await?;
+//! handle.send(MemberCommand::Post(nimbus_group::encode_post_text("hi"))).await?;
 //! while let Some(e) = events.recv().await {
 //!     println!("{e:?}");
 //! }
@@ -32,7 +56,7 @@
 
 pub mod cli;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,22 +64,36 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use flash_amf::{amf0, Object, Value};
+use flash_amf::{amf0, Value};
 use rand_core::{RngCore, SeedableRng};
-use rtmfp::{Endpoint, EndpointConfig, Event};
-use rtmfp_flash::message::{parse_connect_url, NcEvent, NetConnection};
-use rtmfp_flash::{DhGroup, FlashProfile, PeerId};
-use rtmfp_netgroup::{GroupConfig, GroupEvent, GroupSpecifier, GroupStats, NetGroup};
-use tokio::sync::{mpsc, oneshot};
+use rtmfp::{Endpoint, EndpointConfig, Machine as _};
+use rtmfp_flash::message::parse_connect_url;
+use rtmfp_flash::{DhGroup, FlashProfile};
+use rtmfp_netgroup::{GroupConfig, GroupSpecifier, Member, MemberConfig};
+use rtmfp_tokio::{Host, HostClosed, HostConfig, HostHandle};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use nimbus_media::{
     FlvFileSource, FlvSink, MediaKind, MediaSource, MediaTag, Pacer, TestSource, TestSourceConfig,
 };
 
+pub use rtmfp_netgroup::{
+    GroupEvent, MemberCommand, MemberEvent, MemberStatus as GroupStatus, PlayedStream,
+};
+
+/// Commands waiting for a member's application task; senders wait beyond.
+const COMMAND_CAPACITY: usize = 256;
+/// Most host events the application task takes per wake-up.
+const EVENT_BATCH: usize = 256;
+/// How much longer than `quit_grace` a quit waits for the host to stop
+/// (the host stops by itself at `quit_grace`: this is scheduling slack).
+const QUIT_SLACK: Duration = Duration::from_millis(200);
+
 /// Where a published stream's media comes from.
 #[derive(Debug, Clone, Default)]
 pub enum SourceSpec {
-    /// No source: media is sent with [`GroupCommand::SendMedia`].
+    /// No source: media is sent with [`MemberCommand::SendMedia`].
     #[default]
     None,
     /// The built-in live test source (H.264 test pattern with a clock, a tone).
@@ -74,6 +112,23 @@ impl SourceSpec {
             "-" => SourceSpec::Stdin,
             "none" | "" => SourceSpec::None,
             p => SourceSpec::File(PathBuf::from(p)),
+        }
+    }
+
+    /// Opens the source.
+    fn open(self) -> Result<Box<dyn MediaSource + Send>, String> {
+        fn boxed(s: impl MediaSource + Send + 'static) -> Box<dyn MediaSource + Send> {
+            Box::new(s)
+        }
+        match self {
+            SourceSpec::None => Err("no source".into()),
+            SourceSpec::Test(c) => TestSource::new(c).map(boxed).map_err(|e| e.to_string()),
+            SourceSpec::File(p) => FlvFileSource::open(&p)
+                .map(boxed)
+                .map_err(|e| format!("{}: {e}", p.display())),
+            SourceSpec::Stdin => FlvFileSource::open("-")
+                .map(boxed)
+                .map_err(|e| format!("stdin: {e}")),
         }
     }
 }
@@ -99,6 +154,21 @@ impl SinkSpec {
             p => SinkSpec::File(PathBuf::from(p)),
         }
     }
+
+    /// Opens the sink (`None` for [`SinkSpec::None`]).
+    fn open(self) -> Result<Option<Sink>, String> {
+        let flv = match self {
+            SinkSpec::None => return Ok(None),
+            SinkSpec::Stdout => FlvSink::open("-", true, true).map_err(|e| format!("stdout: {e}")),
+            SinkSpec::File(p) => {
+                FlvSink::open(&p, true, true).map_err(|e| format!("{}: {e}", p.display()))
+            }
+        }?;
+        Ok(Some(Sink {
+            flv,
+            video_started: false,
+        }))
+    }
 }
 
 /// Settings of a member.
@@ -121,11 +191,16 @@ pub struct GroupMemberConfig {
     /// the socket's address, or 127.0.0.1:port when bound to an unspecified
     /// address).
     pub local_addresses: Vec<SocketAddr>,
-    /// Forward [`GroupEvent::Media`] as events (off: media is only counted
-    /// and recorded).
+    /// Forward [`GroupEvent::Media`] to the event receiver (off: media is
+    /// only counted and recorded).
     pub forward_media: bool,
-    /// How long `Quit` waits for the leave to go out.
+    /// Longest [`GroupHandle::quit`] waits for the member to leave (its
+    /// sessions to close) before its host stops; the host's
+    /// `close_timeout`.
     pub quit_grace: Duration,
+    /// The host's tunables (its event capacity is also the event
+    /// receiver's).
+    pub host: HostConfig,
 }
 
 impl GroupMemberConfig {
@@ -141,6 +216,7 @@ impl GroupMemberConfig {
             local_addresses: Vec::new(),
             forward_media: false,
             quit_grace: Duration::from_millis(300),
+            host: HostConfig::default(),
         })
     }
 
@@ -183,153 +259,69 @@ pub fn decode_post_text(message: &[u8]) -> String {
     }
 }
 
-/// What the user asks a member to do.
+/// What the user asks a member to do: publishing and playing with their
+/// media I/O, or any other [`MemberCommand`] (`MemberCommand`s convert:
+/// publish without a source, play without a sink).
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum GroupCommand {
     /// Publish a multicast stream (`NetStream.publish` on a group stream),
-    /// fed by `source` (with [`SourceSpec::None`], by `SendMedia`).
+    /// fed by `source` (with [`SourceSpec::None`], by
+    /// [`MemberCommand::SendMedia`]).
     Publish {
         /// Stream name.
         name: String,
         /// Media source.
         source: SourceSpec,
     },
-    /// One media message on a stream we publish.
-    SendMedia {
-        /// Stream name.
-        name: String,
-        /// RTMP message type (8, 9, 18).
-        message_type: u8,
-        /// Timestamp (ms).
-        timestamp: u32,
-        /// FLV tag body.
-        payload: Bytes,
-    },
-    /// Stop publishing.
+    /// Stop publishing (and the stream's source).
     Unpublish(String),
-    /// Play a multicast stream into `sink`.
+    /// Play a multicast stream into `sink` (a sink given before is closed).
     Play {
         /// Stream name.
         name: String,
         /// Where its media goes.
         sink: SinkSpec,
     },
-    /// Post to every member (bytes; see [`encode_post_text`]).
-    Post(Bytes),
-    /// Route a message to the member nearest a group address.
-    SendToNearest {
-        /// Group address.
-        address: [u8; 32],
-        /// The message.
-        message: Bytes,
-    },
-    /// Send to one neighbour.
-    SendToNeighbor {
-        /// Its peer ID.
-        peer: PeerId,
-        /// The message.
-        message: Bytes,
-    },
-    /// Send to every neighbour.
-    SendToAllNeighbors(Bytes),
-    /// Serve objects `start..=end`.
-    AddHaveObjects(u64, u64),
-    /// Fetch objects `start..=end`.
-    AddWantObjects(u64, u64),
-    /// Answer a replication request with the object.
-    WriteRequestedObject {
-        /// Request ID (from [`GroupEvent::ReplicationRequest`]).
-        request: u64,
-        /// The object.
-        object: Bytes,
-    },
-    /// Refuse a replication request.
-    DenyRequestedObject(u64),
-    /// A status snapshot.
-    Status(oneshot::Sender<GroupStatus>),
-    /// Leave the group, close the connection and end the task.
-    Quit,
+    /// Anything else: post, send to nearest / neighbours, objects, media of
+    /// a stream published without a source, leave.
+    Member(MemberCommand),
 }
 
-/// What a member reports.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum MemberEvent {
-    /// Connected to the server (`NetConnection.Connect.Success`).
-    Connected,
-    /// The connection failed or was refused.
-    ConnectFailed(String),
-    /// The server connection closed.
-    Disconnected,
-    /// The join went to the server.
-    Joined,
-    /// An event of the group (media only with `forward_media`).
-    Group(GroupEvent),
-    /// A command was refused or failed.
-    Error(String),
-    /// Something worth telling.
-    Notice(String),
+impl From<MemberCommand> for GroupCommand {
+    fn from(c: MemberCommand) -> Self {
+        match c {
+            MemberCommand::Publish(name) => GroupCommand::Publish {
+                name,
+                source: SourceSpec::None,
+            },
+            MemberCommand::Unpublish(name) => GroupCommand::Unpublish(name),
+            MemberCommand::Play(name) => GroupCommand::Play {
+                name,
+                sink: SinkSpec::None,
+            },
+            other => GroupCommand::Member(other),
+        }
+    }
 }
 
-/// Counters of one played stream.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PlayedStream {
-    /// Video messages.
-    pub video: u64,
-    /// Audio messages.
-    pub audio: u64,
-    /// Data messages (`onMetaData`…).
-    pub data: u64,
-    /// Tags written to the sink (video from the first key frame on).
-    pub written: u64,
-    /// Join → first media message of this stream.
-    pub first_media_after_join: Option<Duration>,
-    /// Join → first video message of this stream.
-    pub first_video_after_join: Option<Duration>,
-}
-
-/// A status snapshot.
-#[derive(Debug, Clone, Default)]
-pub struct GroupStatus {
-    /// Our peer ID (hex).
-    pub peer_id: String,
-    /// Our group address (hex).
-    pub group_address: String,
-    /// The group ID (hex).
-    pub group_id: String,
-    /// Connected to the server.
-    pub connected: bool,
-    /// Joined.
-    pub joined: bool,
-    /// Connected neighbours (peer IDs, hex).
-    pub neighbors: Vec<String>,
-    /// Estimated member count.
-    pub estimated_members: usize,
-    /// The group's counters.
-    pub stats: GroupStats,
-    /// Streams we publish, and media messages sent on each.
-    pub publishing: BTreeMap<String, u64>,
-    /// Streams we play.
-    pub playing: BTreeMap<String, PlayedStream>,
-    /// Posts received.
-    pub posts_received: u64,
-    /// Join → first media message of any played stream.
-    pub first_media_after_join: Option<Duration>,
-    /// Start → join sent (the server connection took this long).
-    pub joined_after: Option<Duration>,
-    /// Since the member started.
-    pub uptime: Duration,
+impl GroupCommand {
+    /// The same command with publish / unpublish / play in their own
+    /// variants.
+    fn normalise(self) -> Self {
+        match self {
+            GroupCommand::Member(c) => c.into(),
+            c => c,
+        }
+    }
 }
 
 /// A running member.
 #[derive(Debug)]
 pub struct GroupHandle {
-    /// Commands in.
-    pub commands: mpsc::UnboundedSender<GroupCommand>,
-    /// The member's task; it returns the status as it was when asked to
-    /// quit (before leaving).
-    pub task: tokio::task::JoinHandle<anyhow::Result<GroupStatus>>,
+    commands: mpsc::Sender<GroupCommand>,
+    host: HostHandle<Member>,
+    task: JoinHandle<anyhow::Result<GroupStatus>>,
     /// Our peer ID (hex).
     pub peer_id: String,
     /// Our group address (hex).
@@ -339,41 +331,61 @@ pub struct GroupHandle {
 }
 
 impl GroupHandle {
-    /// Sends a command (ignored once the member has ended).
-    pub fn send(&self, c: GroupCommand) {
-        let _ = self.commands.send(c);
+    /// Sends a command, waiting while the member's command queue is full.
+    ///
+    /// # Errors
+    /// [`HostClosed`] once the member has ended.
+    pub async fn send(&self, c: impl Into<GroupCommand>) -> Result<(), HostClosed> {
+        self.commands.send(c.into()).await.map_err(|_| HostClosed)
+    }
+
+    /// The member's host: its counters ([`HostHandle::stats`]) and direct
+    /// calls on the member ([`HostHandle::with`]). Commands sent there do
+    /// not wait for those sent with [`send`](Self::send).
+    pub fn host(&self) -> &HostHandle<Member> {
+        &self.host
     }
 
     /// A status snapshot (`None` once the member has ended).
     pub async fn status(&self) -> Option<GroupStatus> {
-        let (tx, rx) = oneshot::channel();
-        self.commands.send(GroupCommand::Status(tx)).ok()?;
-        rx.await.ok()
+        self.host.with(|m, now| m.status(now)).await.ok()
     }
 
-    /// Leaves, and waits for the task's final status.
+    /// Leaves, and returns the status as it was just before leaving (with
+    /// every tag written to the sinks counted). Dropping the handle leaves
+    /// too.
+    ///
+    /// # Errors
+    /// When the member's host failed (or was gone before the last snapshot
+    /// and could not be waited for).
     pub async fn quit(self) -> anyhow::Result<GroupStatus> {
-        let _ = self.commands.send(GroupCommand::Quit);
-        self.task.await?
+        let GroupHandle { commands, task, .. } = self;
+        // the application task quits when its command queue closes
+        drop(commands);
+        task.await?
     }
 }
 
-/// A NetGroup member driven on tokio.
+/// A NetGroup member on `rtmfp-tokio`'s host, with its media I/O.
 #[derive(Debug)]
 pub struct GroupMember;
 
 impl GroupMember {
     /// Starts a member on the current tokio runtime, on `socket` (bound
-    /// already; `None`: 0.0.0.0:0).
+    /// already; `None`: 0.0.0.0:0). Returns its handle and the receiver of
+    /// its events (bounded: read it or drop it).
+    ///
+    /// # Errors
+    /// When the socket, the server address, the groupspec or the identity
+    /// is unusable.
     pub fn spawn(
         mut cfg: GroupMemberConfig,
         socket: Option<std::net::UdpSocket>,
-    ) -> anyhow::Result<(GroupHandle, mpsc::UnboundedReceiver<MemberEvent>)> {
+    ) -> anyhow::Result<(GroupHandle, mpsc::Receiver<MemberEvent>)> {
         let socket = match socket {
             Some(s) => s,
             None => std::net::UdpSocket::bind("0.0.0.0:0")?,
         };
-        socket.set_nonblocking(true)?;
         let local_addr = socket.local_addr()?;
         if cfg.servers.is_empty() {
             cfg.servers = vec![server_addr(&cfg.url)?];
@@ -389,12 +401,6 @@ impl GroupMember {
             };
             cfg.local_addresses = vec![SocketAddr::new(ip, local_addr.port())];
         }
-        if cfg.group.local_addresses.is_empty() {
-            cfg.group.local_addresses = cfg.local_addresses.clone();
-        }
-        // check the groupspec now rather than after connecting
-        rtmfp_netgroup::GroupSpec::parse(&cfg.spec)
-            .map_err(|e| anyhow::anyhow!("groupspec: {e}"))?;
         let seed = cfg.seed.unwrap_or_else(|| rand_core::OsRng.next_u64());
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
         let mut builder = FlashProfile::client();
@@ -405,57 +411,61 @@ impl GroupMember {
             .build(&mut rng)
             .map_err(|e| anyhow::anyhow!("cannot build an identity: {e:?}"))?;
         let me = profile.peer_id();
-        let group_address = PeerId(rtmfp_netgroup::wire::group_address(&me.0)).to_hex();
+        let now = rtmfp_tokio::now();
         let ep = Endpoint::new(
             EndpointConfig::default(),
             Box::new(profile),
             Box::new(rand_chacha::ChaCha20Rng::seed_from_u64(rng.next_u64())),
-            Instant::now(),
+            now,
         );
-        let (ctx, crx) = mpsc::unbounded_channel();
-        let (etx, erx) = mpsc::unbounded_channel();
-        let (media_tx, media_rx) = mpsc::channel(256);
-        let mut driver = Driver {
-            ep,
-            nc: None,
-            group: None,
-            me,
+        let member_cfg = MemberConfig {
+            url: cfg.url.clone(),
+            servers: cfg.servers.clone(),
+            spec: cfg.spec.clone(),
+            local_addresses: cfg.local_addresses.clone(),
+            group: cfg.group.clone(),
+            // the sinks are fed from media events, and a stream may be
+            // played into one at any time
+            forward_media: true,
             group_seed: rng.next_u64(),
-            cfg,
-            events: etx,
-            out: Vec::with_capacity(2048),
-            started: Instant::now(),
-            joined_at: None,
-            connected: false,
-            publishing: BTreeMap::new(),
-            pending_sources: Vec::new(),
-            media_tx,
-            media_rx,
-            media_threads: Vec::new(),
-            playing: BTreeMap::new(),
-            posts_received: 0,
-            first_media: None,
         };
-        let task = tokio::spawn(async move {
-            let sock = tokio::net::UdpSocket::from_std(socket)?;
-            driver.run(sock, crx).await
-        });
+        let member = Member::new(ep, me, member_cfg, now).map_err(anyhow::Error::msg)?;
+        let group_address = member.group_address().to_hex();
+        let mut host_cfg = cfg.host.clone();
+        host_cfg.close_timeout = cfg.quit_grace;
+        let (host, events, host_task) = Host::spawn(member, vec![socket], host_cfg)?;
+        let (commands, command_rx) = mpsc::channel(COMMAND_CAPACITY);
+        let (user, user_rx) = mpsc::channel(cfg.host.event_capacity.max(1));
+        let app = App {
+            host: host.clone(),
+            host_task,
+            events,
+            user: Some(user),
+            forward_media: cfg.forward_media,
+            quit_grace: cfg.quit_grace,
+            waiting: BTreeMap::new(),
+            running: BTreeMap::new(),
+            sinks: BTreeMap::new(),
+            written: BTreeMap::new(),
+        };
+        let task = tokio::spawn(app.run(command_rx));
         Ok((
             GroupHandle {
-                commands: ctx,
+                commands,
+                host,
                 task,
                 peer_id: me.to_hex(),
                 group_address,
                 local_addr,
             },
-            erx,
+            user_rx,
         ))
     }
 }
 
-struct Played {
-    counters: PlayedStream,
-    sink: Option<FlvSink<Box<dyn std::io::Write + Send>>>,
+/// A played stream's FLV sink.
+struct Sink {
+    flv: FlvSink<Box<dyn std::io::Write + Send>>,
     /// A video key frame (or AVC sequence header) was seen: video is
     /// written from there, so the file starts at a decodable point.
     video_started: bool,
@@ -464,7 +474,6 @@ struct Played {
 /// Stops its media thread when dropped.
 struct MediaThread {
     stop: Arc<AtomicBool>,
-    name: String,
 }
 
 impl Drop for MediaThread {
@@ -473,569 +482,384 @@ impl Drop for MediaThread {
     }
 }
 
-struct Driver {
-    ep: Endpoint,
-    nc: Option<NetConnection>,
-    group: Option<NetGroup>,
-    me: PeerId,
-    group_seed: u64,
-    cfg: GroupMemberConfig,
-    events: mpsc::UnboundedSender<MemberEvent>,
-    out: Vec<u8>,
-    started: Instant,
-    joined_at: Option<Instant>,
-    connected: bool,
-    /// Published streams and media messages sent on each.
-    publishing: BTreeMap<String, u64>,
-    /// Sources waiting for the first neighbour.
-    pending_sources: Vec<(String, SourceSpec)>,
-    media_tx: mpsc::Sender<(String, MediaTag)>,
-    media_rx: mpsc::Receiver<(String, MediaTag)>,
-    media_threads: Vec<MediaThread>,
-    playing: BTreeMap<String, Played>,
-    posts_received: u64,
-    first_media: Option<Duration>,
+/// The application task of one member (see the crate documentation).
+struct App {
+    host: HostHandle<Member>,
+    host_task: JoinHandle<Member>,
+    /// The host's events.
+    events: mpsc::Receiver<MemberEvent>,
+    /// The owner's events; `None` once its receiver is gone.
+    user: Option<mpsc::Sender<MemberEvent>>,
+    forward_media: bool,
+    quit_grace: Duration,
+    /// Sources of published streams waiting for the first neighbour.
+    waiting: BTreeMap<String, SourceSpec>,
+    /// Sources of published streams running.
+    running: BTreeMap<String, MediaThread>,
+    sinks: BTreeMap<String, Sink>,
+    /// Tags written per stream that the member has not counted yet.
+    written: BTreeMap<String, u64>,
 }
 
-impl Driver {
-    fn emit(&self, e: MemberEvent) {
-        let _ = self.events.send(e);
+impl App {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<GroupCommand>,
+    ) -> anyhow::Result<GroupStatus> {
+        // an event waiting for room in the owner's receiver
+        let mut held: Option<MemberEvent> = None;
+        let mut host_running = true;
+        loop {
+            let waiting = held.is_some();
+            let user = if waiting { self.user.clone() } else { None };
+            tokio::select! {
+                c = commands.recv() => match c {
+                    Some(c) => self.command(c).await,
+                    None => break,
+                },
+                permit = async move {
+                    match user {
+                        Some(tx) => tx.reserve_owned().await.ok(),
+                        None => None,
+                    }
+                }, if waiting => match (permit, held.take()) {
+                    (Some(p), Some(e)) => {
+                        p.send(e);
+                    }
+                    // the receiver is gone: events are dropped from now on
+                    _ => self.user = None,
+                },
+                e = self.events.recv(), if !waiting && host_running => match e {
+                    Some(e) => held = self.on_events(e).await,
+                    // the host stopped (the member left): commands are
+                    // refused from now on, quit gives the last status
+                    None => host_running = false,
+                },
+            }
+        }
+        self.quit(held).await
     }
 
-    async fn run(
-        &mut self,
-        sock: tokio::net::UdpSocket,
-        mut commands: mpsc::UnboundedReceiver<GroupCommand>,
-    ) -> anyhow::Result<GroupStatus> {
-        let now = Instant::now();
-        let mut nc = NetConnection::connect(
-            &mut self.ep,
-            now,
-            &self.cfg.url,
-            &self.cfg.servers,
-            Object::new(),
-        )?;
-        // sent as `setPeerInfo` once connected
-        nc.set_peer_addresses(&self.cfg.local_addresses);
-        self.nc = Some(nc);
-        let mut rbuf = vec![0u8; 65_536];
-        let mut quit_deadline: Option<Instant> = None;
-        let mut final_status: Option<GroupStatus> = None;
-        let mut commands_open = true;
-        loop {
-            let now = Instant::now();
-            self.process(now);
-            self.flush(&sock);
-            if let Some(d) = quit_deadline {
-                if now >= d {
+    /// Handles `first` and the host's other waiting events (at most
+    /// [`EVENT_BATCH`]); returns the one the owner's receiver had no room
+    /// for, if any.
+    async fn on_events(&mut self, first: MemberEvent) -> Option<MemberEvent> {
+        let mut e = first;
+        let mut held = None;
+        let mut neighbour = false;
+        for taken in 1.. {
+            neighbour |= matches!(e, MemberEvent::Group(GroupEvent::NeighborConnect { .. }));
+            if let Some(e) = self.on_event(e) {
+                if let Err(e) = self.deliver(e) {
+                    held = Some(e);
                     break;
                 }
             }
-            let mut wake = self.ep.poll_timeout();
-            for t in [
-                self.group.as_ref().and_then(NetGroup::poll_timeout),
-                quit_deadline,
-            ]
-            .into_iter()
-            .flatten()
-            {
-                wake = Some(wake.map_or(t, |w| w.min(t)));
+            if taken >= EVENT_BATCH {
+                break;
             }
-            let sleep_until = wake.unwrap_or_else(|| now + Duration::from_secs(3600));
-            tokio::select! {
-                r = sock.recv_from(&mut rbuf) => {
-                    let now = Instant::now();
-                    if let Ok((n, from)) = r {
-                        self.ep.handle_datagram(now, from, &rbuf[..n]);
-                    }
-                    for _ in 0..256 {
-                        match sock.try_recv_from(&mut rbuf) {
-                            Ok((n, from)) => self.ep.handle_datagram(now, from, &rbuf[..n]),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                _ = tokio::time::sleep_until(sleep_until.into()) => {}
-                c = commands.recv(), if commands_open => {
-                    let now = Instant::now();
-                    match c {
-                        Some(GroupCommand::Quit) | None => {
-                            commands_open = false;
-                            if quit_deadline.is_none() {
-                                // the figures as they were in the group
-                                final_status = Some(self.status(now));
-                                self.leave(now);
-                                quit_deadline = Some(now + self.cfg.quit_grace);
-                            }
-                        }
-                        Some(c) => self.command(now, c),
-                    }
-                }
-                Some((name, tag)) = self.media_rx.recv() => {
-                    let now = Instant::now();
-                    self.send_tag(now, &name, &tag);
-                    while let Ok((name, tag)) = self.media_rx.try_recv() {
-                        self.send_tag(now, &name, &tag);
-                    }
-                }
+            match self.events.try_recv() {
+                Ok(next) => e = next,
+                Err(_) => break,
             }
         }
-        self.flush(&sock);
-        self.media_threads.clear();
-        for p in self.playing.values_mut() {
-            if let Some(s) = p.sink.take() {
-                let _ = s.finish();
-            }
+        if neighbour {
+            self.start_sources().await;
         }
-        let mut status = final_status.unwrap_or_else(|| self.status(Instant::now()));
-        // tags written after the snapshot (the sinks' final flush)
-        for (name, p) in &self.playing {
-            if let Some(c) = status.playing.get_mut(name) {
-                *c = p.counters.clone();
-            }
-        }
-        Ok(status)
+        self.count_written().await;
+        held
     }
 
-    /// Timers and events.
-    fn process(&mut self, now: Instant) {
-        if self.ep.poll_timeout().is_some_and(|t| t <= now) {
-            self.ep.handle_timeout(now);
-        }
-        if let Some(g) = self.group.as_mut() {
-            if g.poll_timeout().is_some_and(|t| t <= now) {
-                g.handle_timeout(&mut self.ep, now);
-            }
-        }
-        while let Some(ev) = self.ep.poll_event() {
-            if let Some(g) = self.group.as_mut() {
-                if g.on_event(&mut self.ep, now, &ev) {
-                    continue;
-                }
-            }
-            if let Some(nc) = self.nc.as_mut() {
-                if nc.on_event(&mut self.ep, now, &ev) {
-                    continue;
-                }
-            }
-            if let Event::IncomingFlow { session, flow, .. } = ev {
-                let _ = self.ep.reject_flow(now, session, flow, 0);
-            }
-        }
-        self.connection_events(now);
-        self.group_events(now);
-        self.start_pending_sources();
-    }
-
-    fn connection_events(&mut self, now: Instant) {
-        let Some(nc) = self.nc.as_mut() else { return };
-        let mut evs = Vec::new();
-        while let Some(e) = nc.poll_event() {
-            evs.push(e);
-        }
-        for e in evs {
-            match e {
-                NcEvent::Connected(_) => {
-                    self.connected = true;
-                    self.emit(MemberEvent::Connected);
-                    if self.group.is_none() {
-                        self.join(now);
-                    }
-                }
-                NcEvent::ConnectFailed(s) => {
-                    self.emit(MemberEvent::ConnectFailed(format!(
-                        "{} {}",
-                        s.code, s.description
-                    )));
-                }
-                NcEvent::Closed => {
-                    if self.connected {
-                        self.emit(MemberEvent::Disconnected);
-                    }
-                    self.connected = false;
-                }
-                _ => {}
-            }
-        }
-    }
-
-    fn join(&mut self, now: Instant) {
-        let Some(nc) = self.nc.as_ref() else { return };
-        let g = NetGroup::new(
-            &self.cfg.spec,
-            self.me,
-            nc.session(),
-            nc.control_flow_id(),
-            self.cfg.servers.clone(),
-            self.cfg.group.clone(),
-            Box::new(rand_chacha::ChaCha20Rng::seed_from_u64(self.group_seed)),
-        );
-        let mut g = match g {
-            Ok(g) => g,
-            Err(e) => {
-                self.emit(MemberEvent::Error(format!("group: {e}")));
-                return;
-            }
-        };
-        if let Err(e) = g.join(&mut self.ep, now) {
-            self.emit(MemberEvent::Error(format!("join: {e}")));
-            return;
-        }
-        // streams asked for before the join
-        for name in self.playing.keys() {
-            let _ = g.play(name);
-        }
-        let mut failed = Vec::new();
-        for name in self.publishing.keys() {
-            if let Err(e) = g.publish(&mut self.ep, now, name) {
-                failed.push(format!("publish {name}: {e}"));
-            }
-        }
-        self.group = Some(g);
-        self.joined_at = Some(now);
-        self.emit(MemberEvent::Joined);
-        for f in failed {
-            self.emit(MemberEvent::Error(f));
-        }
-    }
-
-    fn group_events(&mut self, now: Instant) {
-        let Some(g) = self.group.as_mut() else { return };
-        let mut evs = Vec::new();
-        while let Some(e) = g.poll_event() {
-            evs.push(e);
-        }
-        for e in evs {
-            match e {
-                GroupEvent::Media {
-                    ref name,
-                    message_type,
-                    timestamp,
-                    ref payload,
-                } => {
-                    let since_join = self.joined_at.map(|j| now.saturating_duration_since(j));
-                    if self.first_media.is_none() {
-                        self.first_media = since_join;
-                    }
-                    if let Some(p) = self.playing.get_mut(name) {
-                        let kind = match message_type {
-                            8 => {
-                                p.counters.audio += 1;
-                                MediaKind::Audio
-                            }
-                            9 => {
-                                p.counters.video += 1;
-                                if p.counters.first_video_after_join.is_none() {
-                                    p.counters.first_video_after_join = since_join;
-                                }
-                                MediaKind::Video
-                            }
-                            _ => {
-                                p.counters.data += 1;
-                                MediaKind::Data
-                            }
-                        };
-                        if p.counters.first_media_after_join.is_none() {
-                            p.counters.first_media_after_join = since_join;
-                        }
-                        let mut failed = None;
-                        let tag = MediaTag::new(kind, timestamp, payload.clone());
-                        p.video_started |= tag.is_keyframe();
-                        let skip = kind == MediaKind::Video && !p.video_started;
-                        if let (Some(s), false) = (p.sink.as_mut(), skip) {
-                            match s.write(&tag).and_then(|()| s.flush()) {
-                                Ok(()) => p.counters.written += 1,
-                                Err(err) => failed = Some(format!("recording {name}: {err}")),
-                            }
-                        }
-                        if let Some(f) = failed {
-                            p.sink = None;
-                            self.emit(MemberEvent::Error(f));
-                        }
-                    }
-                    if self.cfg.forward_media {
-                        self.emit(MemberEvent::Group(e));
-                    }
-                }
-                GroupEvent::PostingNotify { .. } => {
-                    self.posts_received += 1;
-                    self.emit(MemberEvent::Group(e));
-                }
-                other => self.emit(MemberEvent::Group(other)),
-            }
-        }
-    }
-
-    fn command(&mut self, now: Instant, c: GroupCommand) {
-        let r: Result<(), String> = match c {
-            GroupCommand::Publish { name, source } => self.publish(now, name, source),
-            GroupCommand::SendMedia {
-                name,
-                message_type,
-                timestamp,
-                payload,
-            } => match self.group.as_mut() {
-                Some(g) => {
-                    let r =
-                        g.send_media(&mut self.ep, now, &name, message_type, timestamp, &payload);
-                    if r.is_ok() {
-                        *self.publishing.entry(name).or_default() += 1;
-                    }
-                    r.map_err(|e| e.to_string())
-                }
-                None => Err("not joined yet".into()),
-            },
-            GroupCommand::Unpublish(name) => {
-                self.media_threads.retain(|t| t.name != name);
-                self.pending_sources.retain(|(n, _)| *n != name);
-                self.publishing.remove(&name);
-                match self.group.as_mut() {
-                    Some(g) => g
-                        .unpublish(&mut self.ep, now, &name)
-                        .map_err(|e| e.to_string()),
-                    None => Ok(()),
-                }
-            }
-            GroupCommand::Play { name, sink } => self.play(name, sink),
-            GroupCommand::Post(message) => match self.group.as_mut() {
-                Some(g) => match g.post(&mut self.ep, now, message) {
-                    Ok(Some(_)) => Ok(()),
-                    Ok(None) => Err("not posted: the same message was posted recently".into()),
-                    Err(e) => Err(e.to_string()),
-                },
-                None => Err("not joined yet".into()),
-            },
-            GroupCommand::SendToNearest { address, message } => match self.group.as_mut() {
-                Some(g) => {
-                    if g.send_to_nearest(&mut self.ep, now, address, message) {
-                        Ok(())
-                    } else {
-                        Err("sendToNearest: not sent".into())
-                    }
-                }
-                None => Err("not joined yet".into()),
-            },
-            GroupCommand::SendToNeighbor { peer, message } => match self.group.as_mut() {
-                Some(g) => {
-                    if g.send_to_neighbor(&mut self.ep, now, peer, message) {
-                        Ok(())
-                    } else {
-                        Err(format!("sendToNeighbor: {peer} is not a neighbour"))
-                    }
-                }
-                None => Err("not joined yet".into()),
-            },
-            GroupCommand::SendToAllNeighbors(message) => match self.group.as_mut() {
-                Some(g) => {
-                    let n = g.send_to_all_neighbors(&mut self.ep, now, message);
-                    self.emit(MemberEvent::Notice(format!("sent to {n} neighbours")));
-                    Ok(())
-                }
-                None => Err("not joined yet".into()),
-            },
-            GroupCommand::AddHaveObjects(a, b) => match self.group.as_mut() {
-                Some(g) => g
-                    .add_have_objects(&mut self.ep, now, a, b)
-                    .map_err(|e| e.to_string()),
-                None => Err("not joined yet".into()),
-            },
-            GroupCommand::AddWantObjects(a, b) => match self.group.as_mut() {
-                Some(g) => g.add_want_objects(a, b).map_err(|e| e.to_string()),
-                None => Err("not joined yet".into()),
-            },
-            GroupCommand::WriteRequestedObject { request, object } => match self.group.as_mut() {
-                Some(g) => {
-                    if g.write_requested_object(&mut self.ep, now, request, object) {
-                        Ok(())
-                    } else {
-                        Err(format!("no replication request {request}"))
-                    }
-                }
-                None => Err("not joined yet".into()),
-            },
-            GroupCommand::DenyRequestedObject(request) => {
-                if let Some(g) = self.group.as_mut() {
-                    g.deny_requested_object(&mut self.ep, now, request);
-                }
-                Ok(())
-            }
-            GroupCommand::Status(tx) => {
-                let _ = tx.send(self.status(now));
-                Ok(())
-            }
-            GroupCommand::Quit => Ok(()),
-        };
-        if let Err(e) = r {
-            self.emit(MemberEvent::Error(e));
-        }
-    }
-
-    fn publish(&mut self, now: Instant, name: String, source: SourceSpec) -> Result<(), String> {
-        if self.publishing.contains_key(&name) {
-            return Err(format!("already publishing {name}"));
-        }
-        if let Some(g) = self.group.as_mut() {
-            g.publish(&mut self.ep, now, &name)
-                .map_err(|e| e.to_string())?;
-        }
-        self.publishing.insert(name.clone(), 0);
-        if !matches!(source, SourceSpec::None) {
-            self.pending_sources.push((name, source));
-        }
-        Ok(())
-    }
-
-    fn play(&mut self, name: String, sink: SinkSpec) -> Result<(), String> {
-        if let Some(g) = self.group.as_mut() {
-            g.play(&name).map_err(|e| e.to_string())?;
-        }
-        let sink = match sink {
-            SinkSpec::None => None,
-            SinkSpec::Stdout => {
-                Some(FlvSink::open("-", true, true).map_err(|e| format!("stdout: {e}"))?)
-            }
-            SinkSpec::File(p) => {
-                Some(FlvSink::open(&p, true, true).map_err(|e| format!("{}: {e}", p.display()))?)
-            }
-        };
-        let counters = self
-            .playing
-            .remove(&name)
-            .map(|p| p.counters)
-            .unwrap_or_default();
-        self.playing.insert(
+    /// Writes media to its sink; returns the event if it is for the owner.
+    fn on_event(&mut self, e: MemberEvent) -> Option<MemberEvent> {
+        let MemberEvent::Group(GroupEvent::Media {
             name,
-            Played {
-                counters,
-                sink,
-                video_started: false,
-            },
-        );
+            message_type,
+            timestamp,
+            payload,
+        }) = &e
+        else {
+            return Some(e);
+        };
+        if let Some(s) = self.sinks.get_mut(name) {
+            let kind = MediaKind::from_message_type(*message_type);
+            let tag = MediaTag::new(kind, *timestamp, payload.clone());
+            s.video_started |= tag.is_keyframe();
+            if kind != MediaKind::Video || s.video_started {
+                match s.flv.write(&tag).and_then(|()| s.flv.flush()) {
+                    Ok(()) => *self.written.entry(name.clone()).or_default() += 1,
+                    Err(err) => {
+                        let failed = format!("recording {name}: {err}");
+                        self.sinks.remove(name.as_str());
+                        self.report(failed);
+                    }
+                }
+            }
+        }
+        self.forward_media.then_some(e)
+    }
+
+    /// Passes an event to the owner; gives it back when there is no room.
+    fn deliver(&mut self, e: MemberEvent) -> Result<(), MemberEvent> {
+        let Some(tx) = &self.user else { return Ok(()) };
+        match tx.try_send(e) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(e)) => Err(e),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.user = None;
+                Ok(())
+            }
+        }
+    }
+
+    /// Reports an error of the application (dropped, and logged, when the
+    /// owner's receiver is full).
+    fn report(&mut self, error: String) {
+        if let Err(e) = self.deliver(MemberEvent::Error(error)) {
+            tracing::warn!("event dropped (the receiver is full): {e:?}");
+        }
+    }
+
+    /// Has the member count the tags written since last time.
+    async fn count_written(&mut self) {
+        if self.written.is_empty() {
+            return;
+        }
+        let written = std::mem::take(&mut self.written);
+        let _ = self
+            .host
+            .with(move |m, _| {
+                for (name, n) in written {
+                    m.count_written(&name, n);
+                }
+            })
+            .await;
+    }
+
+    async fn command(&mut self, c: GroupCommand) {
+        let r = match c.normalise() {
+            GroupCommand::Publish { name, source } => self.publish(name, source).await,
+            GroupCommand::Unpublish(name) => {
+                self.waiting.remove(&name);
+                self.running.remove(&name);
+                self.host.send(MemberCommand::Unpublish(name)).await
+            }
+            GroupCommand::Play { name, sink } => self.play(name, sink).await,
+            GroupCommand::Member(c) => self.host.send(c).await,
+        };
+        if r.is_err() {
+            self.report("the member has stopped".into());
+        }
+    }
+
+    async fn publish(&mut self, name: String, source: SourceSpec) -> Result<(), HostClosed> {
+        if matches!(source, SourceSpec::None) {
+            return self.host.send(MemberCommand::Publish(name)).await;
+        }
+        if self.waiting.contains_key(&name) || self.running.contains_key(&name) {
+            self.report(format!("already publishing {name}"));
+            return Ok(());
+        }
+        let n = name.clone();
+        let (accepted, neighbours) = self
+            .host
+            .with(move |m, now| {
+                let before = m.status(now).publishing.contains_key(&n);
+                m.handle_command(now, MemberCommand::Publish(n.clone()));
+                let after = m.status(now).publishing.contains_key(&n);
+                // (refusals are reported by the member)
+                (!before && after, m.neighbor_count())
+            })
+            .await?;
+        if !accepted {
+            return Ok(());
+        }
+        if neighbours == 0 {
+            self.waiting.insert(name, source);
+        } else if let Some(t) = self.start_source(&name, source) {
+            self.running.insert(name, t);
+        }
         Ok(())
     }
 
-    /// Starts the sources of published streams once we have a neighbour.
-    fn start_pending_sources(&mut self) {
-        if self.pending_sources.is_empty()
-            || self.group.as_ref().is_none_or(|g| g.neighbor_count() == 0)
-        {
+    async fn play(&mut self, name: String, sink: SinkSpec) -> Result<(), HostClosed> {
+        let n = name.clone();
+        let accepted = self
+            .host
+            .with(move |m, now| {
+                m.handle_command(now, MemberCommand::Play(n.clone()));
+                m.status(now).playing.contains_key(&n)
+            })
+            .await?;
+        if !accepted {
+            // the member reported why
+            return Ok(());
+        }
+        if let Some(old) = self.sinks.remove(&name) {
+            if let Err(e) = old.flv.finish() {
+                self.report(format!("recording {name}: {e}"));
+            }
+        }
+        match sink.open() {
+            Ok(Some(s)) => {
+                self.sinks.insert(name, s);
+            }
+            Ok(None) => {}
+            Err(e) => self.report(format!("recording {name}: {e}")),
+        }
+        Ok(())
+    }
+
+    /// Starts the waiting sources of the streams still published (a
+    /// neighbour is there).
+    async fn start_sources(&mut self) {
+        if self.waiting.is_empty() {
             return;
         }
-        for (name, spec) in std::mem::take(&mut self.pending_sources) {
-            let source: Result<Box<dyn MediaSource + Send>, String> = match spec {
-                SourceSpec::None => continue,
-                SourceSpec::Test(c) => TestSource::new(c)
-                    .map(|s| Box::new(s) as Box<dyn MediaSource + Send>)
-                    .map_err(|e| e.to_string()),
-                SourceSpec::File(p) => FlvFileSource::open(&p)
-                    .map(|s| Box::new(s) as Box<dyn MediaSource + Send>)
-                    .map_err(|e| format!("{}: {e}", p.display())),
-                SourceSpec::Stdin => FlvFileSource::open("-")
-                    .map(|s| Box::new(s) as Box<dyn MediaSource + Send>)
-                    .map_err(|e| format!("stdin: {e}")),
-            };
-            let source = match source {
-                Ok(s) => s,
-                Err(e) => {
-                    self.emit(MemberEvent::Error(format!("source of {name}: {e}")));
-                    continue;
+        let Ok(published) = self
+            .host
+            .with(|m, now| {
+                m.status(now)
+                    .publishing
+                    .into_keys()
+                    .collect::<BTreeSet<_>>()
+            })
+            .await
+        else {
+            return;
+        };
+        for (name, spec) in std::mem::take(&mut self.waiting) {
+            // (not published: the group refused it when joining, and the
+            // member said so)
+            if published.contains(&name) {
+                if let Some(t) = self.start_source(&name, spec) {
+                    self.running.insert(name, t);
                 }
-            };
-            let stop = Arc::new(AtomicBool::new(false));
-            let (tx, flag, n) = (self.media_tx.clone(), stop.clone(), name.clone());
-            let spawned = std::thread::Builder::new()
-                .name("group-media".into())
-                .spawn(move || pump_source(n, source, tx, flag));
-            match spawned {
-                Ok(_) => self.media_threads.push(MediaThread { stop, name }),
-                Err(e) => self.emit(MemberEvent::Error(format!("media thread: {e}"))),
             }
         }
     }
 
-    fn send_tag(&mut self, now: Instant, name: &str, tag: &MediaTag) {
-        let Some(g) = self.group.as_mut() else { return };
-        let t = tag.kind.message_type();
-        if g.send_media(&mut self.ep, now, name, t, tag.timestamp, &tag.data)
-            .is_ok()
-        {
-            if let Some(n) = self.publishing.get_mut(name) {
-                *n += 1;
+    /// Opens a source and starts its thread.
+    fn start_source(&mut self, name: &str, spec: SourceSpec) -> Option<MediaThread> {
+        let source = match spec.open() {
+            Ok(s) => s,
+            Err(e) => {
+                self.report(format!("source of {name}: {e}"));
+                return None;
+            }
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let (host, flag, n) = (self.host.clone(), stop.clone(), name.to_owned());
+        let spawned = std::thread::Builder::new()
+            .name("group-media".into())
+            .spawn(move || pump_source(n, source, host, flag));
+        match spawned {
+            Ok(_) => Some(MediaThread { stop }),
+            Err(e) => {
+                self.report(format!("media thread: {e}"));
+                None
             }
         }
     }
 
-    fn leave(&mut self, now: Instant) {
-        self.media_threads.clear();
-        if let Some(g) = self.group.as_mut() {
-            g.leave(&mut self.ep, now);
+    /// The last snapshot, then leave: sources stop, sinks are closed, the
+    /// member leaves, and its host stops (at most `quit_grace` later);
+    /// meanwhile its events (but media) still reach the owner if there is
+    /// room.
+    async fn quit(mut self, held: Option<MemberEvent>) -> anyhow::Result<GroupStatus> {
+        self.waiting.clear();
+        self.running.clear();
+        let written = std::mem::take(&mut self.written);
+        let counted = written.clone();
+        let snapshot = self
+            .host
+            .with(move |m, now| {
+                for (name, n) in counted {
+                    m.count_written(&name, n);
+                }
+                m.status(now)
+            })
+            .await
+            .ok();
+        for (name, s) in std::mem::take(&mut self.sinks) {
+            if let Err(e) = s.flv.finish() {
+                self.report(format!("recording {name}: {e}"));
+            }
         }
-        if let Some(nc) = self.nc.as_mut() {
-            nc.close(&mut self.ep, now);
+        self.host.close().await;
+        if let Some(e) = held {
+            let _ = self.deliver(e);
         }
-    }
-
-    fn flush(&mut self, sock: &tokio::net::UdpSocket) {
-        let now = Instant::now();
-        while let Some(dst) = self.ep.poll_transmit(now, &mut self.out) {
-            // a full socket buffer (or another address family) drops: the
-            // protocol recovers
-            let _ = sock.try_send_to(&self.out, dst);
+        let grace = tokio::time::sleep(self.quit_grace + QUIT_SLACK);
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                e = self.events.recv() => match e {
+                    Some(MemberEvent::Group(GroupEvent::Media { .. })) => {}
+                    Some(e) => {
+                        let _ = self.deliver(e);
+                    }
+                    // the host has stopped
+                    None => break,
+                },
+                () = &mut grace => break,
+            }
         }
-    }
-
-    fn status(&self, now: Instant) -> GroupStatus {
-        let g = self.group.as_ref();
-        GroupStatus {
-            peer_id: self.me.to_hex(),
-            group_address: PeerId(rtmfp_netgroup::wire::group_address(&self.me.0)).to_hex(),
-            group_id: rtmfp_netgroup::GroupSpec::parse(&self.cfg.spec)
-                .map(|s| s.group_id_hex())
-                .unwrap_or_default(),
-            connected: self.connected,
-            joined: g.is_some(),
-            neighbors: g
-                .map(|g| g.neighbors().iter().map(PeerId::to_hex).collect())
-                .unwrap_or_default(),
-            estimated_members: g.map_or(0, NetGroup::estimated_member_count),
-            stats: g.map(NetGroup::stats).unwrap_or_default(),
-            publishing: self.publishing.clone(),
-            playing: self
-                .playing
-                .iter()
-                .map(|(k, v)| (k.clone(), v.counters.clone()))
-                .collect(),
-            posts_received: self.posts_received,
-            first_media_after_join: self.first_media,
-            joined_after: self
-                .joined_at
-                .map(|j| j.saturating_duration_since(self.started)),
-            uptime: now.saturating_duration_since(self.started),
+        let member = if self.host_task.is_finished() {
+            self.host_task.await.ok()
+        } else {
+            tracing::warn!("the member's host did not stop in time");
+            self.host_task.abort();
+            None
+        };
+        match (snapshot, member) {
+            (Some(s), _) => Ok(s),
+            // the host had stopped already (the member left): its last state
+            (None, Some(mut m)) => {
+                for (name, n) in written {
+                    m.count_written(&name, n);
+                }
+                Ok(m.status(rtmfp_tokio::now()))
+            }
+            (None, None) => anyhow::bail!("the member's host failed"),
         }
     }
 }
 
-/// Feeds a source's tags, on the wall clock, to the member until `stop`.
+/// Feeds a source's tags, on the wall clock, to the member until `stop`
+/// (or the end of the source, or the host's).
 fn pump_source(
     name: String,
     mut source: Box<dyn MediaSource + Send>,
-    tx: mpsc::Sender<(String, MediaTag)>,
+    host: HostHandle<Member>,
     stop: Arc<AtomicBool>,
 ) {
     let mut pacer = Pacer::new();
     while !stop.load(Ordering::Relaxed) {
-        match source.next_tag() {
-            Ok(Some(tag)) => {
-                let now = Instant::now();
-                let due = pacer.due(tag.timestamp, now);
-                if due > now {
-                    std::thread::sleep(due - now);
-                }
-                if stop.load(Ordering::Relaxed) || tx.blocking_send((name.clone(), tag)).is_err() {
-                    return;
-                }
+        let tag = match source.next_tag() {
+            Ok(Some(tag)) => tag,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!("source of {name}: {e}");
+                return;
             }
-            Ok(None) | Err(_) => return,
+        };
+        let now = Instant::now();
+        let due = pacer.due(tag.timestamp, now);
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let media = MemberCommand::SendMedia {
+            name: name.clone(),
+            message_type: tag.kind.message_type(),
+            timestamp: tag.timestamp,
+            payload: tag.data,
+        };
+        if host.blocking_send(media).is_err() {
+            return;
         }
     }
 }
@@ -1074,5 +898,21 @@ mod tests {
             server_addr("rtmfp://127.0.0.1:2000/app").unwrap(),
             "127.0.0.1:2000".parse().unwrap()
         );
+    }
+
+    #[test]
+    fn member_commands_become_group_commands() {
+        let c = GroupCommand::Member(MemberCommand::Unpublish("cam".into())).normalise();
+        assert!(matches!(c, GroupCommand::Unpublish(n) if n == "cam"));
+        let c = GroupCommand::from(MemberCommand::Play("cam".into()));
+        assert!(matches!(
+            c,
+            GroupCommand::Play {
+                sink: SinkSpec::None,
+                ..
+            }
+        ));
+        let c = GroupCommand::from(MemberCommand::Post(Bytes::from_static(b"x")));
+        assert!(matches!(c, GroupCommand::Member(MemberCommand::Post(_))));
     }
 }

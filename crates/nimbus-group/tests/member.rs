@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use nimbus_group::{
     decode_post_text, encode_post_text, GroupCommand, GroupHandle, GroupMember, GroupMemberConfig,
-    MemberEvent, SinkSpec, SourceSpec,
+    MemberCommand, MemberEvent, SinkSpec, SourceSpec,
 };
 use nimbus_media::{self as media, MediaKind, TestSourceConfig};
 use nimbus_server::{Server, ServerConfig};
 use rtmfp_netgroup::GroupEvent;
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::Receiver;
 
 /// Longest wait of the whole scenario.
 const T: Duration = Duration::from_secs(20);
@@ -28,11 +28,7 @@ async fn server() -> Server {
     Server::start(c).await.unwrap()
 }
 
-fn member(
-    server: SocketAddr,
-    spec: &str,
-    seed: u64,
-) -> (GroupHandle, UnboundedReceiver<MemberEvent>) {
+fn member(server: SocketAddr, spec: &str, seed: u64) -> (GroupHandle, Receiver<MemberEvent>) {
     let mut cfg = GroupMemberConfig::new(&format!("rtmfp://{server}/group"), spec).unwrap();
     cfg.seed = Some(seed);
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -40,7 +36,7 @@ fn member(
 }
 
 /// Every post text seen in `rx` so far (other events are dropped).
-fn drain_posts(rx: &mut UnboundedReceiver<MemberEvent>, posts: &mut Vec<String>) {
+fn drain_posts(rx: &mut Receiver<MemberEvent>, posts: &mut Vec<String>) {
     while let Ok(e) = rx.try_recv() {
         if let MemberEvent::Group(GroupEvent::PostingNotify { message, .. }) = e {
             posts.push(decode_post_text(&message));
@@ -57,19 +53,22 @@ async fn one_publishes_two_play_and_posts_reach_everyone_once() {
     let (publisher, mut ev_p) = member(addr, &spec, 11);
     let (alice, mut ev_a) = member(addr, &spec, 12);
     let (bob, mut ev_b) = member(addr, &spec, 13);
-    publisher.send(GroupCommand::Publish {
-        name: "cam".into(),
-        source: SourceSpec::Test(TestSourceConfig::default()),
-    });
+    publisher
+        .send(GroupCommand::Publish {
+            name: "cam".into(),
+            source: SourceSpec::Test(TestSourceConfig::default()),
+        })
+        .await
+        .unwrap();
     let rec = dir.path().join("alice.flv");
-    alice.send(GroupCommand::Play {
-        name: "cam".into(),
-        sink: SinkSpec::File(rec.clone()),
-    });
-    bob.send(GroupCommand::Play {
-        name: "cam".into(),
-        sink: SinkSpec::None,
-    });
+    alice
+        .send(GroupCommand::Play {
+            name: "cam".into(),
+            sink: SinkSpec::File(rec.clone()),
+        })
+        .await
+        .unwrap();
+    bob.send(MemberCommand::Play("cam".into())).await.unwrap();
 
     // media reaches both players
     let start = tokio::time::Instant::now();
@@ -102,8 +101,9 @@ async fn one_publishes_two_play_and_posts_reach_everyone_once() {
     drain_posts(&mut ev_p, &mut seen[0]);
     drain_posts(&mut ev_a, &mut seen[1]);
     drain_posts(&mut ev_b, &mut seen[2]);
-    publisher.send(GroupCommand::Post(encode_post_text("from the publisher")));
-    alice.send(GroupCommand::Post(encode_post_text("from alice")));
+    let post = |t: &str| MemberCommand::Post(encode_post_text(t));
+    publisher.send(post("from the publisher")).await.unwrap();
+    alice.send(post("from alice")).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         drain_posts(&mut ev_p, &mut seen[0]);
@@ -169,10 +169,13 @@ async fn command_line_member_plays_posts_and_summarises() {
     let addr = srv.local_addrs()[0];
     let spec = GroupMemberConfig::spec_for("cli-test").unwrap();
     let (publisher, mut ev_p) = member(addr, &spec, 21);
-    publisher.send(GroupCommand::Publish {
-        name: "cam".into(),
-        source: SourceSpec::Test(TestSourceConfig::default()),
-    });
+    publisher
+        .send(GroupCommand::Publish {
+            name: "cam".into(),
+            source: SourceSpec::Test(TestSourceConfig::default()),
+        })
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let rec = dir.path().join("cli.flv");
     let args = GroupArgs {
@@ -211,5 +214,56 @@ async fn command_line_member_plays_posts_and_summarises() {
     drain_posts(&mut ev_p, &mut posts);
     assert_eq!(posts, vec!["hello from the command line".to_string()]);
     publisher.quit().await.unwrap();
+    srv.shutdown().await;
+}
+
+/// In a group without multicast, streams asked for before the join are
+/// refused once joined: the member says so and forgets them, no source
+/// starts, and quitting does not wait for anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_refused_at_the_join_are_reported_and_forgotten() {
+    let srv = server().await;
+    let addr = srv.local_addrs()[0];
+    let spec = rtmfp_netgroup::GroupSpecifier::new("posting-only")
+        .unwrap()
+        .posting_enabled(true)
+        .group_spec_with_authorizations();
+    let (m, mut ev) = member(addr, &spec, 31);
+    // sent at once: the member is still connecting
+    m.send(GroupCommand::Publish {
+        name: "cam".into(),
+        source: SourceSpec::Test(TestSourceConfig::default()),
+    })
+    .await
+    .unwrap();
+    m.send(MemberCommand::Play("cam".into())).await.unwrap();
+    let mut errors = Vec::new();
+    let joined = tokio::time::timeout(T, async {
+        while let Some(e) = ev.recv().await {
+            if let MemberEvent::Error(s) = e {
+                errors.push(s);
+                if errors.len() == 2 {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(joined.is_ok(), "errors so far: {errors:?}");
+    errors.sort();
+    assert!(errors[0].starts_with("play cam: "), "{errors:?}");
+    assert!(errors[1].starts_with("publish cam: "), "{errors:?}");
+    assert!(errors.iter().all(|e| e.contains("multicast")), "{errors:?}");
+    let s = m.status().await.unwrap();
+    assert!(s.joined, "{s:?}");
+    assert!(s.playing.is_empty() && s.publishing.is_empty(), "{s:?}");
+    let started = tokio::time::Instant::now();
+    let last = m.quit().await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(last.joined && last.publishing.is_empty(), "{last:?}");
     srv.shutdown().await;
 }

@@ -25,8 +25,9 @@ use rtmfp_flash::PeerId;
 
 use crate::{GroupConfig, GroupEvent, GroupSpec, GroupStats, NetGroup};
 
-/// Most events waiting for the owner; beyond it, media events are dropped
-/// (and counted) rather than memory growing.
+/// Most media events waiting for the owner; beyond it, media events are
+/// dropped (and counted) rather than memory growing. Other events (fewer,
+/// and not to be lost: a neighbour, a post) have as many places again.
 const MAX_EVENTS: usize = 4096;
 
 /// Settings of a [`Member`].
@@ -174,8 +175,8 @@ pub struct MemberStatus {
     pub joined_after: Option<Duration>,
     /// Since the member started.
     pub uptime: Duration,
-    /// Media events dropped because the owner did not take events fast
-    /// enough.
+    /// Events dropped because the owner did not take events fast enough
+    /// (media first: other events only once twice as many wait).
     pub events_dropped: u64,
 }
 
@@ -309,7 +310,11 @@ impl Member {
     }
 
     fn emit(&mut self, e: MemberEvent) {
-        if self.events.len() >= MAX_EVENTS {
+        let limit = match e {
+            MemberEvent::Group(GroupEvent::Media { .. }) => MAX_EVENTS,
+            _ => 2 * MAX_EVENTS,
+        };
+        if self.events.len() >= limit {
             self.events_dropped += 1;
             return;
         }
@@ -381,16 +386,25 @@ impl Member {
             self.emit(MemberEvent::Error(format!("join: {e}")));
             return;
         }
-        // streams asked for before the join
-        for name in self.playing.keys() {
-            let _ = g.play(name);
-        }
+        // streams asked for before the join; those the group refuses are
+        // reported and forgotten
         let mut failed = Vec::new();
-        for name in self.publishing.keys() {
-            if let Err(e) = g.publish(&mut self.ep, now, name) {
-                failed.push(format!("publish {name}: {e}"));
+        self.playing.retain(|name, _| match g.play(name) {
+            Ok(()) => true,
+            Err(e) => {
+                failed.push(format!("play {name}: {e}"));
+                false
             }
-        }
+        });
+        let ep = &mut self.ep;
+        self.publishing
+            .retain(|name, _| match g.publish(ep, now, name) {
+                Ok(()) => true,
+                Err(e) => {
+                    failed.push(format!("publish {name}: {e}"));
+                    false
+                }
+            });
         self.group = Some(g);
         self.joined_at = Some(now);
         self.emit(MemberEvent::Joined);
@@ -609,5 +623,68 @@ impl Machine for Member {
     /// Done once it has left and its sessions have closed.
     fn is_done(&self) -> Option<bool> {
         Some(self.leaving && self.ep.session_count() == 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::GroupSpecifier;
+    use rtmfp::{EndpointConfig, PlainProfile};
+
+    fn member(now: Instant) -> Member {
+        let ep = Endpoint::new(
+            EndpointConfig::default(),
+            Box::new(PlainProfile::new("member")),
+            Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(1)),
+            now,
+        );
+        let spec = GroupSpecifier::new("t")
+            .unwrap()
+            .multicast_enabled(true)
+            .group_spec_with_authorizations();
+        let server = SocketAddr::from(([127, 0, 0, 1], 1935));
+        let cfg = MemberConfig {
+            url: "rtmfp://127.0.0.1:1935/app".into(),
+            servers: vec![server],
+            spec,
+            local_addresses: vec![SocketAddr::from(([127, 0, 0, 1], 5000))],
+            group: GroupConfig::default(),
+            forward_media: true,
+            group_seed: 2,
+        };
+        Member::new(ep, PeerId([7; 32]), cfg, now).unwrap()
+    }
+
+    fn media() -> MemberEvent {
+        MemberEvent::Group(GroupEvent::Media {
+            name: "cam".into(),
+            message_type: 9,
+            timestamp: 0,
+            payload: Bytes::from_static(&[0x17, 1]),
+        })
+    }
+
+    #[test]
+    fn a_slow_owner_loses_media_before_anything_else() {
+        let now = Instant::now();
+        let mut m = member(now);
+        // not joined yet: every post is refused with an error event
+        let post = || MemberCommand::Post(Bytes::from_static(b"x"));
+        for _ in 0..MAX_EVENTS {
+            m.handle_command(now, post());
+        }
+        m.emit(media());
+        assert_eq!(m.status(now).events_dropped, 1, "media is dropped first");
+        for _ in 0..MAX_EVENTS + 3 {
+            m.handle_command(now, post());
+        }
+        assert_eq!(m.status(now).events_dropped, 4, "then the rest, bounded");
+        let mut n = 0;
+        while let Some(e) = m.poll_event() {
+            assert!(matches!(e, MemberEvent::Error(_)), "{e:?}");
+            n += 1;
+        }
+        assert_eq!(n, 2 * MAX_EVENTS);
     }
 }
