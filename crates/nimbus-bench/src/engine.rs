@@ -1,18 +1,26 @@
 //! `nimbus bench transfer | handshake`: figures measured over real loopback
 //! UDP and through the simulator.
+//!
+//! Over UDP every engine runs on an `rtmfp-tokio` [`Host`] (batched receive,
+//! GSO send, timers on tokio's clock): the bulk transfer's two ends are
+//! [`Bulk`] machines, each on a current-thread runtime of its own thread;
+//! the handshake benchmarks open sessions from [`Opener`] machines (one
+//! host and socket per client) to a bare responder engine on its own
+//! thread.
 
-use std::collections::HashSet;
+use std::collections::VecDeque;
+use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
-use rtmfp::{EndpointConfig, Event, PlainProfile, Priority};
+use rand_core::SeedableRng;
+use rtmfp::SessionId;
+use rtmfp::{CryptoProfile, Endpoint, EndpointConfig, Event, Machine, PlainProfile, Priority};
+use rtmfp_tokio::{bind_udp, Host, HostConfig, HostHandle};
 use serde_json::{json, Map, Value};
-
-use crate::udp::UdpNode;
+use tokio::sync::mpsc;
 
 /// Result of one bulk transfer.
 #[derive(Debug, Clone, Copy)]
@@ -21,6 +29,10 @@ pub struct TransferResult {
     pub seconds: f64,
     pub packets: u64,
     pub retransmitted: u64,
+    /// Datagrams per send system call at the sender.
+    pub datagrams_per_send: f64,
+    /// Datagrams per receive system call at the receiver.
+    pub datagrams_per_recv: f64,
 }
 
 impl TransferResult {
@@ -33,8 +45,293 @@ fn loopback() -> SocketAddr {
     "127.0.0.1:0".parse().expect("literal")
 }
 
+/// Kernel buffers of the transfer's and the responder's sockets: a burst
+/// of handshakes or a full congestion window must not overflow them.
+const BIG_SOCKET_BUFFER: usize = 4 << 20;
+
+/// Most events a bench machine keeps for its owner.
+const MAX_BENCH_EVENTS: usize = 16;
+
+/// A current-thread runtime (one per thread that runs hosts).
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start a runtime")
+}
+
+/// An engine for the bench, seeded, created at the hosts' clock.
+fn engine(config: EndpointConfig, profile: Box<dyn CryptoProfile>, seed: u64) -> Endpoint {
+    Endpoint::new(
+        config,
+        profile,
+        Box::new(rand_chacha::ChaCha20Rng::seed_from_u64(seed)),
+        rtmfp_tokio::now(),
+    )
+}
+
+/// The next event, or `None` at `deadline` (or when the host stopped).
+async fn next_event<E>(
+    events: &mut mpsc::Receiver<E>,
+    deadline: tokio::time::Instant,
+) -> Option<E> {
+    tokio::time::timeout_at(deadline, events.recv())
+        .await
+        .ok()
+        .flatten()
+}
+
+/// What a [`Bulk`] end reports.
+#[derive(Debug)]
+enum BulkEvent {
+    /// The sender's session opened and its flows are open.
+    Opened,
+    /// The session or a flow failed.
+    Failed(String),
+    /// The receiver read every flow to its end: `bytes` from the first
+    /// message read to the last flow's completion.
+    Received { bytes: u64, seconds: f64 },
+}
+
+/// One sending flow of the bulk sender.
+#[derive(Debug)]
+struct SendFlow {
+    id: u64,
+    sent: usize,
+    closed: bool,
+}
+
+/// The sending end's application: `flow_count` flows of `per_flow` bytes
+/// each, in messages of `payload`'s size, opened once the session is.
+#[derive(Debug)]
+struct Sender {
+    session: SessionId,
+    flow_count: usize,
+    flows: Vec<SendFlow>,
+    per_flow: usize,
+    payload: Bytes,
+}
+
+impl Sender {
+    fn on_event(&mut self, ep: &mut Endpoint, now: Instant, e: Event, out: &mut Events) {
+        match e {
+            Event::SessionOpened { session, .. } if session == self.session => {
+                for i in 0..self.flow_count {
+                    let meta = format!("flow{i}");
+                    match ep.open_flow(now, session, meta.as_bytes(), None, Priority::BULK) {
+                        Ok(id) => self.flows.push(SendFlow {
+                            id,
+                            sent: 0,
+                            closed: false,
+                        }),
+                        Err(e) => out.emit(BulkEvent::Failed(format!("open_flow: {e}"))),
+                    }
+                }
+                out.emit(BulkEvent::Opened);
+                for i in 0..self.flows.len() {
+                    self.fill(ep, now, i, out);
+                }
+            }
+            Event::Writable { flow, .. } => {
+                if let Some(i) = self.flows.iter().position(|f| f.id == flow) {
+                    self.fill(ep, now, i, out);
+                }
+            }
+            Event::SessionFailed { error, .. } => {
+                out.emit(BulkEvent::Failed(format!("session failed: {error}")));
+            }
+            Event::SessionClosed { reason, .. } => {
+                out.emit(BulkEvent::Failed(format!("session closed: {reason:?}")));
+            }
+            _ => {}
+        }
+    }
+
+    /// Queues messages on flow `i` until it is full or has its share, then
+    /// closes it.
+    fn fill(&mut self, ep: &mut Endpoint, now: Instant, i: usize, out: &mut Events) {
+        let Some(f) = self.flows.get_mut(i).filter(|f| !f.closed) else {
+            return;
+        };
+        while f.sent < self.per_flow {
+            let n = self.payload.len().min(self.per_flow - f.sent);
+            match ep.send(now, self.session, f.id, self.payload.slice(..n), None) {
+                Ok(()) => f.sent += n,
+                Err(rtmfp::Error::WouldBlock) => return,
+                Err(e) => {
+                    out.emit(BulkEvent::Failed(format!("send: {e}")));
+                    f.closed = true;
+                    return;
+                }
+            }
+        }
+        f.closed = true;
+        if let Err(e) = ep.close_flow(now, self.session, f.id) {
+            out.emit(BulkEvent::Failed(format!("close_flow: {e}")));
+        }
+    }
+}
+
+/// The receiving end's application: reads and counts until `flows` flows
+/// are complete.
+#[derive(Debug, Default)]
+struct Receiver {
+    flows: usize,
+    complete: usize,
+    bytes: u64,
+    first: Option<Instant>,
+}
+
+impl Receiver {
+    fn on_event(&mut self, ep: &mut Endpoint, now: Instant, e: Event, out: &mut Events) {
+        match e {
+            Event::Readable { session, flow } => {
+                while let Some(m) = ep.read(now, session, flow) {
+                    self.first.get_or_insert(now);
+                    self.bytes += m.data.len() as u64;
+                }
+            }
+            Event::RecvFlowComplete { .. } => {
+                self.complete += 1;
+                if self.complete == self.flows {
+                    let seconds = self
+                        .first
+                        .map_or(0.0, |f| now.duration_since(f).as_secs_f64());
+                    out.emit(BulkEvent::Received {
+                        bytes: self.bytes,
+                        seconds,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[derive(Debug)]
+enum BulkRole {
+    Sender(Sender),
+    Receiver(Receiver),
+}
+
+/// A bench machine's events for its owner (a handful: at most
+/// [`MAX_BENCH_EVENTS`] are kept).
+#[derive(Debug, Default)]
+struct Events(VecDeque<BulkEvent>);
+
+impl Events {
+    fn emit(&mut self, e: BulkEvent) {
+        if self.0.len() < MAX_BENCH_EVENTS {
+            self.0.push_back(e);
+        }
+    }
+}
+
+/// One end of the bulk transfer: the engine plus the application that keeps
+/// the sending flows full (refilled on `Writable`) or reads and counts what
+/// arrives, inside the host, so that no event costs the owner a round trip.
+#[derive(Debug)]
+struct Bulk {
+    ep: Endpoint,
+    role: BulkRole,
+    events: Events,
+}
+
+impl Bulk {
+    /// The sending end: opens a session to `to` at once, then `flows`
+    /// flows of `per_flow` bytes each in messages of `msg_size` bytes.
+    fn sender(
+        mut ep: Endpoint,
+        to: SocketAddr,
+        flows: usize,
+        per_flow: usize,
+        msg_size: usize,
+    ) -> Result<Self> {
+        let session = ep.connect(rtmfp_tokio::now(), b"receiver", &[to])?;
+        Ok(Self {
+            ep,
+            role: BulkRole::Sender(Sender {
+                session,
+                flow_count: flows,
+                flows: Vec::with_capacity(flows),
+                per_flow,
+                payload: Bytes::from(vec![0x5au8; msg_size]),
+            }),
+            events: Events::default(),
+        })
+    }
+
+    /// The receiving end, expecting `flows` flows.
+    fn receiver(ep: Endpoint, flows: usize) -> Self {
+        Self {
+            ep,
+            role: BulkRole::Receiver(Receiver {
+                flows,
+                ..Receiver::default()
+            }),
+            events: Events::default(),
+        }
+    }
+
+    /// After every input: the engine's events, answered.
+    fn pump(&mut self, now: Instant) {
+        while let Some(e) = self.ep.poll_event() {
+            match &mut self.role {
+                BulkRole::Sender(s) => s.on_event(&mut self.ep, now, e, &mut self.events),
+                BulkRole::Receiver(r) => r.on_event(&mut self.ep, now, e, &mut self.events),
+            }
+        }
+    }
+
+    /// Fragments the sender retransmitted (0 at the receiver).
+    fn retransmitted(&self) -> u64 {
+        match &self.role {
+            BulkRole::Sender(s) => self
+                .ep
+                .session_info(s.session)
+                .map_or(0, |i| i.stats.fragments_retransmitted),
+            BulkRole::Receiver(_) => 0,
+        }
+    }
+}
+
+impl Machine for Bulk {
+    type Command = Infallible;
+    type Event = BulkEvent;
+
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        self.ep.handle_datagram(now, from, data);
+        self.pump(now);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.ep.handle_timeout(now);
+        self.pump(now);
+    }
+
+    fn handle_command(&mut self, _now: Instant, command: Infallible) {
+        match command {}
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<SocketAddr> {
+        self.ep.poll_transmit(now, buf)
+    }
+
+    fn poll_event(&mut self) -> Option<BulkEvent> {
+        self.events.0.pop_front()
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.ep.poll_timeout()
+    }
+}
+
+fn transfer_host() -> HostConfig {
+    HostConfig::default().socket_buffer(Some(BIG_SOCKET_BUFFER))
+}
+
 /// Moves `total` bytes over `flows` flows from one endpoint to another over
-/// loopback UDP, each endpoint in its own thread.
+/// loopback UDP, each endpoint on its own host, runtime and thread.
 pub fn udp_transfer(total: usize, flows: usize, msg_size: usize) -> Result<TransferResult> {
     let config = EndpointConfig {
         recv_buffer: 4 << 20,
@@ -42,119 +339,81 @@ pub fn udp_transfer(total: usize, flows: usize, msg_size: usize) -> Result<Trans
         max_datagram_size: 1200,
         ..EndpointConfig::default()
     };
-    let mut rx = UdpNode::bind(
-        loopback(),
-        config.clone(),
-        Box::new(PlainProfile::new("receiver")),
-        2,
-    )?;
-    let rx_addr = rx.local_addr()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop_rx = stop.clone();
     let per_flow = total / flows;
-    let receiver = std::thread::spawn(move || -> Result<(u64, f64, u64)> {
-        let mut got = 0u64;
-        let mut first: Option<Instant> = None;
-        let mut done_flows = 0usize;
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while done_flows < flows && Instant::now() < deadline && !stop_rx.load(Ordering::Relaxed) {
-            rx.turn(Duration::from_millis(5))?;
-            while let Some(e) = rx.ep.poll_event() {
-                match e {
-                    Event::Readable { session, flow } => {
-                        while let Some(m) = rx.ep.read(Instant::now(), session, flow) {
-                            first.get_or_insert_with(Instant::now);
-                            got += m.data.len() as u64;
-                        }
-                    }
-                    Event::RecvFlowComplete { .. } => done_flows += 1,
-                    _ => {}
-                }
-            }
+
+    // the receiver, on a thread of its own
+    let rx_rt = runtime()?;
+    let rx_sock = bind_udp(loopback(), false, Some(BIG_SOCKET_BUFFER))?;
+    let rx_addr = rx_sock.local_addr()?;
+    let receiver = Bulk::receiver(
+        engine(config.clone(), Box::new(PlainProfile::new("receiver")), 2),
+        flows,
+    );
+    let (rx_host, rx, mut rx_events) = {
+        let _rt = rx_rt.enter();
+        Host::new(receiver, vec![rx_sock], transfer_host())?
+    };
+    let rx_thread = std::thread::Builder::new()
+        .name("bench-receiver".into())
+        .spawn(move || {
+            rx_rt.block_on(rx_host.run());
+        })
+        .context("cannot start the receiver thread")?;
+
+    // the sender, on this one
+    let result = runtime()?.block_on(async {
+        let sender = Bulk::sender(
+            engine(config, Box::new(PlainProfile::new("sender")), 1),
+            rx_addr,
+            flows,
+            per_flow,
+            msg_size,
+        )?;
+        let tx_sock = bind_udp(loopback(), false, Some(BIG_SOCKET_BUFFER))?;
+        let (tx, mut tx_events, tx_task) = Host::spawn(sender, vec![tx_sock], transfer_host())?;
+        let open_by = tokio::time::Instant::now() + Duration::from_secs(10);
+        match next_event(&mut tx_events, open_by).await {
+            Some(BulkEvent::Opened) => {}
+            Some(BulkEvent::Failed(why)) => bail!("{why}"),
+            _ => bail!("session did not open"),
         }
+        let done_by = tokio::time::Instant::now() + Duration::from_secs(120);
+        let (got, secs) = loop {
+            tokio::select! {
+                e = next_event(&mut rx_events, done_by) => match e {
+                    Some(BulkEvent::Received { bytes, seconds }) => break (bytes, seconds),
+                    Some(BulkEvent::Failed(why)) => bail!("receiver: {why}"),
+                    Some(BulkEvent::Opened) => {}
+                    None => bail!("the transfer did not finish in time"),
+                },
+                Some(BulkEvent::Failed(why)) = tx_events.recv() => bail!("sender: {why}"),
+            }
+        };
         // let the final acknowledgements out
-        let end = Instant::now();
-        for _ in 0..20 {
-            rx.turn(Duration::from_millis(1))?;
-        }
-        let secs = end.duration_since(first.unwrap_or(end)).as_secs_f64();
-        Ok((got, secs, rx.received))
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let rx_io = rx.stats();
+        let tx_io = tx.stats();
+        let retransmitted = tx.with(|m, _| m.retransmitted()).await?;
+        drop(tx);
+        let _ = tx_task.await;
+        anyhow::Ok((got, secs, rx_io, tx_io, retransmitted))
     });
-    let mut tx = UdpNode::bind(loopback(), config, Box::new(PlainProfile::new("sender")), 1)?;
-    let now = Instant::now();
-    let sid = tx.ep.connect(now, b"receiver", &[rx_addr])?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut open = false;
-    while !open {
-        if Instant::now() > deadline {
-            stop.store(true, Ordering::Relaxed);
-            bail!("session did not open");
-        }
-        tx.turn(Duration::from_millis(5))?;
-        while let Some(e) = tx.ep.poll_event() {
-            if matches!(e, Event::SessionOpened { .. }) {
-                open = true;
-            }
-        }
-    }
-    let mut ids = Vec::new();
-    for i in 0..flows {
-        ids.push(tx.ep.open_flow(
-            Instant::now(),
-            sid,
-            format!("flow{i}").as_bytes(),
-            None,
-            Priority::BULK,
-        )?);
-    }
-    let payload = Bytes::from(vec![0x5au8; msg_size]);
-    let mut sent = vec![0usize; flows];
-    let mut closed = vec![false; flows];
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while closed.iter().any(|c| !c) && Instant::now() < deadline {
-        let now = Instant::now();
-        for (i, &f) in ids.iter().enumerate() {
-            while sent[i] < per_flow {
-                let n = msg_size.min(per_flow - sent[i]);
-                match tx.ep.send(now, sid, f, payload.slice(..n), None) {
-                    Ok(()) => sent[i] += n,
-                    Err(rtmfp::Error::WouldBlock) => break,
-                    Err(e) => bail!("send: {e}"),
-                }
-            }
-            if sent[i] >= per_flow && !closed[i] {
-                tx.ep.close_flow(now, sid, f)?;
-                closed[i] = true;
-            }
-        }
-        tx.turn(Duration::from_millis(1))?;
-        while tx.ep.poll_event().is_some() {}
-    }
-    // keep serving acknowledgements until the receiver is done
-    let mut rx_done = false;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !rx_done && Instant::now() < deadline {
-        tx.turn(Duration::from_millis(1))?;
-        while tx.ep.poll_event().is_some() {}
-        rx_done = receiver.is_finished();
-    }
-    stop.store(true, Ordering::Relaxed);
-    let (got, secs, packets) = receiver
+    drop(rx);
+    drop(rx_events);
+    rx_thread
         .join()
-        .map_err(|_| anyhow::anyhow!("receiver panicked"))??;
-    let retransmitted = tx
-        .ep
-        .session_info(sid)
-        .map(|i| i.stats.fragments_retransmitted)
-        .unwrap_or(0);
+        .map_err(|_| anyhow!("the receiver thread panicked"))?;
+    let (got, secs, rx_io, tx_io, retransmitted) = result?;
     if got as usize != per_flow * flows {
         bail!("received {got} of {} bytes", per_flow * flows);
     }
     Ok(TransferResult {
         bytes: got,
         seconds: secs.max(1e-9),
-        packets,
+        packets: rx_io.datagrams_received,
         retransmitted,
+        datagrams_per_send: tx_io.datagrams_per_send(),
+        datagrams_per_recv: rx_io.datagrams_per_recv(),
     })
 }
 
@@ -283,102 +542,219 @@ pub fn sim_transfer(
     ))
 }
 
+/// The responder's settings: `config` without the per-source IHello rate
+/// limit (every client of the bench comes from 127.0.0.1; the limiter,
+/// 20 IHellos per second per source by default, would be what is measured).
+fn responder_config(config: EndpointConfig) -> EndpointConfig {
+    EndpointConfig {
+        ihello_rate_per_source: 0,
+        ..config
+    }
+}
+
+/// A responder engine on a host of its own runtime and thread; stops when
+/// dropped.
+#[derive(Debug)]
+struct Responder {
+    addr: SocketAddr,
+    handle: Option<HostHandle<Endpoint>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Responder {
+    fn start(config: EndpointConfig, profile: Box<dyn CryptoProfile>, seed: u64) -> Result<Self> {
+        let rt = runtime()?;
+        let sock = bind_udp(loopback(), false, Some(BIG_SOCKET_BUFFER))?;
+        let addr = sock.local_addr()?;
+        let ep = engine(config, profile, seed);
+        // its events are not wanted: the host discards them
+        let (host, handle, _events) = {
+            let _rt = rt.enter();
+            Host::new(ep, vec![sock], transfer_host())?
+        };
+        let thread = std::thread::Builder::new()
+            .name("bench-responder".into())
+            .spawn(move || {
+                rt.block_on(host.run());
+            })
+            .context("cannot start the responder thread")?;
+        Ok(Self {
+            addr,
+            handle: Some(handle),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        // the last handle gone, the host stops
+        self.handle = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Open a session to `to` with this endpoint discriminator.
+#[derive(Debug)]
+struct Open {
+    epd: Bytes,
+    to: SocketAddr,
+}
+
+/// A client engine that opens one session when told and reports whether
+/// it opened.
+#[derive(Debug)]
+struct Opener {
+    ep: Endpoint,
+    session: Option<SessionId>,
+    outcome: Option<Result<(), String>>,
+}
+
+impl Opener {
+    fn pump(&mut self) {
+        while let Some(e) = self.ep.poll_event() {
+            match e {
+                Event::SessionOpened { session, .. } if Some(session) == self.session => {
+                    self.outcome = Some(Ok(()));
+                }
+                Event::SessionFailed { session, error } if Some(session) == self.session => {
+                    self.outcome = Some(Err(error.to_string()));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Machine for Opener {
+    type Command = Open;
+    type Event = Result<(), String>;
+
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        self.ep.handle_datagram(now, from, data);
+        self.pump();
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.ep.handle_timeout(now);
+        self.pump();
+    }
+
+    fn handle_command(&mut self, now: Instant, open: Open) {
+        match self.ep.connect(now, &open.epd, &[open.to]) {
+            Ok(s) => self.session = Some(s),
+            Err(e) => self.outcome = Some(Err(format!("connect: {e}"))),
+        }
+        self.pump();
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<SocketAddr> {
+        self.ep.poll_transmit(now, buf)
+    }
+
+    fn poll_event(&mut self) -> Option<Result<(), String>> {
+        self.outcome.take()
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.ep.poll_timeout()
+    }
+}
+
+/// A client on a host of its own (own socket) on the current runtime.
+fn spawn_opener(
+    config: EndpointConfig,
+    profile: Box<dyn CryptoProfile>,
+    seed: u64,
+) -> Result<(HostHandle<Opener>, mpsc::Receiver<Result<(), String>>)> {
+    let opener = Opener {
+        ep: engine(config, profile, seed),
+        session: None,
+        outcome: None,
+    };
+    let sock = bind_udp(loopback(), false, None).context("binding client socket")?;
+    // a client receives a few datagrams: small receive batches
+    let cfg = HostConfig::default().recv_batch(1).capacity(4, 4);
+    let (handle, events, _task) = Host::spawn(opener, vec![sock], cfg)?;
+    Ok((handle, events))
+}
+
 /// Opens `n` sessions at once from `n` client endpoints (each on its own
-/// socket) to one responder; returns (seconds until all opened, opened).
+/// host and socket, all on this thread) to one responder (on its own
+/// thread); returns (seconds until all opened, opened).
 pub fn handshake_burst(n: usize, crypto: &Crypto) -> Result<(f64, usize)> {
     let config = EndpointConfig {
         max_startup_queue: 1 << 16,
         ..EndpointConfig::default()
     };
-    let mut server = UdpNode::bind(loopback(), config.clone(), crypto.server()?, 7)?;
-    let server_addr = server.local_addr()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = stop.clone();
-    let srv = std::thread::spawn(move || -> Result<u64> {
-        while !stop2.load(Ordering::Relaxed) {
-            server.turn(Duration::from_millis(2))?;
-            while server.ep.poll_event().is_some() {}
-        }
-        Ok(server.ep.stats().sessions_accepted)
-    });
-    let mut clients = Vec::with_capacity(n);
-    for i in 0..n {
-        clients.push(
-            UdpNode::bind(
-                loopback(),
+    let server = Responder::start(responder_config(config.clone()), crypto.server()?, 7)?;
+    let epd = Bytes::from(crypto.epd());
+    runtime()?.block_on(async {
+        let mut clients = Vec::with_capacity(n);
+        for i in 0..n {
+            clients.push(spawn_opener(
                 config.clone(),
                 crypto.client(i)?,
                 1000 + i as u64,
-            )
-            .context("binding client socket")?,
-        );
-    }
-    let start = Instant::now();
-    let mut pending: HashSet<usize> = (0..n).collect();
-    for c in clients.iter_mut() {
-        c.ep.connect(Instant::now(), &crypto.epd(), &[server_addr])?;
-        c.flush()?;
-    }
-    let deadline = start + Duration::from_secs(60);
-    while !pending.is_empty() && Instant::now() < deadline {
-        let mut done = Vec::new();
-        for &i in &pending {
-            let c = &mut clients[i];
-            c.turn(Duration::ZERO)?;
-            while let Some(e) = c.ep.poll_event() {
-                if matches!(e, Event::SessionOpened { .. }) {
-                    done.push(i);
-                }
+            )?);
+        }
+        let start = Instant::now();
+        let mut waiting = tokio::task::JoinSet::new();
+        // the handles keep every client alive until the end
+        let mut keep = Vec::with_capacity(n);
+        for (handle, mut events) in clients {
+            handle
+                .send(Open {
+                    epd: epd.clone(),
+                    to: server.addr,
+                })
+                .await?;
+            keep.push(handle);
+            waiting.spawn(async move { matches!(events.recv().await, Some(Ok(()))) });
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut opened = 0;
+        while let Ok(Some(r)) = tokio::time::timeout_at(deadline, waiting.join_next()).await {
+            if matches!(r, Ok(true)) {
+                opened += 1;
             }
         }
-        for i in done {
-            pending.remove(&i);
-        }
-    }
-    let secs = start.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    let _ = srv.join();
-    Ok((secs, n - pending.len()))
+        let secs = start.elapsed().as_secs_f64();
+        drop(keep);
+        Ok((secs, opened))
+    })
 }
 
 /// Sessions opened one after another (each waits for the previous).
 pub fn handshake_sequential(n: usize, crypto: &Crypto) -> Result<f64> {
     let config = EndpointConfig::default();
-    let mut server = UdpNode::bind(loopback(), config.clone(), crypto.server()?, 9)?;
-    let server_addr = server.local_addr()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = stop.clone();
-    let srv = std::thread::spawn(move || -> Result<()> {
-        while !stop2.load(Ordering::Relaxed) {
-            server.turn(Duration::from_millis(2))?;
-            while server.ep.poll_event().is_some() {}
-        }
-        Ok(())
-    });
-    let start = Instant::now();
-    // keep every client (and so its port) alive: a reused address would
-    // belong to a still-open session of another identity (RFC 7016 §3.5.1.1.2)
-    let mut keep = Vec::with_capacity(n);
-    for i in 0..n {
-        let mut c = UdpNode::bind(loopback(), config.clone(), crypto.client(i)?, i as u64)?;
-        c.ep.connect(Instant::now(), &crypto.epd(), &[server_addr])?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut open = false;
-        while !open && Instant::now() < deadline {
-            c.turn(Duration::from_millis(1))?;
-            while let Some(e) = c.ep.poll_event() {
-                open |= matches!(e, Event::SessionOpened { .. });
+    let server = Responder::start(responder_config(config.clone()), crypto.server()?, 9)?;
+    let epd = Bytes::from(crypto.epd());
+    runtime()?.block_on(async {
+        let start = Instant::now();
+        // keep every client (and so its port) alive: a reused address would
+        // belong to a still-open session of another identity (RFC 7016 §3.5.1.1.2)
+        let mut keep = Vec::with_capacity(n);
+        for i in 0..n {
+            let (handle, mut events) = spawn_opener(config.clone(), crypto.client(i)?, i as u64)?;
+            handle
+                .send(Open {
+                    epd: epd.clone(),
+                    to: server.addr,
+                })
+                .await?;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            match next_event(&mut events, deadline).await {
+                Some(Ok(())) => {}
+                Some(Err(why)) => bail!("sequential open {i} failed: {why}"),
+                None => bail!("sequential open {i} failed: timeout"),
             }
+            keep.push(handle);
         }
-        if !open {
-            bail!("sequential open {i} failed");
-        }
-        keep.push(c);
-    }
-    let secs = start.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    let _ = srv.join();
-    Ok(n as f64 / secs)
+        Ok(n as f64 / start.elapsed().as_secs_f64())
+    })
 }
 
 fn print(json_out: bool, fields: Vec<(&str, Value)>, human: &str) {
@@ -391,7 +767,7 @@ fn print(json_out: bool, fields: Vec<(&str, Value)>, human: &str) {
     } else {
         println!("{human}");
         for (k, v) in fields {
-            println!("  {k:<34} {v}");
+            println!("  {k:<40} {v}");
         }
     }
 }
@@ -411,11 +787,15 @@ pub fn run_transfer(json_out: bool, megabytes: usize, flows: usize, loss: f64) -
             ("udp_one_flow_mb_per_s", json!(r2(one.mb_per_s()))),
             ("udp_one_flow_packets_per_s", json!((one.packets as f64 / one.seconds).round())),
             ("udp_one_flow_retransmitted", json!(one.retransmitted)),
+            ("udp_one_flow_datagrams_per_send_call", json!(r2(one.datagrams_per_send))),
+            ("udp_one_flow_datagrams_per_recv_call", json!(r2(one.datagrams_per_recv))),
             ("udp_many_flows_count", json!(flows)),
             ("udp_many_flows_mb_per_s", json!(r2(many.mb_per_s()))),
             ("udp_many_flows_packets_per_s", json!((many.packets as f64 / many.seconds).round())),
             ("tokio_one_flow_mb_per_s", json!(r2(t_one.mb_per_s()))),
             ("tokio_one_flow_packets_per_s", json!((t_one.packets as f64 / t_one.seconds).round())),
+            ("tokio_one_flow_datagrams_per_send_call", json!(r2(t_one.datagrams_per_send))),
+            ("tokio_one_flow_datagrams_per_recv_call", json!(r2(t_one.datagrams_per_recv))),
             ("tokio_many_flows_mb_per_s", json!(r2(t_many.mb_per_s()))),
             ("transfer_bytes", json!(total)),
             ("sim_loss", json!(loss)),
@@ -423,7 +803,8 @@ pub fn run_transfer(json_out: bool, megabytes: usize, flows: usize, loss: f64) -
             ("sim_wall_s", json!(r2(sim_wall))),
             ("sim_retransmitted", json!(sim_retx)),
         ],
-        "bulk transfer (plain crypto, 1200-byte datagrams, loopback UDP; simulator: 1 Gbit/s, 10 ms, given loss)",
+        "bulk transfer (plain crypto, loopback UDP; udp_*: engines on the host, one thread each, 1200-byte datagrams; \
+         tokio_*: rtmfp-tokio's session and flow handles; simulator: 1 Gbit/s, 10 ms, given loss)",
     );
     Ok(())
 }
@@ -599,7 +980,7 @@ pub fn tokio_transfer(total: usize, flows: usize, msg_size: usize) -> Result<Tra
                 }
                 last = l;
             }
-            let stats = rx.io_stats().await.ok();
+            let stats = rx.io_stats().await.unwrap_or_default();
             anyhow::Ok((
                 got,
                 last.duration_since(first.unwrap_or(last)).as_secs_f64(),
@@ -628,14 +1009,13 @@ pub fn tokio_transfer(total: usize, flows: usize, msg_size: usize) -> Result<Tra
         for s in senders {
             s.await??;
         }
-        let (got, secs, stats) =
+        let (got, secs, rx_io) =
             tokio::time::timeout(Duration::from_secs(120), receiver).await???;
         let retransmitted = session
             .info()
             .await
             .map(|i| i.stats.fragments_retransmitted)
             .unwrap_or(0);
-        let _ = stats;
         if got as usize != per_flow * flows {
             bail!("received {got} of {} bytes", per_flow * flows);
         }
@@ -644,12 +1024,15 @@ pub fn tokio_transfer(total: usize, flows: usize, msg_size: usize) -> Result<Tra
             .await
             .map(|i| i.stats.packets_sent)
             .unwrap_or(0);
+        let tx_io = tx.io_stats().await.unwrap_or_default();
         tx.shutdown().await;
         Ok(TransferResult {
             bytes: got,
             seconds: secs.max(1e-9),
             packets,
             retransmitted,
+            datagrams_per_send: tx_io.datagrams_per_send(),
+            datagrams_per_recv: rx_io.datagrams_per_recv(),
         })
     })
 }

@@ -19,4 +19,3 @@ pub mod phone;
 pub mod registry;
 pub mod server;
 pub mod system;
-mod udp;

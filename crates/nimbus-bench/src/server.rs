@@ -6,9 +6,12 @@
 //! `nimbus bench server-worker` processes, each driving up to
 //! `--clients-per-worker` simulated Flash clients. Every client is a real,
 //! distinct RTMFP endpoint: its own [`rtmfp::Endpoint`] with its own
-//! [`rtmfp_flash::FlashProfile`] (one certificate, hence one peer ID) on its
-//! own UDP socket, bound to one of several loopback addresses. A worker runs
-//! all its clients on one tokio current-thread runtime, one task per client.
+//! [`rtmfp_flash::FlashProfile`] (one certificate, hence one peer ID) and
+//! NetConnection, a [`Machine`] on an `rtmfp-tokio` [`Host`] of its own with
+//! its own UDP socket, bound to one of several loopback addresses. A worker
+//! runs all its clients' hosts on one tokio current-thread runtime; the
+//! worker's commands reach a client as host commands, its reports come back
+//! as the machine's events.
 //!
 //! Parent and workers talk in JSON lines: commands on the worker's stdin
 //! (`connect`, `intro`, `status`, `quit`), answers on its stdout (`ready`,
@@ -27,26 +30,25 @@
 //!    server (Redirect + Forwarded IHello).
 //!
 //! Server CPU is read from `/proc/<pid>/stat` (utime + stime) around the
-//! phases; Prometheus counters from the server's metrics endpoint.
+//! phases; Prometheus counters from the server's metrics endpoint; the
+//! clients' datagrams per system call from their hosts' `IoStats`.
 
-use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc as smpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::builder::TypedValueParser as _;
-use clap::Args;
 use flash_amf::{Object, Value};
 use rand_core::{RngCore, SeedableRng};
-use rtmfp::{Endpoint, EndpointConfig, Event, Role, SessionId};
+use rtmfp::{Endpoint, EndpointConfig, Event, Machine, Role, SessionId};
 use rtmfp_flash::message::{NcEvent, NetConnection, UserControl};
 use rtmfp_flash::{DhGroup, Epd, FlashProfile, PeerId};
+use rtmfp_tokio::{bind_udp, Host, HostConfig, IoStats};
 use serde_json::{json, Value as Json};
 use tokio::sync::mpsc;
 
@@ -63,92 +65,74 @@ const USER_HZ: f64 = 100.0;
 /// Most failed client indices and distinct error messages a worker reports.
 const MAX_REPORTED_FAILURES: usize = 2000;
 const MAX_ERROR_KINDS: usize = 16;
+/// Reports one client keeps for its worker (it has one per command).
+const MAX_CLIENT_REPORTS: usize = 4;
+/// Reports waiting in a worker for its command loop.
+const REPORT_CAPACITY: usize = 1024;
+/// Command lines from the parent waiting for the worker.
+const COMMAND_LINES: usize = 16;
 
 /// Arguments of `nimbus bench server`.
-#[derive(Args, Debug, Clone)]
+#[derive(Debug, Clone)]
 pub struct BenchServerArgs {
     /// Print one JSON object instead of text.
-    #[arg(long)]
-    json: bool,
+    pub json: bool,
     /// Total sessions to open and hold (burst included).
-    #[arg(long, default_value_t = 20_000)]
-    sessions: usize,
+    pub sessions: usize,
     /// Clients connecting simultaneously in the burst phase.
-    #[arg(long, default_value_t = 1000)]
-    burst: usize,
+    pub burst: usize,
     /// Seconds to hold every session idle before measuring memory.
-    #[arg(long, default_value_t = 30)]
-    hold_secs: u64,
+    pub hold_secs: u64,
     /// Lookup + introduction pairs (0 = skip; needs the nimbus `lookup` call).
-    #[arg(long, default_value_t = 500)]
-    pairs: usize,
+    pub pairs: usize,
     /// Engine shards of the spawned server (0 = one per core).
-    #[arg(long, default_value_t = 2)]
-    shards: usize,
+    pub shards: usize,
     /// Connects per second in the ramp phase (at most).
-    #[arg(long, default_value_t = 2000)]
-    rate: u32,
+    pub rate: u32,
     /// Most connects outstanding at once in the ramp phase, over all
     /// workers (0 = no limit: an open loop at --rate).
-    #[arg(long, default_value_t = 200)]
-    ramp_inflight: usize,
+    pub ramp_inflight: usize,
     /// Diffie-Hellman group the spawned server offers (2 = 1024-bit, 14 =
     /// 2048-bit); clients offer groups 2 and 14.
-    #[arg(long, default_value_t = 2, value_parser = clap::builder::PossibleValuesParser::new(["2", "14"]).map(|s| s.parse::<u8>().unwrap_or(2)))]
-    dh_group: u8,
+    pub dh_group: u8,
     /// Client DH keys: "ephemeral" (a fresh key per handshake, as Flash
     /// Player) or "static" (generated before the timed phases).
-    #[arg(long, default_value = "ephemeral", value_parser = ["ephemeral", "static"])]
-    client_keys: String,
+    pub client_keys: String,
     /// Clients per worker process (each client has its own UDP socket).
-    #[arg(long, default_value_t = 5000)]
-    clients_per_worker: usize,
+    pub clients_per_worker: usize,
     /// Loopback source addresses the clients are spread over (127.0.0.2 and
     /// up).
-    #[arg(long, default_value_t = 49)]
-    source_addresses: u8,
+    pub source_addresses: u8,
     /// Seconds a client waits for Connect.Success (and for a direct session).
-    #[arg(long, default_value_t = 10)]
-    connect_timeout_secs: u64,
+    pub connect_timeout_secs: u64,
     /// Bench a server that is already running at this UDP address instead
     /// of spawning `nimbus server`.
-    #[arg(long, value_name = "ADDR")]
-    server: Option<SocketAddr>,
+    pub server: Option<SocketAddr>,
     /// With --server: its process ID, to read its memory and CPU.
-    #[arg(long, value_name = "PID", requires = "server")]
-    server_pid: Option<u32>,
+    pub server_pid: Option<u32>,
     /// With --server: its Prometheus endpoint (nimbus metrics) host:port.
-    #[arg(long, value_name = "ADDR", requires = "server")]
-    server_metrics: Option<SocketAddr>,
+    pub server_metrics: Option<SocketAddr>,
     /// Application in the connect URL (rtmfp://ADDR/APP?user=cN).
-    #[arg(long, default_value = "bench")]
-    app: String,
+    pub app: String,
 }
 
 /// Arguments of the hidden `nimbus bench server-worker`.
-#[derive(Args, Debug, Clone)]
+#[derive(Debug, Clone)]
 pub struct WorkerArgs {
     /// Server UDP address.
-    #[arg(long)]
-    server: SocketAddr,
+    pub server: SocketAddr,
     /// Connect URL without the query (rtmfp://ADDR/APP).
-    #[arg(long)]
-    url: String,
+    pub url: String,
     /// Global index of the first client.
-    #[arg(long)]
-    first: usize,
+    pub first: usize,
     /// Clients in this worker.
-    #[arg(long)]
-    count: usize,
+    pub count: usize,
     /// Loopback source addresses.
-    #[arg(long, default_value_t = 49)]
-    source_addresses: u8,
+    pub source_addresses: u8,
     /// Server DH group (2 or 14).
-    #[arg(long, default_value_t = 2)]
-    dh_group: u8,
+    pub dh_group: u8,
     /// "ephemeral" or "static".
-    #[arg(long, default_value = "ephemeral")]
-    client_keys: String,
+    pub client_keys: String,
 }
 
 // ===========================================================================
@@ -157,7 +141,7 @@ pub struct WorkerArgs {
 
 /// Entry point of `nimbus bench server-worker`: JSON lines on stdin/stdout.
 pub fn run_worker(args: WorkerArgs) -> Result<()> {
-    let (line_tx, line_rx) = mpsc::unbounded_channel::<String>();
+    let (line_tx, line_rx) = mpsc::channel::<String>(COMMAND_LINES);
     // std thread: tokio's stdin needs a blocking pool; EOF drops the sender
     std::thread::Builder::new()
         .name("bench-stdin".into())
@@ -166,7 +150,7 @@ pub fn run_worker(args: WorkerArgs) -> Result<()> {
             for line in stdin.lock().lines() {
                 match line {
                     Ok(l) => {
-                        if line_tx.send(l).is_err() {
+                        if line_tx.blocking_send(l).is_err() {
                             break;
                         }
                     }
@@ -184,8 +168,7 @@ pub fn run_worker(args: WorkerArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the worker runtime")?;
-    let local = tokio::task::LocalSet::new();
-    let r = local.block_on(&rt, worker_loop(args, line_rx, out));
+    let r = rt.block_on(worker_loop(args, line_rx, out));
     if let Err(e) = &r {
         let mut o = std::io::stdout().lock();
         let _ = writeln!(o, "{}", json!({"ev": "error", "message": format!("{e:#}")}));
@@ -224,33 +207,41 @@ impl Clock {
     }
 }
 
+/// Counters of a worker's clients, kept by their machines.
 #[derive(Debug, Default)]
 struct Counters {
     /// Clients with a connected NetConnection now.
-    connected: Cell<u64>,
+    connected: AtomicU64,
     /// Connected NetConnections that closed afterwards.
-    lost: Cell<u64>,
+    lost: AtomicU64,
     /// Direct sessions accepted from other clients (introduction targets).
-    direct_in: Cell<u64>,
+    direct_in: AtomicU64,
     /// Set Keepalive Timers received from the server.
-    keepalive_set: Cell<u64>,
+    keepalive_set: AtomicU64,
 }
 
-fn inc(c: &Cell<u64>) {
-    c.set(c.get() + 1);
+fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
 }
 
-fn dec(c: &Cell<u64>) {
-    c.set(c.get().saturating_sub(1));
+fn dec(c: &AtomicU64) {
+    let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+        Some(v.saturating_sub(1))
+    });
 }
 
+fn get(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+/// What the worker asks of a client.
 #[derive(Debug)]
 enum Cmd {
     Connect { timeout: Duration },
     Intro { name: String, timeout: Duration },
-    Quit,
 }
 
+/// What a client reports: the outcome of a command.
 #[derive(Debug)]
 enum Report {
     Connect {
@@ -277,15 +268,12 @@ struct Intro {
     session: Option<SessionId>,
 }
 
-thread_local! {
-    static RECV_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; 65536]);
-}
-
-/// One simulated Flash client.
+/// One simulated Flash client, as a [`Machine`] on a host of its own: its
+/// engine, its NetConnection to the server, the connect and
+/// lookup-then-introduction it is told to do, and their deadlines.
 struct Client {
     idx: usize,
     ep: Endpoint,
-    sock: tokio::net::UdpSocket,
     server: SocketAddr,
     url: String,
     nc: Option<NetConnection>,
@@ -293,9 +281,9 @@ struct Client {
     connect_deadline: Option<Instant>,
     connected: bool,
     intro: Option<Intro>,
-    out: Vec<u8>,
-    reports: mpsc::UnboundedSender<Report>,
-    counters: Rc<Counters>,
+    /// Reports for the worker (one per command: a handful at most).
+    reports: VecDeque<Report>,
+    counters: Arc<Counters>,
 }
 
 impl std::fmt::Debug for Client {
@@ -307,95 +295,72 @@ impl std::fmt::Debug for Client {
     }
 }
 
-impl Client {
-    async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
-        loop {
-            self.pump().await;
-            self.check_deadlines(Instant::now());
-            let wake = [
-                self.ep.poll_timeout(),
-                self.connect_deadline,
-                self.intro.as_ref().map(|i| i.deadline),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
-            let sleep = async move {
-                match wake {
-                    Some(t) => tokio::time::sleep_until(t.into()).await,
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            enum Wake {
-                Cmd(Option<Cmd>),
-                Readable(bool),
-                Timer,
-            }
-            let w = tokio::select! {
-                c = cmds.recv() => Wake::Cmd(c),
-                r = self.sock.readable() => Wake::Readable(r.is_ok()),
-                _ = sleep => Wake::Timer,
-            };
-            let now = Instant::now();
-            match w {
-                Wake::Cmd(Some(Cmd::Connect { timeout })) => self.start_connect(now, timeout),
-                Wake::Cmd(Some(Cmd::Intro { name, timeout })) => {
-                    self.start_intro(now, name, timeout)
-                }
-                Wake::Cmd(Some(Cmd::Quit)) | Wake::Cmd(None) => {
-                    if let Some(nc) = self.nc.as_mut() {
-                        nc.close(&mut self.ep, now);
-                    }
-                    self.pump().await;
-                    return;
-                }
-                Wake::Readable(true) => self.recv_batch(),
-                Wake::Readable(false) => {
-                    // the socket is broken: idle until told to quit
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Wake::Timer => self.ep.handle_timeout(now),
-            }
+impl Machine for Client {
+    type Command = Cmd;
+    type Event = Report;
+
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        self.ep.handle_datagram(now, from, data);
+        self.pump(now);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        if self.ep.poll_timeout().is_some_and(|t| t <= now) {
+            self.ep.handle_timeout(now);
+        }
+        self.pump(now);
+        self.check_deadlines(now);
+    }
+
+    fn handle_command(&mut self, now: Instant, cmd: Cmd) {
+        match cmd {
+            Cmd::Connect { timeout } => self.start_connect(now, timeout),
+            Cmd::Intro { name, timeout } => self.start_intro(now, name, timeout),
+        }
+        self.pump(now);
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<SocketAddr> {
+        self.ep.poll_transmit(now, buf)
+    }
+
+    fn poll_event(&mut self) -> Option<Report> {
+        self.reports.pop_front()
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        [
+            self.ep.poll_timeout(),
+            self.connect_deadline,
+            self.intro.as_ref().map(|i| i.deadline),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// The worker quits: close the connection (the host sends the close
+    /// and stops).
+    fn handle_close(&mut self, now: Instant) {
+        if let Some(nc) = self.nc.as_mut() {
+            nc.close(&mut self.ep, now);
         }
     }
+}
 
-    fn recv_batch(&mut self) {
-        RECV_BUF.with(|b| {
-            let mut b = b.borrow_mut();
-            for _ in 0..64 {
-                match self.sock.try_recv_from(&mut b) {
-                    Ok((n, from)) => self.ep.handle_datagram(Instant::now(), from, &b[..n]),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(_) => continue,
-                }
-            }
-        });
-    }
-
-    /// Engine and NetConnection events, then everything to send.
-    async fn pump(&mut self) {
-        let now = Instant::now();
+impl Client {
+    /// Engine and NetConnection events.
+    fn pump(&mut self, now: Instant) {
         while let Some(e) = self.ep.poll_event() {
             self.on_event(now, e);
         }
         self.drain_nc(now);
-        while let Some(dst) = self.ep.poll_transmit(now, &mut self.out) {
-            loop {
-                match self.sock.try_send_to(&self.out, dst) {
-                    Ok(_) => break,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        if self.sock.writable().await.is_err() {
-                            break;
-                        }
-                    }
-                    Err(_) => break,
-                }
-            }
-        }
     }
 
-    fn report(&self, r: Report) {
-        let _ = self.reports.send(r);
+    fn report(&mut self, r: Report) {
+        if self.reports.len() < MAX_CLIENT_REPORTS {
+            self.reports.push_back(r);
+        }
     }
 
     fn start_connect(&mut self, now: Instant, timeout: Duration) {
@@ -423,7 +388,7 @@ impl Client {
     }
 
     fn start_intro(&mut self, now: Instant, name: String, timeout: Duration) {
-        let fail = |s: &Self, why: String| {
+        let fail = |s: &mut Self, why: String| {
             s.report(Report::Intro {
                 started: now,
                 looked_up: None,
@@ -534,17 +499,19 @@ impl Client {
                         inc(&self.counters.connected);
                     }
                     if self.connect_deadline.take().is_some() {
+                        let started = self.connect_started.unwrap_or(now);
                         self.report(Report::Connect {
                             idx: self.idx,
-                            started: self.connect_started.unwrap_or(now),
+                            started,
                             result: Ok(now),
                         });
                     }
                 }
                 NcEvent::ConnectFailed(s) if self.connect_deadline.take().is_some() => {
+                    let started = self.connect_started.unwrap_or(now);
                     self.report(Report::Connect {
                         idx: self.idx,
-                        started: self.connect_started.unwrap_or(now),
+                        started,
                         result: Err(format!("{}: {}", s.code, s.description)),
                     });
                 }
@@ -683,10 +650,19 @@ impl PhaseAgg {
     }
 }
 
+/// Host settings of one bench client: it moves a few datagrams, so one per
+/// receive call, the system's socket buffers and tiny channels.
+fn client_host() -> HostConfig {
+    HostConfig::default()
+        .recv_batch(1)
+        .socket_buffer(None)
+        .capacity(4, 4)
+}
+
 /// The worker's command loop: `lines` in, JSON values out through `out`.
 async fn worker_loop(
     args: WorkerArgs,
-    mut lines: mpsc::UnboundedReceiver<String>,
+    mut lines: mpsc::Receiver<String>,
     out: impl Fn(Json),
 ) -> Result<()> {
     let setup = Instant::now();
@@ -696,9 +672,10 @@ async fn worker_loop(
     }
     let groups = client_groups(args.dh_group);
     let static_keys = args.client_keys == "static";
-    let counters = Rc::new(Counters::default());
-    let (rep_tx, mut rep_rx) = mpsc::unbounded_channel::<Report>();
-    let mut senders = Vec::with_capacity(args.count);
+    let counters = Arc::new(Counters::default());
+    let (rep_tx, mut rep_rx) = mpsc::channel::<Report>(REPORT_CAPACITY);
+    let mut clients = Vec::with_capacity(args.count);
+    let mut hosts = Vec::with_capacity(args.count);
     let mut rng = rand_chacha::ChaCha20Rng::from_entropy();
     for i in 0..args.count {
         let g = args.first + i;
@@ -712,23 +689,17 @@ async fn worker_loop(
             .build(&mut rng)
             .map_err(|e| anyhow!("client crypto profile: {e}"))?;
         let ip = source_ip(g, args.source_addresses);
-        let std_sock = std::net::UdpSocket::bind((ip, 0))
+        let sock = bind_udp(SocketAddr::new(ip.into(), 0), false, None)
             .with_context(|| format!("client {g}: cannot bind a UDP socket on {ip}"))?;
-        std_sock.set_nonblocking(true)?;
-        let sock = tokio::net::UdpSocket::from_std(std_sock)
-            .with_context(|| format!("client {g}: cannot register the socket"))?;
         let ep = Endpoint::new(
             client_config(),
             Box::new(profile),
             Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(rng.next_u64())),
-            Instant::now(),
+            rtmfp_tokio::now(),
         );
-        let (tx, rx) = mpsc::unbounded_channel();
-        senders.push(tx);
         let client = Client {
             idx: g,
             ep,
-            sock,
             server: args.server,
             url: args.url.clone(),
             nc: None,
@@ -736,11 +707,22 @@ async fn worker_loop(
             connect_deadline: None,
             connected: false,
             intro: None,
-            out: Vec::new(),
-            reports: rep_tx.clone(),
+            reports: VecDeque::new(),
             counters: counters.clone(),
         };
-        tokio::task::spawn_local(client.run(rx));
+        let (handle, mut reports, host) = Host::spawn(client, vec![sock], client_host())
+            .with_context(|| format!("client {g}: cannot start its host"))?;
+        // every client's reports into the worker's one channel
+        let tx = rep_tx.clone();
+        tokio::spawn(async move {
+            while let Some(r) = reports.recv().await {
+                if tx.send(r).await.is_err() {
+                    break;
+                }
+            }
+        });
+        clients.push(handle);
+        hosts.push(host);
     }
     drop(rep_tx);
     out(json!({
@@ -793,7 +775,14 @@ async fn worker_loop(
                             t0
                         };
                         if at <= Instant::now() {
-                            let _ = senders[from + sent].send(Cmd::Connect { timeout });
+                            if clients[from + sent]
+                                .send(Cmd::Connect { timeout })
+                                .await
+                                .is_err()
+                            {
+                                agg.error("the client's host stopped".into());
+                                got += 1;
+                            }
                             sent += 1;
                             last_sent = Instant::now();
                             continue;
@@ -813,7 +802,7 @@ async fn worker_loop(
                     }
                 }
                 for _ in got..total {
-                    agg.error("no report from the client task".into());
+                    agg.error("no report from the client".into());
                 }
                 out(json!({
                     "ev": "connect_done",
@@ -830,6 +819,7 @@ async fn worker_loop(
             "intro" => {
                 let pairs = cmd["pairs"].as_array().cloned().unwrap_or_default();
                 let mut total = 0usize;
+                let mut got = 0usize;
                 let mut agg = PhaseAgg::default();
                 for p in &pairs {
                     let (Some(a), Some(b)) = (p[0].as_u64().and_then(local), p[1].as_u64()) else {
@@ -837,16 +827,19 @@ async fn worker_loop(
                         continue;
                     };
                     total += 1;
-                    let _ = senders[a].send(Cmd::Intro {
+                    let intro = Cmd::Intro {
                         name: format!("c{b}"),
                         timeout,
-                    });
+                    };
+                    if clients[a].send(intro).await.is_err() {
+                        agg.error("the client's host stopped".into());
+                        got += 1;
+                    }
                 }
                 let mut lookup_ok = 0u64;
                 let mut lookup_null = 0u64;
                 let mut lookup_us = Vec::new();
                 let mut via_server = 0u64;
-                let mut got = 0usize;
                 let safety = Instant::now() + timeout + Duration::from_secs(5);
                 while got < total {
                     match tokio::time::timeout_at(safety.into(), rep_rx.recv()).await {
@@ -884,7 +877,7 @@ async fn worker_loop(
                     }
                 }
                 for _ in got..total {
-                    agg.error("no report from the client task".into());
+                    agg.error("no report from the client".into());
                 }
                 out(json!({
                     "ev": "intro_done",
@@ -900,25 +893,61 @@ async fn worker_loop(
                     "errors": agg.errors,
                 }));
             }
-            "status" => out(json!({
-                "ev": "status",
-                "connected": counters.connected.get(),
-                "lost": counters.lost.get(),
-                "direct_in": counters.direct_in.get(),
-                "keepalive_set": counters.keepalive_set.get(),
-            })),
+            "status" => {
+                let mut io = IoStats::default();
+                for c in &clients {
+                    io += c.stats();
+                }
+                out(json!({
+                    "ev": "status",
+                    "connected": get(&counters.connected),
+                    "lost": get(&counters.lost),
+                    "direct_in": get(&counters.direct_in),
+                    "keepalive_set": get(&counters.keepalive_set),
+                    "io": io_to_json(&io),
+                }))
+            }
             "quit" => break,
             other => out(json!({"ev": "error", "message": format!("unknown command {other:?}")})),
         }
     }
-    for tx in &senders {
-        let _ = tx.send(Cmd::Quit);
+    // every client closes its connection; its host sends the close and stops
+    for c in &clients {
+        c.close().await;
     }
-    drop(senders);
-    // let the close packets out
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(clients);
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        for h in hosts {
+            let _ = h.await;
+        }
+    })
+    .await;
     out(json!({"ev": "bye"}));
     Ok(())
+}
+
+/// The counters of clients' sockets a worker reports (their hosts'
+/// [`IoStats`], summed), as JSON.
+fn io_to_json(io: &IoStats) -> Json {
+    json!({
+        "datagrams_sent": io.datagrams_sent,
+        "send_calls": io.send_calls,
+        "send_blocked": io.send_blocked,
+        "datagrams_received": io.datagrams_received,
+        "recv_calls": io.recv_calls,
+    })
+}
+
+/// [`io_to_json`]'s counters back (the others stay zero).
+fn io_from_json(v: &Json) -> IoStats {
+    let n = |k: &str| v[k].as_u64().unwrap_or(0);
+    let mut io = IoStats::default();
+    io.datagrams_sent = n("datagrams_sent");
+    io.send_calls = n("send_calls");
+    io.send_blocked = n("send_blocked");
+    io.datagrams_received = n("datagrams_received");
+    io.recv_calls = n("recv_calls");
+    io
 }
 
 // ===========================================================================
@@ -1292,20 +1321,35 @@ impl Harness {
         Ok(m)
     }
 
-    fn status(&mut self) -> Result<(u64, u64, u64, u64)> {
+    fn status(&mut self) -> Result<Status> {
         let ws: Vec<usize> = (0..self.kids.workers.len()).collect();
         for &w in &ws {
             self.send(w, &json!({"cmd": "status"}))?;
         }
         let a = self.await_all("status", &ws, Duration::from_secs(20))?;
         let sum = |k: &str| a.values().map(|v| v[k].as_u64().unwrap_or(0)).sum::<u64>();
-        Ok((
-            sum("connected"),
-            sum("lost"),
-            sum("direct_in"),
-            sum("keepalive_set"),
-        ))
+        let mut io = IoStats::default();
+        for v in a.values() {
+            io += io_from_json(&v["io"]);
+        }
+        Ok(Status {
+            connected: sum("connected"),
+            lost: sum("lost"),
+            direct_in: sum("direct_in"),
+            keepalive_set: sum("keepalive_set"),
+            io,
+        })
     }
+}
+
+/// The workers' `status` answers, summed.
+#[derive(Debug, Clone, Copy)]
+struct Status {
+    connected: u64,
+    lost: u64,
+    direct_in: u64,
+    keepalive_set: u64,
+    io: IoStats,
 }
 
 fn spawn_server(
@@ -1615,7 +1659,12 @@ fn phases(
         }
     }
     let cpu_hold = h.server_cpu();
-    let (held, lost_hold, _, keepalive_set) = h.status()?;
+    let Status {
+        connected: held,
+        lost: lost_hold,
+        keepalive_set,
+        ..
+    } = h.status()?;
     let rss_idle = h.server_pid.and_then(proc_rss);
     let hwm = h
         .server_pid
@@ -1661,7 +1710,13 @@ fn phases(
     }
     let cpu4 = h.server_cpu();
     let m4 = h.metrics();
-    let (connected_end, lost_total, direct_in, _) = h.status()?;
+    let Status {
+        connected: connected_end,
+        lost: lost_total,
+        direct_in,
+        io: client_io,
+        ..
+    } = h.status()?;
     let load_end = loadavg();
 
     // ----- figures -----
@@ -1816,7 +1871,7 @@ fn phases(
             "worker_setup_max_ms": max_setup_ms,
             "source_addresses": format!("127.0.0.2-127.0.0.{}", 1 + args.source_addresses),
             "client": {
-                "identity": "one rtmfp::Endpoint, FlashProfile::client() certificate (peer ID) and UDP socket per client",
+                "identity": "one rtmfp::Endpoint, FlashProfile::client() certificate (peer ID), NetConnection and UDP socket per client, each client a machine on its own rtmfp-tokio host",
                 "dh_keys": args.client_keys,
                 "dh_groups_offered": groups,
                 "hmac_sseq": "client default (preferred); the server answers on request, so HMAC and session sequence numbers are used",
@@ -1833,6 +1888,15 @@ fn phases(
         "introductions": intro_json,
         "server_cpu_ms_per_handshake_connect": per_ms(server_cpu_connect, connects),
         "client_cpu_ms_per_handshake_connect": per_ms(client_cpu_connect, connects),
+        "client_io": {
+            "datagrams_sent": client_io.datagrams_sent,
+            "send_calls": client_io.send_calls,
+            "datagrams_per_send_call": round2(client_io.datagrams_per_send()),
+            "send_blocked": client_io.send_blocked,
+            "datagrams_received": client_io.datagrams_received,
+            "recv_calls": client_io.recv_calls,
+            "datagrams_per_recv_call": round2(client_io.datagrams_per_recv()),
+        },
         "sessions_connected_at_end": connected_end,
         "sessions_lost_total": lost_total,
         "server_metrics": {
@@ -1930,7 +1994,7 @@ fn print_text(r: &Json) {
         c["source_addresses"].as_str().unwrap_or("?")
     );
     println!(
-        "          each: own Endpoint + FlashProfile::client() identity + UDP socket; {} DH keys, groups {}; HMAC/SSEQ {}",
+        "          each: own Endpoint + FlashProfile::client() identity + UDP socket on its own host; {} DH keys, groups {}; HMAC/SSEQ {}",
         cl["dh_keys"].as_str().unwrap_or("?"),
         cl["dh_groups_offered"],
         cl["hmac_sseq"].as_str().unwrap_or("?")
@@ -2013,6 +2077,16 @@ fn print_text(r: &Json) {
         mib(&hd["server_rss_idle_bytes"]),
         mib(&hd["server_rss_peak_bytes"]),
         fmt_num(&hd["bytes_per_idle_session"]),
+    );
+    let io = &r["client_io"];
+    println!(
+        "client io {} datagrams sent in {} calls ({} per call), {} received in {} calls ({} per call)",
+        fmt_num(&io["datagrams_sent"]),
+        fmt_num(&io["send_calls"]),
+        fmt_num(&io["datagrams_per_send_call"]),
+        fmt_num(&io["datagrams_received"]),
+        fmt_num(&io["recv_calls"]),
+        fmt_num(&io["datagrams_per_recv_call"]),
     );
     println!(
         "cpu       server {} ms per handshake + connect (clients {} ms); idle: {} µs server CPU per session per second",

@@ -1,6 +1,7 @@
 //! Opens an RTMFP session with Flash crypto (RFC 7425) to a server such as
 //! rtmfp-cpp's `tcserver`, reports `SessionOpened`, exchanges a few packets
-//! on a flow and closes.
+//! on a flow and closes. The engine runs on `rtmfp-tokio`'s host (wrapped in
+//! the examples' datagram recorder for `--record`).
 //!
 //! ```text
 //! cargo run -p rtmfp-flash --example flash_client -- [options] rtmfp://127.0.0.1:PORT/app
@@ -22,13 +23,18 @@ use bytes::Bytes;
 use rand_core::SeedableRng;
 use rtmfp::{EndpointConfig, Event, Priority};
 use rtmfp_flash::{fingerprint, hex_encode, DhGroup, Epd, FlashProfile, Negotiation};
+use rtmfp_tokio::{Host, HostConfig};
+
+/// Datagrams kept for a `--record` test vector.
+const RECORD_LIMIT: usize = 10;
 
 fn usage() -> ! {
     eprintln!("usage: flash_client [--require] [--no-hmac] [--no-sseq] [--ephemeral] [--group N] [--record FILE] [--timeout SECS] rtmfp://HOST:PORT/app");
     std::process::exit(2)
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let mut uri = None;
     let mut hmac = Negotiation::PREFERRED;
@@ -90,90 +96,111 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "[::]:0".parse()?
     };
     let seed = rand_core::RngCore::next_u64(&mut rng);
-    let mut node =
-        common::UdpNode::bind(local, EndpointConfig::default(), Box::new(profile), seed)?;
-    if record.is_some() {
-        node.record = Some(Vec::new());
-    }
-    println!("bound to {}", node.local_addr()?);
+    let ep = common::engine(EndpointConfig::default(), Box::new(profile), seed);
+    let limit = if record.is_some() { RECORD_LIMIT } else { 0 };
+    let socket = common::bind(local)?;
+    println!("bound to {}", socket.local_addr()?);
+    let (host, mut events, task) = Host::spawn(
+        common::Recorder::new(ep, limit),
+        vec![socket],
+        HostConfig::default(),
+    )?;
 
     let epd = Epd::server(uri.as_bytes()).encode();
+    let epd_hex = hex_encode(&epd);
     let started = Instant::now();
-    let session = node.ep.connect(started, &epd, &[server])?;
-    println!("connecting to {uri} ({server}), EPD {}", hex_encode(&epd));
+    let session = host
+        .with(move |m, now| m.inner.connect(now, &epd, &[server]))
+        .await??;
+    println!("connecting to {uri} ({server}), EPD {epd_hex}");
 
-    let deadline = started + timeout;
-    let mut opened_at = None;
+    let deadline = tokio::time::Instant::from_std(started + timeout);
+    let mut opened_at: Option<Instant> = None;
     let mut flow = None;
     let mut acked = false;
     let mut closing = false;
     let mut ok = false;
-    while Instant::now() < deadline {
-        node.turn(Duration::from_millis(50))?;
-        while let Some(e) = node.ep.poll_event() {
-            match e {
-                Event::SessionOpened {
-                    session: s, peer, ..
-                } if s == session => {
-                    let t = started.elapsed();
-                    opened_at = Some(Instant::now());
-                    let info = node.ep.session_info(s).ok_or("no session info")?;
+    loop {
+        // after the open: close once traffic came back (or after 3 s), give up after 4 s
+        let check = opened_at.map(|t| {
+            let after = if closing { 4 } else { 3 };
+            tokio::time::Instant::from_std(t + Duration::from_secs(after))
+        });
+        let e = tokio::select! {
+            () = tokio::time::sleep_until(deadline) => break,
+            () = tokio::time::sleep_until(check.unwrap_or(deadline)), if check.is_some() => None,
+            e = events.recv() => match e {
+                Some(e) => Some(e),
+                None => break,
+            },
+        };
+        match e {
+            Some(Event::SessionOpened {
+                session: s, peer, ..
+            }) if s == session => {
+                let t = started.elapsed();
+                opened_at = Some(Instant::now());
+                println!(
+                    "SessionOpened with {peer} after {:.1} ms",
+                    t.as_secs_f64() * 1e3
+                );
+                // move some session traffic both ways: a flow and a message
+                let (info, f) = host
+                    .with(move |m, now| {
+                        let info = m.inner.session_info(s);
+                        let f = m
+                            .inner
+                            .open_flow(now, s, b"rtmfp-flash example", None, Priority::ROUTINE)
+                            .and_then(|f| {
+                                m.inner
+                                    .send(now, s, f, Bytes::from_static(b"hello"), None)?;
+                                m.inner.close_flow(now, s, f)?;
+                                Ok(f)
+                            });
+                        (info, f)
+                    })
+                    .await?;
+                let info = info.ok_or("no session info")?;
+                println!("  server peer ID: {}", fingerprint(&info.far_certificate));
+                println!("  near nonce: {}", hex_encode(&info.near_nonce));
+                println!("  far nonce:  {}", hex_encode(&info.far_nonce));
+                if let Some(k) = common::keys_of(&keys) {
                     println!(
-                        "SessionOpened with {peer} after {:.1} ms",
-                        t.as_secs_f64() * 1e3
+                        "  group {}, send HMAC {} / recv HMAC {}, send SSEQ {} / recv SSEQ {}",
+                        k["group"],
+                        k["send_hmac_len"],
+                        k["recv_hmac_len"],
+                        k["send_sseq"],
+                        k["recv_sseq"]
                     );
-                    println!("  server peer ID: {}", fingerprint(&info.far_certificate));
-                    println!("  near nonce: {}", hex_encode(&info.near_nonce));
-                    println!("  far nonce:  {}", hex_encode(&info.far_nonce));
-                    if let Some(k) = keys.lock().unwrap().as_ref() {
-                        println!(
-                            "  group {}, send HMAC {} / recv HMAC {}, send SSEQ {} / recv SSEQ {}",
-                            k["group"],
-                            k["send_hmac_len"],
-                            k["recv_hmac_len"],
-                            k["send_sseq"],
-                            k["recv_sseq"]
-                        );
-                    }
-                    // move some session traffic both ways: a flow and a message
-                    let f = node.ep.open_flow(
-                        Instant::now(),
-                        s,
-                        b"rtmfp-flash example",
-                        None,
-                        Priority::ROUTINE,
-                    )?;
-                    node.ep
-                        .send(Instant::now(), s, f, Bytes::from_static(b"hello"), None)?;
-                    node.ep.close_flow(Instant::now(), s, f)?;
-                    flow = Some(f);
                 }
-                Event::SessionFailed { error, .. } => {
-                    println!("SessionFailed: {error}");
-                    return Err("session failed".into());
-                }
-                Event::SendFlowComplete { flow: f, .. } if Some(f) == flow => {
-                    println!("flow {f} acknowledged by the server");
-                    acked = true;
-                }
-                Event::SendFlowException { flow: f, code, .. } if Some(f) == flow => {
-                    println!(
-                        "flow {f} rejected by the server (code {code}): it decrypted our packet"
-                    );
-                    acked = true;
-                }
-                Event::SessionClosed { reason, .. } => {
-                    println!("SessionClosed: {reason:?}");
-                    ok = opened_at.is_some();
-                    closing = true;
-                }
-                _ => {}
+                flow = Some(f?);
             }
+            Some(Event::SessionFailed { error, .. }) => {
+                println!("SessionFailed: {error}");
+                return Err("session failed".into());
+            }
+            Some(Event::SendFlowComplete { flow: f, .. }) if Some(f) == flow => {
+                println!("flow {f} acknowledged by the server");
+                acked = true;
+            }
+            Some(Event::SendFlowException { flow: f, code, .. }) if Some(f) == flow => {
+                println!("flow {f} rejected by the server (code {code}): it decrypted our packet");
+                acked = true;
+            }
+            Some(Event::SessionClosed { reason, .. }) => {
+                println!("SessionClosed: {reason:?}");
+                ok = opened_at.is_some();
+                closing = true;
+            }
+            _ => {}
         }
         if let Some(t) = opened_at {
-            let info = node.ep.session_info(session);
+            let (info, recorded) = host
+                .with(move |m, _| (m.inner.session_info(session), m.recorded().to_vec()))
+                .await?;
             let got = info.as_ref().map_or(0, |i| i.stats.packets_received);
-            if !closing && ((acked && got > 0) || t.elapsed() > Duration::from_secs(3)) {
+            if !closing && ((acked && got > 0) || t.elapsed() >= Duration::from_secs(3)) {
                 if let Some(i) = &info {
                     println!(
                         "session packets: sent {}, received {} (all decrypted and verified)",
@@ -184,23 +211,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     common::write_vector(
                         path,
                         &format!("rtmfp-flash flash_client -> {uri}"),
-                        &node,
+                        &recorded,
                         &keys,
                     )?;
                     println!("recorded the exchange to {path}");
                 }
-                node.ep.close_session(Instant::now(), session);
+                host.with(move |m, now| m.inner.close_session(now, session))
+                    .await?;
                 closing = true;
                 ok = got > 0;
             }
-            if closing && t.elapsed() > Duration::from_secs(4) {
+            if closing && t.elapsed() >= Duration::from_secs(4) {
                 break;
             }
         }
-        if closing && node.ep.session_count() == 0 {
+        if closing && host.with(|m, _| m.inner.session_count()).await? == 0 {
             break;
         }
     }
+    drop(host);
+    let _ = task.await;
     if opened_at.is_none() {
         println!("timed out: no session");
         return Err("timeout".into());

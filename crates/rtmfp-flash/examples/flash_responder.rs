@@ -1,6 +1,9 @@
 //! An RTMFP responder with Flash crypto (RFC 7425): answers "any server"
 //! EPDs (e.g. rtmfp-cpp's `fcclient`), accepts every flow and counts what
-//! it receives.
+//! it receives. The engine runs on `rtmfp-tokio`'s host inside a small
+//! machine ([`Responder`]) that reads incoming messages and takes a new
+//! session's details at once (the far end may close before this program
+//! looks), wrapped in the examples' datagram recorder for `--record`.
 //!
 //! ```text
 //! cargo run -p rtmfp-flash --example flash_responder -- [options]
@@ -18,19 +21,107 @@
 
 mod common;
 
+use std::collections::VecDeque;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rand_core::SeedableRng;
-use rtmfp::{EndpointConfig, Event};
+use rtmfp::{Endpoint, EndpointConfig, Event, Machine, SessionId, SessionInfo};
 use rtmfp_flash::{fingerprint, hex_encode, DhGroup, FlashProfile, Negotiation};
+use rtmfp_tokio::{Host, HostConfig};
+
+/// Datagrams kept for a `--record` test vector.
+const RECORD_LIMIT: usize = 10;
+/// Most reports waiting for this program (beyond: dropped).
+const MAX_REPORTS: usize = 4096;
+
+/// What the responder machine reports.
+#[derive(Debug)]
+enum Report {
+    /// A session opened, with its details at that moment.
+    Opened {
+        session: SessionId,
+        peer: SocketAddr,
+        info: Option<SessionInfo>,
+    },
+    /// Messages read from a flow.
+    Read { messages: usize, bytes: usize },
+    /// Any other engine event.
+    Engine(Event),
+}
+
+/// The engine, reading every message as it becomes readable.
+#[derive(Debug)]
+struct Responder {
+    ep: Endpoint,
+    reports: VecDeque<Report>,
+}
+
+impl Responder {
+    fn pump(&mut self, now: Instant) {
+        while let Some(e) = self.ep.poll_event() {
+            let r = match e {
+                Event::Readable { session, flow } => {
+                    let (mut messages, mut bytes) = (0, 0);
+                    while let Some(m) = self.ep.read(now, session, flow) {
+                        messages += 1;
+                        bytes += m.data.len();
+                    }
+                    Report::Read { messages, bytes }
+                }
+                Event::SessionOpened { session, peer, .. } => Report::Opened {
+                    session,
+                    peer,
+                    info: self.ep.session_info(session),
+                },
+                e => Report::Engine(e),
+            };
+            if self.reports.len() < MAX_REPORTS {
+                self.reports.push_back(r);
+            }
+        }
+    }
+}
+
+impl Machine for Responder {
+    type Command = Infallible;
+    type Event = Report;
+
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        self.ep.handle_datagram(now, from, data);
+        self.pump(now);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.ep.handle_timeout(now);
+        self.pump(now);
+    }
+
+    fn handle_command(&mut self, _now: Instant, command: Infallible) {
+        match command {}
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<SocketAddr> {
+        self.ep.poll_transmit(now, buf)
+    }
+
+    fn poll_event(&mut self) -> Option<Report> {
+        self.reports.pop_front()
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.ep.poll_timeout()
+    }
+}
 
 fn usage() -> ! {
     eprintln!("usage: flash_responder [--bind ADDR:PORT] [--require] [--no-hmac] [--no-sseq] [--static] [--hostname NAME] [--group N] [--record FILE] [--sessions N] [--time SECS]");
     std::process::exit(2)
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let mut bind: SocketAddr = "127.0.0.1:1935".parse()?;
     let mut hmac = Negotiation::PREFERRED;
@@ -81,85 +172,105 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let profile = builder.build(&mut rng)?;
     println!("my peer ID: {}", profile.peer_id());
     let seed = rand_core::RngCore::next_u64(&mut rng);
-    let mut node = common::UdpNode::bind(bind, EndpointConfig::default(), Box::new(profile), seed)?;
-    if record.is_some() {
-        node.record = Some(Vec::new());
-    }
-    println!("listening on {}", node.local_addr()?);
+    let ep = common::engine(EndpointConfig::default(), Box::new(profile), seed);
+    let limit = if record.is_some() { RECORD_LIMIT } else { 0 };
+    let socket = common::bind(bind)?;
+    println!("listening on {}", socket.local_addr()?);
+    let responder = Responder {
+        ep,
+        reports: VecDeque::new(),
+    };
+    let (host, mut events, task) = Host::spawn(
+        common::Recorder::new(responder, limit),
+        vec![socket],
+        HostConfig::default(),
+    )?;
 
     let started = Instant::now();
+    let end = tokio::time::Instant::from_std(started + run_for);
     let mut opened = 0usize;
     let mut closed = 0usize;
     let mut bytes = 0usize;
     let mut messages = 0usize;
     let mut recorded = false;
     let mut first_open: Option<Instant> = None;
-    while started.elapsed() < run_for {
-        node.turn(Duration::from_millis(50))?;
-        while let Some(e) = node.ep.poll_event() {
-            match e {
-                Event::SessionOpened { session, peer, .. } => {
-                    opened += 1;
-                    first_open.get_or_insert_with(Instant::now);
-                    let info = node.ep.session_info(session).ok_or("no session info")?;
-                    println!("SessionOpened {session:?} from {peer}");
-                    println!("  client peer ID: {}", fingerprint(&info.far_certificate));
-                    println!("  near nonce: {}", hex_encode(&info.near_nonce));
-                    println!("  far nonce:  {}", hex_encode(&info.far_nonce));
-                    if let Some(k) = keys.lock().unwrap().as_ref() {
+    loop {
+        // the test vector is written 2 s after the first session opened
+        let write_at = match (&record, first_open) {
+            (Some(_), Some(t)) if !recorded => {
+                Some(tokio::time::Instant::from_std(t + Duration::from_secs(2)))
+            }
+            _ => None,
+        };
+        tokio::select! {
+            () = tokio::time::sleep_until(end) => break,
+            () = tokio::time::sleep_until(write_at.unwrap_or(end)), if write_at.is_some() => {
+                if let Some(path) = &record {
+                    let datagrams = host.with(|m, _| m.recorded().to_vec()).await?;
+                    common::write_vector(
+                        path,
+                        "rtmfp-cpp fcclient -> rtmfp-flash flash_responder",
+                        &datagrams,
+                        &keys,
+                    )?;
+                    println!("recorded the exchange to {path}");
+                }
+                recorded = true;
+            }
+            e = events.recv() => {
+                let Some(e) = e else { break };
+                match e {
+                    Report::Opened { session, peer, info } => {
+                        opened += 1;
+                        first_open.get_or_insert_with(Instant::now);
+                        let info = info.ok_or("no session info")?;
+                        println!("SessionOpened {session:?} from {peer}");
+                        println!("  client peer ID: {}", fingerprint(&info.far_certificate));
+                        println!("  near nonce: {}", hex_encode(&info.near_nonce));
+                        println!("  far nonce:  {}", hex_encode(&info.far_nonce));
+                        if let Some(k) = common::keys_of(&keys) {
+                            println!(
+                                "  group {}, send HMAC {} / recv HMAC {}, send SSEQ {} / recv SSEQ {}",
+                                k["group"],
+                                k["send_hmac_len"],
+                                k["recv_hmac_len"],
+                                k["send_sseq"],
+                                k["recv_sseq"]
+                            );
+                        }
+                    }
+                    Report::Read { messages: n, bytes: b } => {
+                        messages += n;
+                        bytes += b;
+                    }
+                    Report::Engine(Event::IncomingFlow {
+                        session,
+                        flow,
+                        metadata,
+                        ..
+                    }) => {
                         println!(
-                            "  group {}, send HMAC {} / recv HMAC {}, send SSEQ {} / recv SSEQ {}",
-                            k["group"],
-                            k["send_hmac_len"],
-                            k["recv_hmac_len"],
-                            k["send_sseq"],
-                            k["recv_sseq"]
+                            "IncomingFlow {session:?} flow {flow} metadata {:?}",
+                            String::from_utf8_lossy(&metadata)
                         );
                     }
-                }
-                Event::IncomingFlow {
-                    session,
-                    flow,
-                    metadata,
-                    ..
-                } => {
-                    println!(
-                        "IncomingFlow {session:?} flow {flow} metadata {:?}",
-                        String::from_utf8_lossy(&metadata)
-                    );
-                }
-                Event::Readable { session, flow } => {
-                    while let Some(m) = node.ep.read(Instant::now(), session, flow) {
-                        bytes += m.data.len();
-                        messages += 1;
+                    Report::Engine(Event::RecvFlowComplete { session, flow }) => {
+                        println!("flow {flow} of {session:?} complete; {messages} messages, {bytes} bytes so far");
                     }
+                    Report::Engine(Event::SessionClosed { session, reason }) => {
+                        closed += 1;
+                        println!("SessionClosed {session:?}: {reason:?}");
+                    }
+                    _ => {}
                 }
-                Event::RecvFlowComplete { session, flow } => {
-                    println!("flow {flow} of {session:?} complete; {messages} messages, {bytes} bytes so far");
-                }
-                Event::SessionClosed { session, reason } => {
-                    closed += 1;
-                    println!("SessionClosed {session:?}: {reason:?}");
-                }
-                _ => {}
-            }
-        }
-        if let (Some(path), Some(t)) = (&record, first_open) {
-            if !recorded && t.elapsed() > Duration::from_secs(2) {
-                common::write_vector(
-                    path,
-                    "rtmfp-cpp fcclient -> rtmfp-flash flash_responder",
-                    &node,
-                    &keys,
-                )?;
-                println!("recorded the exchange to {path}");
-                recorded = true;
             }
         }
         if sessions_limit.is_some_and(|n| closed >= n) {
             break;
         }
     }
+    drop(host);
+    let _ = task.await;
     println!(
         "sessions opened {opened}, closed {closed}; received {messages} messages, {bytes} bytes"
     );

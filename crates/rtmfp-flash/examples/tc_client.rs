@@ -11,25 +11,89 @@
 //!   --timeout SECS   give up after SECS (default 10)
 //! ```
 //! HMAC and session sequence numbers are required (rtmfp-cpp's default).
+//!
+//! The engine and the NetConnection are one small machine ([`Client`]) on
+//! `rtmfp-tokio`'s host; this program reacts to its `NcEvent`s.
 
 mod common;
 
+use std::convert::Infallible;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use flash_amf::{DataMessage, Object, Value};
 use rand_core::SeedableRng;
-use rtmfp::EndpointConfig;
+use rtmfp::{Endpoint, EndpointConfig, Machine};
 use rtmfp_flash::message::{NcEvent, NetConnection};
 use rtmfp_flash::{hex_encode, FlashProfile, Negotiation};
+use rtmfp_tokio::{Host, HostConfig};
+
+/// The engine with its NetConnection: engine events go to the
+/// NetConnection, whose events are the machine's. Everything else is
+/// called on it through the host (`HostHandle::with`).
+#[derive(Debug)]
+struct Client {
+    ep: Endpoint,
+    nc: NetConnection,
+}
+
+impl Client {
+    fn pump(&mut self, now: Instant) {
+        while let Some(e) = self.ep.poll_event() {
+            self.nc.on_event(&mut self.ep, now, &e);
+        }
+    }
+}
+
+impl Machine for Client {
+    type Command = Infallible;
+    type Event = NcEvent;
+
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        self.ep.handle_datagram(now, from, data);
+        self.pump(now);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.ep.handle_timeout(now);
+        self.pump(now);
+    }
+
+    fn handle_command(&mut self, _now: Instant, command: Infallible) {
+        match command {}
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<SocketAddr> {
+        self.ep.poll_transmit(now, buf)
+    }
+
+    fn poll_event(&mut self) -> Option<NcEvent> {
+        self.nc.poll_event()
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.ep.poll_timeout()
+    }
+
+    /// Closes the connection; done once the session has closed.
+    fn handle_close(&mut self, now: Instant) {
+        self.nc.close(&mut self.ep, now);
+        self.pump(now);
+    }
+
+    fn is_done(&self) -> Option<bool> {
+        Some(self.ep.session_count() == 0)
+    }
+}
 
 fn usage() -> ! {
     eprintln!("usage: tc_client [--name NAME] [--frames N] [--record FILE] [--timeout SECS] rtmfp://HOST:PORT/app");
     std::process::exit(2)
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let mut uri = None;
     let mut name = "demo".to_string();
@@ -69,14 +133,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "[::]:0".parse()?
     };
     let seed = rand_core::RngCore::next_u64(&mut rng);
-    let mut node =
-        common::UdpNode::bind(local, EndpointConfig::default(), Box::new(profile), seed)?;
+    let mut ep = common::engine(EndpointConfig::default(), Box::new(profile), seed);
     let started = Instant::now();
-    let mut nc = NetConnection::connect(&mut node.ep, started, &uri, &[server], Object::new())?;
+    let mut nc =
+        NetConnection::connect(&mut ep, rtmfp_tokio::now(), &uri, &[server], Object::new())?;
     nc.set_tracing(record.is_some());
-    println!("connecting to {uri} from {}", node.local_addr()?);
+    let socket = common::bind(local)?;
+    println!("connecting to {uri} from {}", socket.local_addr()?);
+    let mut config = HostConfig::default();
+    // on the way out: wait this long for the session to close
+    config.close_timeout = Duration::from_millis(300);
+    let (host, mut events, task) = Host::spawn(Client { ep, nc }, vec![socket], config)?;
 
-    let deadline = started + timeout;
+    let deadline = tokio::time::Instant::from_std(started + timeout);
     let (mut pub_tid, mut play_tid) = (None, None);
     let (mut pub_stream, mut play_stream) = (None, None);
     let (mut publishing, mut playing) = (false, false);
@@ -84,172 +153,144 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut got_audio = 0;
     let mut got_video = 0;
     let mut got_data = 0;
-    let mut done_at = None;
+    let mut done_at: Option<tokio::time::Instant> = None;
     let mut ok = false;
-    while Instant::now() < deadline {
-        node.turn(Duration::from_millis(20))?;
-        let now = Instant::now();
-        while let Some(e) = node.ep.poll_event() {
-            nc.on_event(&mut node.ep, now, &e);
-        }
-        while let Some(e) = nc.poll_event() {
-            match &e {
-                NcEvent::Connected(s) => {
-                    println!("{} ({}): {}", s.code, s.level, s.description);
-                    pub_tid = Some(nc.create_stream(&mut node.ep, now)?);
-                    play_tid = Some(nc.create_stream(&mut node.ep, now)?);
-                }
-                NcEvent::ConnectFailed(s) => {
-                    println!(
-                        "connect failed: {} ({}): {}",
-                        s.code, s.level, s.description
-                    );
-                    return Err("connect failed".into());
-                }
-                NcEvent::StreamCreated {
-                    transaction_id,
-                    stream,
-                } => {
-                    if Some(*transaction_id) == play_tid {
-                        println!("createStream -> {stream} (for play)");
-                        play_stream = Some(*stream);
-                        nc.play(&mut node.ep, now, *stream, &name)?;
-                    } else if Some(*transaction_id) == pub_tid {
-                        println!("createStream -> {stream} (for publish)");
-                        pub_stream = Some(*stream);
-                    }
-                }
-                NcEvent::Status { stream, status } => {
-                    if *stream != 0 {
-                        println!(
-                            "stream {stream} onStatus {} ({}): {}",
-                            status.code, status.level, status.description
-                        );
-                    }
-                    match status.code.as_str() {
-                        "NetStream.Play.Start" => {
-                            playing = true;
-                            if let Some(s) = pub_stream {
-                                nc.publish(&mut node.ep, now, s, &name)?;
-                            }
-                        }
-                        "NetStream.Publish.Start" => publishing = true,
-                        _ => {}
-                    }
-                }
-                NcEvent::Audio {
-                    stream,
-                    timestamp,
-                    payload,
-                } => {
-                    if Some(*stream) == play_stream {
-                        got_audio += 1;
-                    }
-                    println!(
-                        "stream {stream} audio t={timestamp} {} bytes: {}",
-                        payload.len(),
-                        hex_encode(payload)
-                    );
-                }
-                NcEvent::Video {
-                    stream,
-                    timestamp,
-                    payload,
-                } => {
-                    if Some(*stream) == play_stream {
-                        got_video += 1;
-                    }
-                    println!(
-                        "stream {stream} video t={timestamp} {} bytes: {}",
-                        payload.len(),
-                        hex_encode(payload)
-                    );
-                }
-                NcEvent::Data {
-                    stream,
-                    timestamp,
-                    message,
-                } => {
-                    got_data += 1;
-                    println!(
-                        "stream {stream} data t={timestamp} {}({:?})",
-                        message.handler, message.values
-                    );
-                }
-                NcEvent::UserControl { stream, event } => {
-                    println!("stream {stream} user control {event:?}");
-                }
-                NcEvent::Command { stream, command } => {
-                    println!("stream {stream} command {}", command.name);
-                }
-                NcEvent::CallResult { .. } => {}
-                NcEvent::Closed => {
-                    println!("connection closed");
-                }
-                _ => {}
+    loop {
+        let e = tokio::select! {
+            () = tokio::time::sleep_until(deadline) => break,
+            () = tokio::time::sleep_until(done_at.map_or(deadline, |t| t + Duration::from_millis(300))), if done_at.is_some() => {
+                ok = true;
+                break;
             }
+            e = events.recv() => match e {
+                Some(e) => e,
+                None => break,
+            },
+        };
+        match &e {
+            NcEvent::Connected(s) => {
+                println!("{} ({}): {}", s.code, s.level, s.description);
+                let (p, q) = host
+                    .with(|m, now| {
+                        let p = m.nc.create_stream(&mut m.ep, now)?;
+                        let q = m.nc.create_stream(&mut m.ep, now)?;
+                        Ok::<_, rtmfp::Error>((p, q))
+                    })
+                    .await??;
+                pub_tid = Some(p);
+                play_tid = Some(q);
+            }
+            NcEvent::ConnectFailed(s) => {
+                println!(
+                    "connect failed: {} ({}): {}",
+                    s.code, s.level, s.description
+                );
+                return Err("connect failed".into());
+            }
+            NcEvent::StreamCreated {
+                transaction_id,
+                stream,
+            } => {
+                if Some(*transaction_id) == play_tid {
+                    println!("createStream -> {stream} (for play)");
+                    play_stream = Some(*stream);
+                    let (stream, name) = (*stream, name.clone());
+                    host.with(move |m, now| m.nc.play(&mut m.ep, now, stream, &name))
+                        .await??;
+                } else if Some(*transaction_id) == pub_tid {
+                    println!("createStream -> {stream} (for publish)");
+                    pub_stream = Some(*stream);
+                }
+            }
+            NcEvent::Status { stream, status } => {
+                if *stream != 0 {
+                    println!(
+                        "stream {stream} onStatus {} ({}): {}",
+                        status.code, status.level, status.description
+                    );
+                }
+                match status.code.as_str() {
+                    "NetStream.Play.Start" => {
+                        playing = true;
+                        if let Some(s) = pub_stream {
+                            let name = name.clone();
+                            host.with(move |m, now| m.nc.publish(&mut m.ep, now, s, &name))
+                                .await??;
+                        }
+                    }
+                    "NetStream.Publish.Start" => publishing = true,
+                    _ => {}
+                }
+            }
+            NcEvent::Audio {
+                stream,
+                timestamp,
+                payload,
+            } => {
+                if Some(*stream) == play_stream {
+                    got_audio += 1;
+                }
+                println!(
+                    "stream {stream} audio t={timestamp} {} bytes: {}",
+                    payload.len(),
+                    hex_encode(payload)
+                );
+            }
+            NcEvent::Video {
+                stream,
+                timestamp,
+                payload,
+            } => {
+                if Some(*stream) == play_stream {
+                    got_video += 1;
+                }
+                println!(
+                    "stream {stream} video t={timestamp} {} bytes: {}",
+                    payload.len(),
+                    hex_encode(payload)
+                );
+            }
+            NcEvent::Data {
+                stream,
+                timestamp,
+                message,
+            } => {
+                got_data += 1;
+                println!(
+                    "stream {stream} data t={timestamp} {}({:?})",
+                    message.handler, message.values
+                );
+            }
+            NcEvent::UserControl { stream, event } => {
+                println!("stream {stream} user control {event:?}");
+            }
+            NcEvent::Command { stream, command } => {
+                println!("stream {stream} command {}", command.name);
+            }
+            NcEvent::CallResult { .. } => {}
+            NcEvent::Closed => {
+                println!("connection closed");
+            }
+            _ => {}
         }
         if publishing && playing && !sent {
             let s = pub_stream.ok_or("no publish stream")?;
             sent = true;
-            let meta = Object::new()
-                .with("width", 320.0)
-                .with("height", 240.0)
-                .with("videocodecid", 7.0)
-                .with("audiocodecid", 10.0);
-            nc.send_data(
-                &mut node.ep,
-                now,
-                s,
-                0,
-                DataMessage::set_data_frame(Value::Object(meta)),
-            )?;
-            // AVC sequence header and AAC config first, then frames
-            nc.send_video(
-                &mut node.ep,
-                now,
-                s,
-                0,
-                Bytes::from_static(b"\x17\x00\x00\x00\x00\x01\x42\xc0\x1e\xff"),
-            )?;
-            nc.send_audio(
-                &mut node.ep,
-                now,
-                s,
-                0,
-                Bytes::from_static(b"\xaf\x00\x12\x10"),
-            )?;
-            for i in 0..frames {
-                let t = i * 40;
-                let kind = if i == 0 { 0x17 } else { 0x27 };
-                let video = vec![kind, 1, 0, 0, 0, 0, 0, 0, 2, 0x65, i as u8];
-                nc.send_video(&mut node.ep, now, s, t, video.into())?;
-                nc.send_audio(
-                    &mut node.ep,
-                    now,
-                    s,
-                    t,
-                    Bytes::from(vec![0xaf, 1, 0x21, i as u8]),
-                )?;
-            }
+            host.with(move |m, now| publish_frames(m, now, s, frames))
+                .await??;
             println!(
                 "published {frames} video + {frames} audio frames (+ headers, metadata) as {name:?} on stream {s}"
             );
         }
         if sent && got_video > frames && got_audio > frames && done_at.is_none() {
-            done_at = Some(Instant::now());
-        }
-        if let Some(t) = done_at {
-            if t.elapsed() > Duration::from_millis(300) {
-                ok = true;
-                break;
-            }
+            done_at = Some(tokio::time::Instant::now());
         }
     }
     println!("received {got_video} video, {got_audio} audio, {got_data} data messages");
     if let Some(path) = &record {
-        let trace: Vec<serde_json::Value> = nc
-            .take_trace()
+        let trace: Vec<serde_json::Value> = host
+            .with(|m, _| m.nc.take_trace())
+            .await?
             .into_iter()
             .map(|t| {
                 serde_json::json!({
@@ -266,15 +307,51 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::fs::write(path, serde_json::to_string_pretty(&v)? + "\n")?;
         println!("recorded the flow messages to {path}");
     }
-    nc.close(&mut node.ep, Instant::now());
-    let end = Instant::now() + Duration::from_millis(300);
-    while Instant::now() < end && node.ep.session_count() > 0 {
-        node.turn(Duration::from_millis(20))?;
-    }
+    // close the connection; the host stops once the session has closed
+    // (at most 300 ms)
+    host.close().await;
+    drop(host);
+    drop(events);
+    let _ = task.await;
     if ok {
         println!("OK");
         Ok(())
     } else {
         Err("did not get the published frames back".into())
     }
+}
+
+/// Metadata, the AVC sequence header and the AAC config, then `frames`
+/// video and audio frames on stream `s`.
+fn publish_frames(m: &mut Client, now: Instant, s: u32, frames: u32) -> Result<(), rtmfp::Error> {
+    let meta = Object::new()
+        .with("width", 320.0)
+        .with("height", 240.0)
+        .with("videocodecid", 7.0)
+        .with("audiocodecid", 10.0);
+    let (nc, ep) = (&mut m.nc, &mut m.ep);
+    nc.send_data(
+        ep,
+        now,
+        s,
+        0,
+        DataMessage::set_data_frame(Value::Object(meta)),
+    )?;
+    // AVC sequence header and AAC config first, then frames
+    nc.send_video(
+        ep,
+        now,
+        s,
+        0,
+        Bytes::from_static(b"\x17\x00\x00\x00\x00\x01\x42\xc0\x1e\xff"),
+    )?;
+    nc.send_audio(ep, now, s, 0, Bytes::from_static(b"\xaf\x00\x12\x10"))?;
+    for i in 0..frames {
+        let t = i * 40;
+        let kind = if i == 0 { 0x17 } else { 0x27 };
+        let video = vec![kind, 1, 0, 0, 0, 0, 0, 0, 2, 0x65, i as u8];
+        nc.send_video(ep, now, s, t, video.into())?;
+        nc.send_audio(ep, now, s, t, Bytes::from(vec![0xaf, 1, 0x21, i as u8]))?;
+    }
+    Ok(())
 }

@@ -1,153 +1,112 @@
-//! Shared parts of the examples: a minimal blocking UDP driver for one
-//! engine on one std socket (after `nimbus`'s `udp.rs`), a datagram
-//! recorder and the test-vector writer.
+//! Shared parts of the examples: the engine on `rtmfp-tokio`'s host, a
+//! [`Recorder`] that keeps the first datagrams in and out of any machine
+//! (for test vectors), the key recorder and the test-vector writer.
 #![allow(dead_code, unreachable_pub)]
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rand_core::SeedableRng;
-use rtmfp::{CryptoProfile, Endpoint, EndpointConfig};
+use rtmfp::{CryptoProfile, Endpoint, EndpointConfig, Machine};
 use rtmfp_flash::{hex_encode, KeyLogEntry, KeyLogFn};
 
-/// An engine bound to a UDP socket.
-pub struct UdpNode {
-    pub ep: Endpoint,
-    sock: UdpSocket,
-    out: Vec<u8>,
-    rbuf: Vec<u8>,
-    /// Datagrams seen (`out` = sent by us), when recording.
-    pub record: Option<Vec<(bool, SocketAddr, Vec<u8>)>>,
-    pub record_limit: usize,
+/// A datagram seen by a [`Recorder`]: `out` when its machine sent it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub out: bool,
+    pub peer: SocketAddr,
+    pub data: Vec<u8>,
 }
 
-impl UdpNode {
-    pub fn bind(
-        addr: SocketAddr,
-        config: EndpointConfig,
-        profile: Box<dyn CryptoProfile>,
-        seed: u64,
-    ) -> io::Result<Self> {
-        let sock = UdpSocket::bind(addr)?;
-        sock.set_nonblocking(true)?;
-        let ep = Endpoint::new(
-            config,
-            profile,
-            Box::new(rand_chacha::ChaCha20Rng::seed_from_u64(seed)),
-            Instant::now(),
-        );
-        Ok(Self {
-            ep,
-            sock,
-            out: Vec::with_capacity(2048),
-            rbuf: vec![0; 65536],
-            record: None,
-            record_limit: 10,
-        })
-    }
+/// Wraps a machine and keeps copies of the first `limit` datagrams it
+/// receives and sends (nothing when `limit` is 0).
+#[derive(Debug)]
+pub struct Recorder<M> {
+    pub inner: M,
+    limit: usize,
+    seen: Vec<Recorded>,
+}
 
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.sock.local_addr()
-    }
-
-    fn log(&mut self, out: bool, peer: SocketAddr, data: &[u8]) {
-        if let Some(r) = self.record.as_mut() {
-            if r.len() < self.record_limit {
-                r.push((out, peer, data.to_vec()));
-            }
+impl<M> Recorder<M> {
+    pub fn new(inner: M, limit: usize) -> Self {
+        Self {
+            inner,
+            limit,
+            seen: Vec::with_capacity(limit),
         }
     }
 
-    /// Sends everything the engine has to send.
-    pub fn flush(&mut self) -> io::Result<usize> {
-        let mut n = 0;
-        let now = Instant::now();
-        while let Some(dst) = self.ep.poll_transmit(now, &mut self.out) {
-            let d = std::mem::take(&mut self.out);
-            self.log(true, dst, &d);
-            loop {
-                match self.sock.send_to(&d, dst) {
-                    Ok(_) => break,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
-                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => break,
-                    // a destination this socket cannot reach (e.g. an IPv6
-                    // candidate on an IPv4 socket): that datagram is lost
-                    Err(e)
-                        if e.raw_os_error() == Some(97)
-                            || matches!(
-                                e.kind(),
-                                io::ErrorKind::NetworkUnreachable
-                                    | io::ErrorKind::HostUnreachable
-                                    | io::ErrorKind::InvalidInput
-                            ) =>
-                    {
-                        break
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            self.out = d;
-            n += 1;
-        }
-        Ok(n)
+    /// The datagrams recorded so far, in order.
+    pub fn recorded(&self) -> &[Recorded] {
+        &self.seen
     }
 
-    fn received(&mut self, n: usize, from: SocketAddr) {
-        let data = self.rbuf[..n].to_vec();
-        self.log(false, from, &data);
-        self.ep.handle_datagram(Instant::now(), from, &data);
+    fn keep(&mut self, out: bool, peer: SocketAddr, data: &[u8]) {
+        if self.seen.len() < self.limit {
+            self.seen.push(Recorded {
+                out,
+                peer,
+                data: data.to_vec(),
+            });
+        }
+    }
+}
+
+impl<M: Machine> Machine for Recorder<M> {
+    type Command = M::Command;
+    type Event = M::Event;
+
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        self.keep(false, from, data);
+        self.inner.handle_datagram(now, from, data);
     }
 
-    /// One turn of the run loop: receive a batch, run timers, transmit.
-    /// Waits up to `max_wait` when there was nothing to do.
-    pub fn turn(&mut self, max_wait: Duration) -> io::Result<bool> {
-        let mut got = 0;
-        while got < 64 {
-            match self.sock.recv_from(&mut self.rbuf) {
-                Ok((n, from)) => {
-                    self.received(n, from);
-                    got += 1;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        if self.ep.poll_timeout().is_some_and(|t| t <= Instant::now()) {
-            self.ep.handle_timeout(Instant::now());
-        }
-        let sent = self.flush()?;
-        if got == 0 && sent == 0 && !max_wait.is_zero() {
-            let wait = match self.ep.poll_timeout() {
-                Some(t) => t.saturating_duration_since(Instant::now()).min(max_wait),
-                None => max_wait,
-            };
-            if !wait.is_zero() {
-                self.sock.set_nonblocking(false)?;
-                self.sock.set_read_timeout(Some(wait))?;
-                let r = self.sock.recv_from(&mut self.rbuf);
-                self.sock.set_nonblocking(true)?;
-                match r {
-                    Ok((n, from)) => {
-                        self.received(n, from);
-                        got = 1;
-                        self.flush()?;
-                    }
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock
-                                | io::ErrorKind::TimedOut
-                                | io::ErrorKind::ConnectionRefused
-                        ) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        Ok(got > 0 || sent > 0)
+    fn handle_timeout(&mut self, now: Instant) {
+        self.inner.handle_timeout(now);
     }
+
+    fn handle_command(&mut self, now: Instant, command: M::Command) {
+        self.inner.handle_command(now, command);
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<SocketAddr> {
+        let dest = self.inner.poll_transmit(now, buf)?;
+        self.keep(true, dest, buf);
+        Some(dest)
+    }
+
+    fn poll_event(&mut self) -> Option<M::Event> {
+        self.inner.poll_event()
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.inner.poll_timeout()
+    }
+
+    fn handle_close(&mut self, now: Instant) {
+        self.inner.handle_close(now);
+    }
+
+    fn is_done(&self) -> Option<bool> {
+        self.inner.is_done()
+    }
+}
+
+/// An engine seeded with `seed`, created at the host's clock.
+pub fn engine(config: EndpointConfig, profile: Box<dyn CryptoProfile>, seed: u64) -> Endpoint {
+    Endpoint::new(
+        config,
+        profile,
+        Box::new(rand_chacha::ChaCha20Rng::seed_from_u64(seed)),
+        rtmfp_tokio::now(),
+    )
+}
+
+/// A UDP socket for a host on `addr`.
+pub fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    rtmfp_tokio::bind_udp(addr, false, None)
 }
 
 /// The key agreement of the first handshake, as JSON (for test vectors).
@@ -158,7 +117,7 @@ pub fn key_recorder() -> (KeyLogFn, KeyRecord) {
     let rec: KeyRecord = Arc::new(Mutex::new(None));
     let r2 = rec.clone();
     let f: KeyLogFn = Arc::new(move |e: &KeyLogEntry<'_>| {
-        let mut g = r2.lock().unwrap();
+        let Ok(mut g) = r2.lock() else { return };
         if g.is_none() {
             let k = e.keys;
             *g = Some(serde_json::json!({
@@ -186,27 +145,30 @@ pub fn key_recorder() -> (KeyLogFn, KeyRecord) {
     (f, rec)
 }
 
+/// The first handshake's keys, if recorded.
+pub fn keys_of(keys: &KeyRecord) -> Option<serde_json::Value> {
+    keys.lock().ok().and_then(|g| g.clone())
+}
+
 /// Writes a test vector: the recorded datagrams and the keys.
 pub fn write_vector(
     path: &str,
     description: &str,
-    node: &UdpNode,
+    datagrams: &[Recorded],
     keys: &KeyRecord,
 ) -> io::Result<()> {
-    let datagrams: Vec<serde_json::Value> = node
-        .record
+    let datagrams: Vec<serde_json::Value> = datagrams
         .iter()
-        .flatten()
-        .map(|(out, _, d)| {
+        .map(|d| {
             serde_json::json!({
-                "dir": if *out { "out" } else { "in" },
-                "data": hex_encode(d),
+                "dir": if d.out { "out" } else { "in" },
+                "data": hex_encode(&d.data),
             })
         })
         .collect();
     let v = serde_json::json!({
         "description": description,
-        "keys": keys.lock().unwrap().clone(),
+        "keys": keys_of(keys),
         "datagrams": datagrams,
     });
     std::fs::write(path, serde_json::to_string_pretty(&v)? + "\n")
