@@ -155,11 +155,20 @@ impl MediaTag {
 pub trait MediaSource {
     /// The next tag, `Ok(None)` at the end. Sources do not sleep: see [`Paced`].
     fn next_tag(&mut self) -> Result<Option<MediaTag>, MediaError>;
+
+    /// A receiver lost its picture: make the next video frame a key frame
+    /// if the source can (a live encoder can; a file cannot, and ignores
+    /// it, which is the default).
+    fn request_keyframe(&mut self) {}
 }
 
 impl<S: MediaSource + ?Sized> MediaSource for Box<S> {
     fn next_tag(&mut self) -> Result<Option<MediaTag>, MediaError> {
         (**self).next_tag()
+    }
+
+    fn request_keyframe(&mut self) {
+        (**self).request_keyframe();
     }
 }
 

@@ -270,6 +270,14 @@ impl MediaSource for TestSource {
         };
         Ok(Some(tag))
     }
+
+    /// The next video frame is an IDR picture (the encoder's
+    /// [`force_keyframe`](H264Encoder::force_keyframe)).
+    fn request_keyframe(&mut self) {
+        if let Some(v) = self.video.as_mut() {
+            v.encoder.force_keyframe();
+        }
+    }
 }
 
 impl Iterator for TestSource {
@@ -346,6 +354,30 @@ mod tests {
             e >= Duration::from_millis(260) && e < Duration::from_secs(3),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn a_keyframe_request_makes_the_next_picture_an_idr() {
+        let mut s = TestSource::new(TestSourceConfig {
+            audio: None,
+            metadata: false,
+            ..TestSourceConfig::default()
+        })
+        .unwrap();
+        fn video(s: &mut TestSource) -> MediaTag {
+            loop {
+                let t = s.next_tag().unwrap().unwrap();
+                if t.kind == MediaKind::Video && !t.is_sequence_header() {
+                    return t;
+                }
+            }
+        }
+        assert!(video(&mut s).is_keyframe(), "the first picture");
+        assert!(!video(&mut s).is_keyframe());
+        assert!(!video(&mut s).is_keyframe());
+        s.request_keyframe();
+        assert!(video(&mut s).is_keyframe(), "the picture after the request");
+        assert!(!video(&mut s).is_keyframe(), "then P pictures again");
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //! | cancel | `["cancel", callerName]` | caller, giving up before an answer (hang-up or no answer) |
 //! | accept | `["accept", calleeName]` | callee, answering |
 //! | reject | `["reject", calleeName]` | callee, declining, or anyone busy with another call |
+//! | busy | `["busy", name]` | (Nimbus) a phone busy with another call, just before its `reject` |
 //! | bye | `["bye", name]` | either side, hanging up an established call |
 //! | ok | `["ok", name]` | answer to `cancel` and `bye` |
 //!
@@ -32,6 +33,11 @@
 //! * **Busy** is signalled with a plain `reject` (the sample's `onRelay` has a
 //!   fixed `(id, action, name)` signature, so an extra "busy" argument would
 //!   make ActionScript throw). The busy phone's UI gets [`Event::Busy`].
+//!   So that a Nimbus caller can tell "busy" from "declined", the busy
+//!   phone first sends a `busy` message (an action the sample ignores); a
+//!   caller that gets it reports [`Event::PeerBusy`] and ends the call (the
+//!   `reject` that follows finds it idle and is ignored). Against the sample
+//!   the caller sees [`Event::Rejected`].
 //! * An incoming `invite` without a name argument is malformed and ignored;
 //!   the name of any other message is optional. Extra args are ignored.
 //!   Actions are matched case-sensitively; unknown actions are ignored.
@@ -120,6 +126,8 @@ pub enum Message {
     Bye,
     /// `ok`: acknowledges `cancel` or `bye`.
     Ok,
+    /// `busy` (Nimbus): the callee is in another call; a `reject` follows.
+    Busy,
 }
 
 impl Message {
@@ -132,6 +140,7 @@ impl Message {
             Message::Reject => "reject",
             Message::Bye => "bye",
             Message::Ok => "ok",
+            Message::Busy => "busy",
         }
     }
 
@@ -144,6 +153,7 @@ impl Message {
             "reject" => Message::Reject,
             "bye" => Message::Bye,
             "ok" => Message::Ok,
+            "busy" => Message::Busy,
             _ => return None,
         })
     }
@@ -193,6 +203,8 @@ pub enum Event {
         /// True if the peer rejected.
         by_peer: bool,
     },
+    /// The peer we call is in another call (a Nimbus phone's `busy`).
+    PeerBusy,
     /// An invite arrived while we were busy; it was answered with `reject`.
     Busy {
         /// The would-be caller's name.
@@ -445,6 +457,11 @@ impl CallMachine {
                 self.finish(&mut out);
                 out
             }
+            (CallState::Calling, Message::Busy) => {
+                let mut out = vec![Action::Event(Event::PeerBusy)];
+                self.finish(&mut out);
+                out
+            }
             (CallState::Ringing, Message::Cancel) => {
                 let mut out = vec![
                     self.send(Message::Ok),
@@ -503,6 +520,10 @@ impl CallMachine {
 
     fn busy(&self, from_peer: &str, name: &str) -> Vec<Action> {
         vec![
+            Action::SendRelay {
+                to_peer: from_peer.to_owned(),
+                args: Message::Busy.to_args(&self.user_name),
+            },
             Action::SendRelay {
                 to_peer: from_peer.to_owned(),
                 args: Message::Reject.to_args(&self.user_name),
@@ -625,6 +646,7 @@ mod tests {
             Message::Reject,
             Message::Bye,
             Message::Ok,
+            Message::Busy,
         ] {
             assert_eq!(Message::parse(m.as_str()), Some(m));
             assert_eq!(m.to_args("n"), vec![m.as_str().to_string(), "n".into()]);
@@ -915,6 +937,7 @@ mod tests {
             assert_eq!(
                 m.on_relay(now, EVE, &["invite", "eve"]),
                 vec![
+                    relay(EVE, "busy", "alice"),
                     relay(EVE, "reject", "alice"),
                     ev(Event::Busy {
                         from_name: "eve".into(),
@@ -925,7 +948,7 @@ mod tests {
             assert_eq!(m.state(), state);
             assert_eq!(m.peer(), Some(BOB));
             // other messages from a third party are ignored
-            for a in ["cancel", "accept", "reject", "bye", "ok"] {
+            for a in ["cancel", "accept", "reject", "bye", "ok", "busy"] {
                 assert!(m.on_relay(now, EVE, &[a, "eve"]).is_empty());
                 assert_eq!(m.state(), state);
             }
@@ -940,8 +963,27 @@ mod tests {
         let now = t0();
         let mut m = calling(now);
         let out = m.on_relay(now, BOB, &["invite", "bob"]);
-        assert_eq!(out[0], relay(BOB, "reject", "alice"));
+        assert_eq!(out[0], relay(BOB, "busy", "alice"));
+        assert_eq!(out[1], relay(BOB, "reject", "alice"));
         assert_eq!(m.state(), CallState::Calling);
+    }
+
+    #[test]
+    fn a_busy_callee_is_told_apart_from_a_refusal() {
+        let now = t0();
+        let mut m = calling(now);
+        assert_eq!(
+            m.on_relay(now, BOB, &["busy", "bob"]),
+            vec![ev(Event::PeerBusy), ev(Event::Ended)]
+        );
+        assert_idle(&m);
+        // the reject that follows finds the machine idle
+        assert!(m.on_relay(now, BOB, &["reject", "bob"]).is_empty());
+        assert_idle(&m);
+        // busy means nothing in other states
+        let mut m = in_call(now);
+        assert!(m.on_relay(now, BOB, &["busy", "bob"]).is_empty());
+        assert_eq!(m.state(), CallState::InCall);
     }
 
     #[test]
@@ -1046,8 +1088,10 @@ mod tests {
 
     fn arg() -> impl Strategy<Value = String> {
         prop_oneof![
-            prop::sample::select(vec!["invite", "cancel", "accept", "reject", "bye", "ok"])
-                .prop_map(str::to_owned),
+            prop::sample::select(vec![
+                "invite", "cancel", "accept", "reject", "bye", "ok", "busy"
+            ])
+            .prop_map(str::to_owned),
             ".{0,6}",
         ]
     }
@@ -1110,7 +1154,7 @@ mod tests {
                             prop_assert!(!to_peer.is_empty());
                             if before_peer.as_deref() != Some(to_peer.as_str()) {
                                 // only a new call's invite or a busy reject go elsewhere
-                                prop_assert!(args[0] == "invite" || args[0] == "reject");
+                                prop_assert!(args[0] == "invite" || args[0] == "reject" || args[0] == "busy");
                             }
                         }
                         Action::Event(Event::Ended) => ended += 1,

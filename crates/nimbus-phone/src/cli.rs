@@ -21,9 +21,9 @@ pub struct PhoneArgs {
     /// The rendezvous server: rtmfp://HOST[:PORT]/APP.
     #[arg(long, default_value = "rtmfp://127.0.0.1:1935/phone")]
     pub server: String,
-    /// Our user name.
+    /// Our user name (with --web: logs in at start; otherwise required).
     #[arg(long)]
-    pub user: String,
+    pub user: Option<String>,
     /// Password (or registry token) for servers with the `registry` policy.
     #[arg(long, env = "NIMBUS_PHONE_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
@@ -74,6 +74,43 @@ pub struct PhoneArgs {
     /// Quit after this many seconds whatever happens (scripted runs).
     #[arg(long)]
     pub max_seconds: Option<f64>,
+    /// Serve the web phone (camera, microphone and screen in the browser,
+    /// bridged by WebRTC) on ADDR (default 127.0.0.1:8935); prints one line
+    /// `web: URL` to open. The test source stands in while no page is open
+    /// (`--source none` to send nothing then).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = DEFAULT_WEB_ADDR)]
+    pub web: Option<String>,
+    /// With --web: open the page in the system browser.
+    #[arg(long, requires = "web")]
+    pub open: bool,
+}
+
+/// Where `--web` serves the page by default.
+pub const DEFAULT_WEB_ADDR: &str = "127.0.0.1:8935";
+
+/// A user name the phone accepts: 1-64 characters without spaces, `&`,
+/// `?`, `#`, `%`, `/` or control characters (it goes into the connect URL).
+pub fn valid_user(user: &str) -> bool {
+    !user.is_empty()
+        && user.len() <= 64
+        && !user.contains(['&', '?', '/', ' ', '#', '%'])
+        && !user.chars().any(char::is_control)
+}
+
+/// The server's addresses for `rtmfp://HOST[:PORT]/APP`.
+///
+/// # Errors
+/// When the URL is malformed or the host does not resolve.
+pub async fn resolve_server(url: &str) -> anyhow::Result<Vec<SocketAddr>> {
+    let (host, port) = server_host_port(url)?;
+    let servers: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .with_context(|| format!("cannot resolve {host}"))?
+        .collect();
+    if servers.is_empty() {
+        bail!("{host} has no address");
+    }
+    Ok(servers)
 }
 
 /// Splits `rtmfp://host[:port]/app…` into the host and port.
@@ -108,7 +145,11 @@ pub fn server_host_port(url: &str) -> anyhow::Result<(String, u16)> {
     Ok((h.to_string(), port))
 }
 
-fn source_spec(args: &PhoneArgs) -> anyhow::Result<SourceSpec> {
+/// The source of `--source` and `--audio-codec`.
+///
+/// # Errors
+/// An unknown codec, or a file that does not exist.
+pub fn source_spec(args: &PhoneArgs) -> anyhow::Result<SourceSpec> {
     let codec = match args.audio_codec.as_str() {
         "pcm" => AudioCodec::PcmLe,
         #[cfg(feature = "speex")]
@@ -146,17 +187,16 @@ pub fn seconds(s: f64) -> Duration {
 
 /// Runs `nimbus phone`.
 pub async fn run(args: PhoneArgs) -> anyhow::Result<()> {
-    let (host, port) = server_host_port(&args.server)?;
-    let servers: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
-        .await
-        .with_context(|| format!("cannot resolve {host}"))?
-        .collect();
-    if servers.is_empty() {
-        bail!("{host} has no address");
+    if args.web.is_some() {
+        bail!("the web phone (--web) is served by the nimbus binary: nimbus phone --web");
     }
-    if args.user.is_empty() || args.user.len() > 64 || args.user.contains(['&', '?', '/', ' ']) {
-        bail!("user names are 1-64 characters without spaces, '&', '?' or '/'");
+    let Some(user) = args.user.clone() else {
+        bail!("nimbus phone needs --user NAME (or --web, to log in from the page)");
+    };
+    if !valid_user(&user) {
+        bail!("user names are 1-64 characters without spaces, '&', '?', '#', '%' or '/'");
     }
+    let servers = resolve_server(&args.server).await?;
     let bind = args.bind.unwrap_or_else(|| {
         if servers[0].is_ipv6() {
             "[::]:0".parse().expect("addr")
@@ -166,7 +206,7 @@ pub async fn run(args: PhoneArgs) -> anyhow::Result<()> {
     });
     let socket =
         std::net::UdpSocket::bind(bind).with_context(|| format!("cannot bind UDP {bind}"))?;
-    let mut cfg = PhoneConfig::new(args.user.clone(), args.server.clone(), servers);
+    let mut cfg = PhoneConfig::new(user.clone(), args.server.clone(), servers);
     cfg.password = args.password.clone();
     cfg.direct_timeout = Duration::from_millis(args.direct_timeout_ms);
     cfg.relay_fallback = !args.no_relay;
@@ -197,7 +237,7 @@ pub async fn run(args: PhoneArgs) -> anyhow::Result<()> {
     };
     say(format!(
         "nimbus phone: {} (peer ID {}) on {}, server {}",
-        args.user, phone.peer_id, phone.local_addr, args.server
+        user, phone.peer_id, phone.local_addr, args.server
     ));
     let scripted = args.call.is_some() || args.answer && args.seconds.is_some();
     if !scripted {
@@ -233,7 +273,10 @@ pub async fn run(args: PhoneArgs) -> anyhow::Result<()> {
             e = phone.events.recv() => {
                 let Some(e) = e else { break };
                 if !args.json || matches!(e, PhoneEvent::LoginFailed { retry_in: None, .. }) {
-                    say(describe(&e));
+                    let line = describe(&e);
+                    if !line.is_empty() {
+                        say(line);
+                    }
                 }
                 match &e {
                     PhoneEvent::LoginFailed { reason, retry_in: None } => {
@@ -256,6 +299,7 @@ pub async fn run(args: PhoneArgs) -> anyhow::Result<()> {
                     PhoneEvent::Call(c) => {
                         let o = match c {
                             CallEvent::Rejected { by_peer: true } => Some("rejected"),
+                            CallEvent::PeerBusy => Some("busy"),
                             CallEvent::Busy { .. } => None,
                             CallEvent::NoAnswer => Some("no answer"),
                             CallEvent::Offline => Some("offline"),
@@ -328,7 +372,7 @@ pub async fn run(args: PhoneArgs) -> anyhow::Result<()> {
     }
     let report = phone.task.await??;
     if args.json {
-        let j = summary_json(&args.user, &outcome, &report);
+        let j = summary_json(&user, &outcome, &report);
         if stdout_sink {
             eprintln!("{}", serde_json::to_string_pretty(&j)?);
         } else {
@@ -379,6 +423,7 @@ pub fn describe(e: &PhoneEvent) -> String {
             CallEvent::Rejected { by_peer: true } => "the call was rejected".into(),
             CallEvent::Rejected { by_peer: false } => "you rejected the call".into(),
             CallEvent::Busy { from_name, .. } => format!("{from_name} called while you were busy"),
+            CallEvent::PeerBusy => "the peer is busy in another call".into(),
             CallEvent::NoAnswer => "no answer".into(),
             CallEvent::Offline => "that user is offline".into(),
             CallEvent::Cancelled { by_peer: true } => "the caller gave up".into(),
@@ -389,9 +434,10 @@ pub fn describe(e: &PhoneEvent) -> String {
         },
         PhoneEvent::Path(p) => format!("media path: {p}"),
         // the driver's own: not forwarded
-        PhoneEvent::Media(_) | PhoneEvent::StartSource | PhoneEvent::StopSource { .. } => {
-            String::new()
-        }
+        PhoneEvent::Media { .. }
+        | PhoneEvent::StartSource
+        | PhoneEvent::StopSource { .. }
+        | PhoneEvent::KeyframeRequested { .. } => String::new(),
         PhoneEvent::Chat {
             from,
             text,

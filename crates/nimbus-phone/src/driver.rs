@@ -24,7 +24,20 @@
 //! * **Media sources** run on their own thread (they pace themselves on
 //!   the wall clock and may block on standard input) and hand each tag to
 //!   the host with [`HostHandle::blocking_send`]: when the host is behind,
-//!   the source waits (no queue of its own).
+//!   the source waits (no queue of its own). A
+//!   [`PhoneEvent::KeyframeRequested`] makes the running source encode an
+//!   IDR next (the test source can; files ignore it).
+//! * **Media from the application** ([`SourceSpec::External`]): the driver
+//!   starts no source; it hands the application
+//!   [`PhoneEvent::StartSource`], [`PhoneEvent::StopSource`] and
+//!   [`PhoneEvent::KeyframeRequested`], and the application sends its tags
+//!   through [`PhoneHandle::media_sender`] (the host's bounded command
+//!   channel: a sender waits when the phone is behind). [`spawn_source`]
+//!   runs any [`MediaSource`] on a thread into such a sender.
+//! * **Media to the application** ([`SinkSpec::Events`]): received tags go
+//!   to [`PhoneHandle::events`] as [`PhoneEvent::Media`]; when the
+//!   application does not keep up they are dropped and counted
+//!   ([`PhoneHandle::media_events_dropped`]), never queued without bound.
 //!
 //! Every queue is bounded except the user's commands (typed or scripted,
 //! as fast as the user sends them): the host's commands
@@ -35,13 +48,15 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand_core::{RngCore, SeedableRng};
 use rtmfp_flash::FlashProfile;
-use rtmfp_tokio::{Host, HostConfig, HostHandle, WeakHostHandle};
+use rtmfp_tokio::{
+    Host, HostClosed, HostConfig, HostHandle, TrySendError as HostTrySendError, WeakHostHandle,
+};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
@@ -72,6 +87,11 @@ pub enum SourceSpec {
     /// FLV on standard input (e.g. `ffmpeg … -f flv -`), read once for the
     /// whole run; tags outside a call are dropped.
     Stdin,
+    /// The application's own media (a web page's camera, say), sent with
+    /// [`PhoneHandle::media_sender`]; the driver forwards
+    /// [`PhoneEvent::StartSource`], [`PhoneEvent::StopSource`] and
+    /// [`PhoneEvent::KeyframeRequested`] to the application.
+    External,
 }
 
 /// Where the peer's media goes.
@@ -83,6 +103,9 @@ pub enum SinkSpec {
     File(PathBuf),
     /// FLV on standard output (e.g. into `ffplay -`).
     Stdout,
+    /// [`PhoneEvent::Media`] on [`PhoneHandle::events`], for the application
+    /// (dropped and counted when it falls behind).
+    Events,
 }
 
 /// Loss and delay applied to datagrams the phone receives from peers (not
@@ -159,6 +182,8 @@ pub enum Command {
     Hangup,
     /// Send a chat line.
     Say(String),
+    /// Ask the peer for a key frame (our decoder lost its picture).
+    RequestKeyframe,
     /// A status snapshot.
     Status(oneshot::Sender<PhoneStatus>),
     /// Hang up, unregister, close, and end the task.
@@ -190,9 +215,112 @@ pub struct PhoneHandle {
     pub peer_id: String,
     /// The socket's local address.
     pub local_addr: SocketAddr,
+    media: MediaSender,
+    media_dropped: Arc<AtomicU64>,
+}
+
+/// Sends the application's media to a phone ([`SourceSpec::External`]):
+/// each tag is a [`PhoneCommand::SendMedia`] on the phone's host, whose
+/// command channel is bounded, so a sender waits (or, with
+/// [`try_send`](Self::try_send), is refused) when the phone is behind. It
+/// does not keep the phone running.
+#[derive(Debug, Clone)]
+pub struct MediaSender {
+    host: WeakHostHandle<PhoneCore>,
+}
+
+impl MediaSender {
+    /// Sends a tag captured at `captured` (its time on our media clock),
+    /// waiting while the phone is behind.
+    ///
+    /// # Errors
+    /// [`HostClosed`] once the phone has stopped.
+    pub async fn send(&self, tag: MediaTag, captured: Instant) -> Result<(), HostClosed> {
+        let host = self.host.upgrade().ok_or(HostClosed)?;
+        host.send(PhoneCommand::SendMedia { tag, captured }).await
+    }
+
+    /// Sends a tag unless the phone is behind; `Ok(false)`: refused (the
+    /// caller drops it).
+    ///
+    /// # Errors
+    /// [`HostClosed`] once the phone has stopped.
+    pub fn try_send(&self, tag: MediaTag, captured: Instant) -> Result<bool, HostClosed> {
+        let host = self.host.upgrade().ok_or(HostClosed)?;
+        match host.try_send(PhoneCommand::SendMedia { tag, captured }) {
+            Ok(()) => Ok(true),
+            Err(HostTrySendError::Full(_)) => Ok(false),
+            Err(HostTrySendError::Closed(_)) => Err(HostClosed),
+        }
+    }
+
+    /// Sends a tag from a thread outside the runtime, blocking while the
+    /// phone is behind.
+    ///
+    /// # Errors
+    /// [`HostClosed`] once the phone has stopped.
+    pub fn blocking_send(&self, tag: MediaTag, captured: Instant) -> Result<(), HostClosed> {
+        let host = self.host.upgrade().ok_or(HostClosed)?;
+        host.blocking_send(PhoneCommand::SendMedia { tag, captured })
+    }
+}
+
+/// A media source running on its own thread (see [`spawn_source`]):
+/// stopped when dropped.
+#[derive(Debug)]
+pub struct SourceThread {
+    stop: Arc<AtomicBool>,
+    keyframe: Arc<AtomicBool>,
+}
+
+impl SourceThread {
+    /// The source's next video frame should be a key frame.
+    pub fn request_keyframe(&self) {
+        self.keyframe.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for SourceThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Runs `source` on a thread named `name`, paced on the wall clock, into
+/// `media` until the returned [`SourceThread`] is dropped, the source ends,
+/// or the phone stops. `ts_offset` (ms) is added to every timestamp, so
+/// that a source started in the middle of a call continues the call's
+/// media clock.
+///
+/// # Errors
+/// When the thread cannot be started.
+pub fn spawn_source(
+    source: Box<dyn MediaSource + Send>,
+    media: MediaSender,
+    ts_offset: u32,
+    name: &str,
+) -> std::io::Result<SourceThread> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let keyframe = Arc::new(AtomicBool::new(false));
+    let (s, k) = (stop.clone(), keyframe.clone());
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || pump_source(source, media, ts_offset, s, k))?;
+    Ok(SourceThread { stop, keyframe })
 }
 
 impl PhoneHandle {
+    /// Where the application's media goes ([`SourceSpec::External`]).
+    pub fn media_sender(&self) -> MediaSender {
+        self.media.clone()
+    }
+
+    /// Received media dropped because the application did not read
+    /// [`events`](Self::events) fast enough ([`SinkSpec::Events`]).
+    pub fn media_events_dropped(&self) -> u64 {
+        self.media_dropped.load(Ordering::Relaxed)
+    }
+
     /// Sends a command (ignored if the phone has ended).
     pub fn send(&self, c: Command) {
         let _ = self.commands.send(c);
@@ -290,7 +418,12 @@ pub fn spawn(
     let host_task = tokio::spawn(host.run());
     let (ctx, crx) = mpsc::unbounded_channel();
     let (etx, erx) = mpsc::channel(USER_EVENTS);
+    let media = MediaSender {
+        host: handle.downgrade(),
+    };
+    let media_dropped = Arc::new(AtomicU64::new(0));
     let driver = Driver {
+        media_dropped: media_dropped.clone(),
         host: handle,
         cfg: dcfg,
         registry,
@@ -299,6 +432,7 @@ pub fn spawn(
         events: etx,
         held: None,
         media_thread: None,
+        stdin_thread: None,
         stdin_started: false,
         sink: None,
         recordings: Vec::new(),
@@ -313,6 +447,8 @@ pub fn spawn(
         task,
         peer_id,
         local_addr,
+        media,
+        media_dropped,
     })
 }
 
@@ -328,18 +464,6 @@ enum Wake {
     Refresh,
 }
 
-/// A per-call source thread: stopped when dropped.
-#[derive(Debug)]
-struct MediaThread {
-    stop: Arc<AtomicBool>,
-}
-
-impl Drop for MediaThread {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
 /// The application task around the host (see the module documentation).
 struct Driver {
     host: HostHandle<PhoneCore>,
@@ -352,7 +476,12 @@ struct Driver {
     /// An event for the user that found the channel full: no event of the
     /// core is taken until it is delivered.
     held: Option<PhoneEvent>,
-    media_thread: Option<MediaThread>,
+    /// Received media not delivered to the application ([`SinkSpec::Events`]).
+    media_dropped: Arc<AtomicU64>,
+    /// The call's source thread.
+    media_thread: Option<SourceThread>,
+    /// The standard-input source (the whole run).
+    stdin_thread: Option<SourceThread>,
     stdin_started: bool,
     sink: Option<FlvSink<Box<dyn std::io::Write + Send>>>,
     recordings: Vec<PathBuf>,
@@ -466,6 +595,7 @@ impl Driver {
             Some(Command::Reject) => PhoneCommand::Reject,
             Some(Command::Hangup) => PhoneCommand::Hangup,
             Some(Command::Say(text)) => PhoneCommand::Say(text),
+            Some(Command::RequestKeyframe) => PhoneCommand::RequestKeyframe,
         };
         let _ = self.host.send(c).await;
         true
@@ -482,16 +612,40 @@ impl Driver {
 
     /// Acts on an event of the core; returns what goes to the user.
     async fn on_event(&mut self, e: PhoneEvent) -> Option<PhoneEvent> {
+        let external = matches!(self.cfg.source, SourceSpec::External);
         match e {
-            PhoneEvent::Media(tag) => self.record(&tag),
+            PhoneEvent::Media { tag, received } => {
+                if matches!(self.cfg.sink, SinkSpec::Events) {
+                    self.deliver_media(PhoneEvent::Media { tag, received });
+                    None
+                } else {
+                    self.record(&tag)
+                }
+            }
+            PhoneEvent::StartSource if external => Some(PhoneEvent::StartSource),
             PhoneEvent::StartSource => self
                 .start_source()
                 .err()
                 .map(|e| PhoneEvent::Notice(format!("media source: {e:#}"))),
             PhoneEvent::StopSource { call } => {
                 self.media_thread = None;
-                self.calls.push(*call);
-                self.finish_recording()
+                self.calls.push((*call).clone());
+                let notice = self.finish_recording();
+                if external {
+                    // StopSource is what the application needs; a recording
+                    // notice goes first if there is room
+                    if let Some(n) = notice {
+                        let _ = self.events.try_send(n);
+                    }
+                    return Some(PhoneEvent::StopSource { call });
+                }
+                notice
+            }
+            e @ PhoneEvent::KeyframeRequested { .. } => {
+                for t in self.media_thread.iter().chain(&self.stdin_thread) {
+                    t.request_keyframe();
+                }
+                external.then_some(e)
             }
             PhoneEvent::RegistryLookup { name } => {
                 self.look_up(name).await;
@@ -553,10 +707,25 @@ impl Driver {
         });
     }
 
+    /// Hands received media to the application: dropped and counted when
+    /// it does not keep up (never held: media is only worth it now).
+    fn deliver_media(&mut self, e: PhoneEvent) {
+        if self.held.is_some() {
+            self.media_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match self.events.try_send(e) {
+            Ok(()) | Err(TrySendError::Closed(_)) => {}
+            Err(TrySendError::Full(_)) => {
+                self.media_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Starts the source thread of a call (stdin: once, for the whole run).
     fn start_source(&mut self) -> anyhow::Result<()> {
         let (source, per_call): (Box<dyn MediaSource + Send>, bool) = match &self.cfg.source {
-            SourceSpec::None => return Ok(()),
+            SourceSpec::None | SourceSpec::External => return Ok(()),
             SourceSpec::Test(c) => (Box::new(TestSource::new(c.clone())?), true),
             SourceSpec::File(p) => (Box::new(FlvFileSource::open(p)?), true),
             SourceSpec::Stdin if self.stdin_started => return Ok(()),
@@ -565,18 +734,13 @@ impl Driver {
                 (Box::new(FlvFileSource::open("-")?), false)
             }
         };
-        let stop = Arc::new(AtomicBool::new(false));
-        let (host, flag) = (self.host.downgrade(), stop.clone());
-        let name = if per_call {
-            "phone-media"
-        } else {
-            "phone-stdin"
+        let media = MediaSender {
+            host: self.host.downgrade(),
         };
-        std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || pump_source(source, host, flag))?;
         if per_call {
-            self.media_thread = Some(MediaThread { stop });
+            self.media_thread = Some(spawn_source(source, media, 0, "phone-media")?);
+        } else {
+            self.stdin_thread = Some(spawn_source(source, media, 0, "phone-stdin")?);
         }
         Ok(())
     }
@@ -586,7 +750,7 @@ impl Driver {
     fn record(&mut self, tag: &MediaTag) -> Option<PhoneEvent> {
         if self.sink.is_none() {
             let path = match &self.cfg.sink {
-                SinkSpec::None => return None,
+                SinkSpec::None | SinkSpec::Events => return None,
                 SinkSpec::Stdout => PathBuf::from("-"),
                 SinkSpec::File(p) => {
                     let n = self.recordings.len() + 1;
@@ -639,13 +803,18 @@ impl Driver {
 /// host's command channel is full, the source waits.
 fn pump_source(
     mut source: Box<dyn MediaSource + Send>,
-    host: WeakHostHandle<PhoneCore>,
+    media: MediaSender,
+    ts_offset: u32,
     stop: Arc<AtomicBool>,
+    keyframe: Arc<AtomicBool>,
 ) {
     let mut pacer = Pacer::new();
     while !stop.load(Ordering::Relaxed) {
+        if keyframe.swap(false, Ordering::Relaxed) {
+            source.request_keyframe();
+        }
         match source.next_tag() {
-            Ok(Some(tag)) => {
+            Ok(Some(mut tag)) => {
                 let now = Instant::now();
                 let due = pacer.due(tag.timestamp, now);
                 if due > now {
@@ -654,11 +823,8 @@ fn pump_source(
                 if stop.load(Ordering::Relaxed) {
                     return;
                 }
-                let Some(host) = host.upgrade() else {
-                    return;
-                };
-                let media = PhoneCommand::SendMedia { tag, captured: due };
-                if host.blocking_send(media).is_err() {
+                tag.timestamp = tag.timestamp.wrapping_add(ts_offset);
+                if media.blocking_send(tag, due).is_err() {
                     return;
                 }
             }

@@ -21,7 +21,8 @@
 //! The owner acts on a few events: [`PhoneEvent::Media`] goes to the sink;
 //! [`PhoneEvent::StartSource`] starts the call's media source, whose tags
 //! come back as [`PhoneCommand::SendMedia`], until
-//! [`PhoneEvent::StopSource`]; [`PhoneEvent::RegistryLookup`] is answered
+//! [`PhoneEvent::StopSource`]; [`PhoneEvent::KeyframeRequested`] asks that
+//! source for a key frame; [`PhoneEvent::RegistryLookup`] is answered
 //! with [`PhoneCommand::RegistryLookupResult`]. To quit, send
 //! [`PhoneCommand::Quit`] (or close the host: [`Machine::handle_close`])
 //! and keep driving until [`PhoneCore::closed`] (the machine is then
@@ -51,6 +52,12 @@
 //!   (`NetStream.Connect.Rejected`), as `onPeerConnect` returning false.
 //! * **Chat**: `NetStream.send("onIm", name, text)` on our published stream;
 //!   `onIm` and the paper's `onReceive` are shown.
+//! * **Key frames on request**: [`PhoneCommand::RequestKeyframe`] sends
+//!   `NetStream.send("nimbusKeyframe")` on our published stream (the peer
+//!   plays it); a phone that receives one reports
+//!   [`PhoneEvent::KeyframeRequested`] so that its source encodes an IDR at
+//!   once. Both ends are limited to one every [`KEYFRAME_REQUEST_INTERVAL`].
+//!   Flash ignores the handler (it has no such method).
 //! * **Hang up**: `bye` / `ok` (or `cancel` / `reject`); streams and the
 //!   direct session close. A direct session closed by the peer while in the
 //!   call also ends it (the peer hung up while the server was away).
@@ -96,6 +103,10 @@ pub const MAX_PENDING_EVENTS: usize = 4096;
 const MAX_CHAT_BACKLOG: usize = 16;
 /// Latency samples kept for percentiles (a reservoir beyond that).
 const MAX_LATENCY_SAMPLES: usize = 100_000;
+/// Key-frame requests are sent, and reported, at most once per this.
+pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(200);
+/// The data message handler of a key-frame request.
+pub const KEYFRAME_HANDLER: &str = "nimbusKeyframe";
 
 /// Settings of a phone.
 #[derive(Debug, Clone)]
@@ -223,7 +234,21 @@ pub enum PhoneEvent {
     /// The call's media path was decided or changed.
     Path(MediaPath),
     /// Received media for the sink (FLV tag body and timestamp).
-    Media(MediaTag),
+    Media {
+        /// The tag.
+        tag: MediaTag,
+        /// When its message came out of the RTMFP flow (the input's `now`).
+        received: Instant,
+    },
+    /// The owner's media source should make its next video frame a key
+    /// frame: the peer asked for one (`by_peer`: its decoder lost the
+    /// picture), or the phone itself waits for one before it sends video
+    /// again (a new receiver, or video dropped on the way out). At most one
+    /// every [`KEYFRAME_REQUEST_INTERVAL`] of each kind.
+    KeyframeRequested {
+        /// The peer asked (`nimbusKeyframe`).
+        by_peer: bool,
+    },
     /// A chat line (ours when `local`).
     Chat {
         /// Sender's name.
@@ -290,6 +315,9 @@ pub enum PhoneCommand {
         /// When it was due on the source's clock (its capture time).
         captured: Instant,
     },
+    /// Ask the peer's source for a key frame: our decoder lost its
+    /// picture ([`PhoneCore::request_keyframe`]).
+    RequestKeyframe,
     /// The answer to [`PhoneEvent::RegistryLookup`]
     /// ([`PhoneCore::registry_lookup_result`]).
     RegistryLookupResult {
@@ -426,6 +454,19 @@ pub struct PhoneStatus {
     pub received: MediaCounters,
     /// Video or audio the sender dropped (backpressure, waiting for a key frame).
     pub send_drops: u64,
+    /// Our media from its capture (the `captured` instant of
+    /// [`PhoneCommand::SendMedia`]) to the RTMFP engine: pacing for a file or
+    /// the test source; for a web phone, the time the bridge adds from the
+    /// RTP frame's arrival.
+    pub send_latency: LatencySummary,
+    /// Fraction (0..1) of the user-data fragments we sent on the call's
+    /// direct session that RTMFP declared lost (then retransmitted or
+    /// abandoned): the loss on the way out.
+    pub sent_loss: f64,
+    /// Key-frame requests we sent the peer.
+    pub keyframe_requests_sent: u64,
+    /// Key-frame requests the peer sent us.
+    pub keyframe_requests_received: u64,
     /// Received bit rate over the last second (kbit/s).
     pub rx_kbps: f64,
     /// Sent bit rate over the last second (kbit/s).
@@ -640,6 +681,17 @@ enum Pending {
 
 #[derive(Debug, Default)]
 struct Stats {
+    send_latency: Latency,
+    keyframe_requests_sent: u64,
+    keyframe_requests_received: u64,
+    /// Last key-frame request sent to the peer, reported for the peer,
+    /// reported for ourselves.
+    keyframe_sent_at: Option<Instant>,
+    keyframe_by_peer_at: Option<Instant>,
+    keyframe_own_at: Option<Instant>,
+    /// Loss of what we sent on the call's direct session (last known: kept
+    /// after the session closed, for summaries).
+    sent_loss: f64,
     sent: MediaCounters,
     received: MediaCounters,
     send_drops: u64,
@@ -820,9 +872,10 @@ impl PhoneCore {
                     | PhoneEvent::Refused { .. }
                     | PhoneEvent::Notice(_)
                     | PhoneEvent::Path(_)
+                    | PhoneEvent::KeyframeRequested { .. }
                     | PhoneEvent::Call(call::Event::Busy { .. })
             );
-            if matches!(e, PhoneEvent::Media(_)) {
+            if matches!(e, PhoneEvent::Media { .. }) {
                 self.media_dropped_events += 1;
                 return;
             }
@@ -1111,6 +1164,44 @@ impl PhoneCore {
         }
     }
 
+    /// Asks the peer for a key frame (`nimbusKeyframe` on our published
+    /// stream): our decoder (a web page's, say) lost its picture. At most one
+    /// every [`KEYFRAME_REQUEST_INTERVAL`]; nothing while the peer does not
+    /// receive our stream.
+    pub fn request_keyframe(&mut self, now: Instant) {
+        if !self.media_ready() {
+            return;
+        }
+        if self
+            .stats
+            .keyframe_sent_at
+            .is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_REQUEST_INTERVAL)
+        {
+            return;
+        }
+        let ts = self.media_ts(now);
+        if self.send_data_message(now, ts, DataMessage::new(KEYFRAME_HANDLER, Vec::new())) {
+            self.stats.keyframe_sent_at = Some(now);
+            self.stats.keyframe_requests_sent += 1;
+        }
+        self.process(now);
+    }
+
+    /// Tells the owner that its source should send a key frame (at most one
+    /// report of each kind every [`KEYFRAME_REQUEST_INTERVAL`]).
+    fn report_keyframe_wanted(&mut self, now: Instant, by_peer: bool) {
+        let last = if by_peer {
+            &mut self.stats.keyframe_by_peer_at
+        } else {
+            &mut self.stats.keyframe_own_at
+        };
+        if last.is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_REQUEST_INTERVAL) {
+            return;
+        }
+        *last = Some(now);
+        self.push(PhoneEvent::KeyframeRequested { by_peer });
+    }
+
     /// Hangs up, closes every session and stops reconnecting.
     pub fn quit(&mut self, now: Instant) {
         if self.call.state() != CallState::Idle {
@@ -1154,6 +1245,10 @@ impl PhoneCore {
         let unix = self.unix_ms(captured);
         if self.call.state() != CallState::InCall {
             return false;
+        }
+        if tag.kind != MediaKind::Data {
+            let ms = now.saturating_duration_since(captured).as_secs_f64() * 1000.0;
+            self.stats.send_latency.add(ms);
         }
         let Some(m) = self.media.as_mut() else {
             return false;
@@ -1225,6 +1320,8 @@ impl PhoneCore {
         if tag.kind == MediaKind::Video && !tag.is_sequence_header() {
             if m.need_key && !tag.is_keyframe() {
                 self.stats.send_drops += 1;
+                // a live source sends key frames only when asked
+                self.report_keyframe_wanted(now, false);
                 return false;
             }
             m.need_key = false;
@@ -1391,6 +1488,7 @@ impl PhoneCore {
             call::Event::HungUp { .. }
             | call::Event::Cancelled { .. }
             | call::Event::Rejected { .. }
+            | call::Event::PeerBusy
             | call::Event::NoAnswer
             | call::Event::Offline => {
                 // stop media at once; the session closes at Ended
@@ -1989,7 +2087,7 @@ impl PhoneCore {
             }
         }
         self.stats.rx.add(now, tag.data.len());
-        self.push(PhoneEvent::Media(tag));
+        self.push(PhoneEvent::Media { tag, received: now });
     }
 
     fn on_data(&mut self, now: Instant, ts: u32, message: DataMessage) {
@@ -2019,6 +2117,10 @@ impl PhoneCore {
                     local: false,
                 });
             }
+            KEYFRAME_HANDLER => {
+                self.stats.keyframe_requests_received += 1;
+                self.report_keyframe_wanted(now, true);
+            }
             "onMetaData" => {
                 let obj = message.values.first();
                 let epoch = obj
@@ -2038,7 +2140,10 @@ impl PhoneCore {
                     .chain(message.values)
                     .collect();
                 if let Ok(data) = amf::amf0::encode_all(&values) {
-                    self.push(PhoneEvent::Media(MediaTag::new(MediaKind::Data, ts, data)));
+                    self.push(PhoneEvent::Media {
+                        tag: MediaTag::new(MediaKind::Data, ts, data),
+                        received: now,
+                    });
                 }
             }
             _ => {}
@@ -2209,6 +2314,16 @@ impl PhoneCore {
             .and_then(|m| m.session)
             .and_then(|s| self.ep.srtt(s))
             .map(|d| d.as_secs_f64() * 1000.0);
+        if let Some(info) = m
+            .and_then(|m| m.session)
+            .and_then(|s| self.ep.session_info(s))
+        {
+            let st = info.stats;
+            if st.fragments_sent > 0 {
+                self.stats.sent_loss =
+                    (st.fragments_lost as f64 / st.fragments_sent as f64).clamp(0.0, 1.0);
+            }
+        }
         let fps = m.and_then(|m| m.remote_fps).or(self.stats.remote_fps);
         let loss = |c: &Continuity, interval: Option<f64>| match c.expected(interval) {
             Some(e) if e > 0 => (1.0 - c.count as f64 / e as f64).max(0.0),
@@ -2231,6 +2346,10 @@ impl PhoneCore {
             sent: self.stats.sent,
             received: self.stats.received,
             send_drops: self.stats.send_drops,
+            send_latency: self.stats.send_latency.summary(),
+            sent_loss: self.stats.sent_loss,
+            keyframe_requests_sent: self.stats.keyframe_requests_sent,
+            keyframe_requests_received: self.stats.keyframe_requests_received,
             rx_kbps: self.stats.rx.kbps(now),
             tx_kbps: self.stats.tx.kbps(now),
             audio_loss,
@@ -2276,6 +2395,7 @@ impl Machine for PhoneCore {
             PhoneCommand::SendMedia { tag, captured } => {
                 self.send_media(now, &tag, captured);
             }
+            PhoneCommand::RequestKeyframe => self.request_keyframe(now),
             PhoneCommand::RegistryLookupResult { name, peer_id } => {
                 self.registry_lookup_result(now, &name, peer_id.as_deref());
             }
@@ -2407,11 +2527,10 @@ mod tests {
         let t0 = Instant::now();
         let mut m = core(3, t0);
         for _ in 0..3 * MAX_PENDING_EVENTS {
-            m.push(PhoneEvent::Media(MediaTag::new(
-                MediaKind::Audio,
-                0,
-                Bytes::new(),
-            )));
+            m.push(PhoneEvent::Media {
+                tag: MediaTag::new(MediaKind::Audio, 0, Bytes::new()),
+                received: t0,
+            });
             m.push(PhoneEvent::Notice("a peer repeats itself".into()));
             m.push(PhoneEvent::StartSource);
         }
@@ -2422,6 +2541,6 @@ mod tests {
             "{st:?}"
         );
         // below the first bound nothing was dropped: the oldest come first
-        assert!(matches!(m.poll_event(), Some(PhoneEvent::Media(_))));
+        assert!(matches!(m.poll_event(), Some(PhoneEvent::Media { .. })));
     }
 }
