@@ -2,8 +2,10 @@
 //!
 //! For each group size N, a `nimbus server` on loopback and N members in
 //! this process (one publisher of the built-in H.264 test source, N − 1
-//! players, each its own UDP socket): the publisher's upload, the players'
-//! upload (they relay), join-to-first-frame time and missing fragments.
+//! players; each member its own host, socket, runtime and thread): the
+//! publisher's upload, the players' upload (they relay), join-to-first-frame
+//! time (the member's own clock: from the join to the first media message
+//! it delivers, with no polling in between) and missing fragments.
 
 use std::time::Duration;
 
@@ -12,17 +14,14 @@ use anyhow::Result;
 use crate::group_members::{run_members, spec_for, MemberPlan};
 
 /// Options.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone)]
 pub struct BenchGroupArgs {
     /// Group sizes (members, publisher included).
-    #[arg(long, value_delimiter = ',', default_value = "2,5,10,20,40")]
-    sizes: Vec<usize>,
+    pub sizes: Vec<usize>,
     /// Seconds of streaming per size.
-    #[arg(long, default_value_t = 12.0)]
-    seconds: f64,
+    pub seconds: f64,
     /// JSON output.
-    #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -64,19 +63,14 @@ pub fn run(args: BenchGroupArgs) -> Result<()> {
                 server: addr,
                 url: url.clone(),
                 spec: spec.clone(),
-                publish: (i == 0).then(|| ("cam".to_string(), "test".to_string())),
+                publish: (i == 0).then(|| "cam".to_string()),
                 play: (i > 0).then(|| "cam".to_string()),
-                record: None,
-                posts: Vec::new(),
-                bind: "127.0.0.1:0".parse()?,
                 // players join while the stream runs (late joiners included)
                 start_after: if i == 0 {
                     Duration::ZERO
                 } else {
                     Duration::from_millis(300 + 20 * i as u64)
                 },
-                leave_after: None,
-                verbose: false,
             });
         }
         let run = Duration::from_secs_f64(seconds + 1.0);

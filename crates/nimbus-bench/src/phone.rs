@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use clap::Args;
 use nimbus_phone::driver::Impairment;
 use nimbus_phone::phone::PhoneStatus;
 use serde_json::json;
@@ -14,23 +13,18 @@ use serde_json::json;
 use crate::system::{run_call, CallOptions, CallResult};
 
 /// Arguments of `nimbus bench phone`.
-#[derive(Args, Debug, Clone)]
+#[derive(Debug, Clone)]
 pub struct BenchPhoneArgs {
     /// Print one JSON object.
-    #[arg(long)]
-    json: bool,
+    pub json: bool,
     /// Seconds of media per run.
-    #[arg(long, default_value_t = 10.0)]
-    seconds: f64,
+    pub seconds: f64,
     /// Loss rate of the impaired run (each direction).
-    #[arg(long, default_value_t = 0.05)]
-    loss: f64,
+    pub loss: f64,
     /// One-way delay of the impaired run, ms.
-    #[arg(long, default_value_t = 50)]
-    delay_ms: u64,
+    pub delay_ms: u64,
     /// Extra uniform jitter of the impaired run, ms (0 keeps packets in order).
-    #[arg(long, default_value_t = 0)]
-    jitter_ms: u64,
+    pub jitter_ms: u64,
 }
 
 fn pct(sent: u64, recv: u64) -> f64 {

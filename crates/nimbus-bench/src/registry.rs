@@ -20,7 +20,7 @@ use nimbus_registry::{serve, LegacyMode, Registry, RegistryConfig, SqliteSync};
 use nimbus_testkit::http::{create_temp_schema, drop_temp_schema, HttpConn};
 
 /// Which back ends to measure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BenchBackend {
     /// SQLite only.
     Sqlite,
@@ -30,40 +30,54 @@ pub enum BenchBackend {
     Both,
 }
 
+impl std::str::FromStr for BenchBackend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "sqlite" => Ok(BenchBackend::Sqlite),
+            "postgres" => Ok(BenchBackend::Postgres),
+            "both" => Ok(BenchBackend::Both),
+            _ => Err(format!("{s:?}: expected sqlite, postgres or both")),
+        }
+    }
+}
+
+impl std::fmt::Display for BenchBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BenchBackend::Sqlite => "sqlite",
+            BenchBackend::Postgres => "postgres",
+            BenchBackend::Both => "both",
+        })
+    }
+}
+
 /// Settings of `nimbus bench registry`.
-#[derive(Clone, clap::Args)]
+#[derive(Clone)]
 pub struct BenchArgs {
     /// Print one JSON object instead of text.
-    #[arg(long)]
     pub json: bool,
 
     /// Back ends to measure.
-    #[arg(long, value_enum, default_value_t = BenchBackend::Both)]
     pub backend: BenchBackend,
 
     /// PostgreSQL database to measure in (a temporary schema is created and dropped).
     /// Defaults to $NIMBUS_TEST_POSTGRES_URL.
-    #[arg(long, env = "NIMBUS_TEST_POSTGRES_URL", hide_env_values = true)]
     pub postgres_url: Option<String>,
 
     /// Length of each phase (updates, then look-ups), in seconds.
-    #[arg(long, default_value_t = 5.0)]
     pub duration_secs: f64,
 
     /// Concurrent keep-alive connections.
-    #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
 
     /// Distinct user names.
-    #[arg(long, default_value_t = 10_000)]
     pub users: usize,
 
     /// SQLite durability setting to measure with.
-    #[arg(long, value_enum, default_value_t = SqliteSync::Full)]
     pub sqlite_synchronous: SqliteSync,
 
     /// Read connections of the registry under test (default as the service's).
-    #[arg(long)]
     pub db_connections: Option<u32>,
 }
 

@@ -22,8 +22,8 @@
 //!   waits for the host to stop (at most
 //!   [`quit_grace`](GroupMemberConfig::quit_grace)) and returns it.
 //!
-//! It owns this application task, the sources and sinks, and `nimbus group`
-//! ([`cli`]). It must not touch sockets, timers or the protocol (the host's
+//! It owns this application task and the sources and sinks (`nimbus group`,
+//! in the `nimbus` binary, is its command line). It must not touch sockets, timers or the protocol (the host's
 //! and `rtmfp-netgroup`'s), nor route engine events (the member does).
 //!
 //! ## The application task
@@ -53,8 +53,6 @@
 //! }
 //! # Ok(()) }
 //! ```
-
-pub mod cli;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, ToSocketAddrs};

@@ -159,64 +159,6 @@ async fn one_publishes_two_play_and_posts_reach_everyone_once() {
     srv.shutdown().await;
 }
 
-/// `nimbus group --play cam --post … --seconds 6 --json` against a member
-/// publishing the test source: the CLI member plays, posts once a
-/// neighbour is there, and its summary has the figures.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn command_line_member_plays_posts_and_summarises() {
-    use nimbus_group::cli::{run_member, summary_json, GroupArgs};
-    let srv = server().await;
-    let addr = srv.local_addrs()[0];
-    let spec = GroupMemberConfig::spec_for("cli-test").unwrap();
-    let (publisher, mut ev_p) = member(addr, &spec, 21);
-    publisher
-        .send(GroupCommand::Publish {
-            name: "cam".into(),
-            source: SourceSpec::Test(TestSourceConfig::default()),
-        })
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let rec = dir.path().join("cli.flv");
-    let args = GroupArgs {
-        server: format!("rtmfp://{addr}/group"),
-        group: Some("cli-test".into()),
-        spec: None,
-        publish: None,
-        source: "test".into(),
-        play: Some("cam".into()),
-        record: Some(rec.to_string_lossy().into_owned()),
-        post: vec!["hello from the command line".into()],
-        seconds: Some(6.0),
-        bind: Some("127.0.0.1:0".parse().unwrap()),
-        dh_groups: vec![],
-        json: true,
-    };
-    let (status, _posts) = tokio::time::timeout(T, run_member(args))
-        .await
-        .expect("the command line member did not end")
-        .unwrap();
-    let j = summary_json(&status, &[]);
-    assert_eq!(j["neighbors"].as_array().unwrap().len(), 1, "{j:#}");
-    assert!(j["played"]["cam"]["video"].as_u64().unwrap() >= 30, "{j:#}");
-    assert!(j["join_to_first_video_ms"].as_f64().is_some(), "{j:#}");
-    assert_eq!(
-        j["media_written"].as_u64(),
-        j["played"]["cam"]["written"].as_u64()
-    );
-    assert!(
-        j["stats"]["fragments_received"].as_u64().unwrap() > 0,
-        "{j:#}"
-    );
-    assert!(std::fs::metadata(&rec).unwrap().len() > 10_000);
-    // the publisher got the post, once
-    let mut posts = Vec::new();
-    drain_posts(&mut ev_p, &mut posts);
-    assert_eq!(posts, vec!["hello from the command line".to_string()]);
-    publisher.quit().await.unwrap();
-    srv.shutdown().await;
-}
-
 /// In a group without multicast, streams asked for before the join are
 /// refused once joined: the member says so and forgets them, no source
 /// starts, and quitting does not wait for anything.

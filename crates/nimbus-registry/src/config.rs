@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// Who may use the legacy `reg.cgi` endpoint, and how.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LegacyMode {
     /// `reg.cgi` as it was: anyone may register names and look them up, without
@@ -34,8 +34,28 @@ impl LegacyMode {
     }
 }
 
+impl std::fmt::Display for LegacyMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for LegacyMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "open" => Ok(LegacyMode::Open),
+            "authenticated" => Ok(LegacyMode::Authenticated),
+            "connected-only" => Ok(LegacyMode::ConnectedOnly),
+            _ => Err(format!(
+                "{s:?} is not a legacy mode (open, authenticated, connected-only)"
+            )),
+        }
+    }
+}
+
 /// SQLite's `synchronous` setting for the registry database (always in WAL mode).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SqliteSync {
     /// Every commit is flushed to stable storage (`fsync` of the WAL) before it is
@@ -45,6 +65,33 @@ pub enum SqliteSync {
     /// Commits reach the OS (the WAL file) before they are acknowledged but are synced
     /// only at checkpoints: durable across a killed process, not across a power loss.
     Normal,
+}
+
+impl SqliteSync {
+    /// The name used on the command line and in config files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SqliteSync::Full => "full",
+            SqliteSync::Normal => "normal",
+        }
+    }
+}
+
+impl std::fmt::Display for SqliteSync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for SqliteSync {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "full" => Ok(SqliteSync::Full),
+            "normal" => Ok(SqliteSync::Normal),
+            _ => Err(format!("{s:?} is not a SQLite sync mode (full, normal)")),
+        }
+    }
 }
 
 /// A token-bucket rate limit: `per_second` sustained, bursts of up to `burst`.

@@ -16,22 +16,22 @@
 //! * Session binding for the rendezvous server ([`Registry::bind_session`],
 //!   [`Registry::unbind_session`], [`ConnectedPeers`]) and user authentication at
 //!   connect time ([`Registry::authenticate`]).
-//! * The standalone service ([`RegistryArgs`], [`run`]). The load generator behind
-//!   `nimbus bench registry` is `nimbus-bench`'s.
+//! * Serving it over HTTP ([`serve`]); the standalone service is `nimbus registry`,
+//!   in the `nimbus` binary, and the load generator behind `nimbus bench registry` is
+//!   `nimbus-bench`'s.
 //!
 //! ## What it must not touch
 //! * RTMFP itself: handshakes, sessions and the rendezvous logic belong to the `rtmfp`
 //!   crates. This crate never parses RTMFP packets; the server tells it which peer ID
 //!   belongs to which authenticated user and which peer IDs are connected now.
-//! * The `nimbus` command line: it only exposes `clap::Args` structs and async entry
-//!   points that the CLI wires in.
+//! * The `nimbus` command line: it has no command-line code; `nimbus registry` in the
+//!   binary wires [`Registry`] and [`serve`] together.
 //! * Process-global state: it installs no global tracing subscriber (only its own
 //!   binary does), no global allocator and no signal handlers outside [`run`].
 //! * Secrets in logs: passwords, tokens and database passwords are never logged.
 
 mod api;
 mod auth;
-mod cli;
 mod clock;
 mod config;
 mod error;
@@ -42,7 +42,6 @@ mod registry;
 mod server;
 mod store;
 
-pub use cli::{run, RegistryArgs};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{LegacyMode, RateLimit, RegistryConfig, SqliteSync};
 pub use error::RegistryError;

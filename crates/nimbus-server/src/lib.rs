@@ -58,7 +58,6 @@ pub mod policy;
 pub mod shard;
 pub mod streams;
 
-mod cli;
 mod shard_host;
 
 use std::net::SocketAddr;
@@ -70,7 +69,6 @@ use anyhow::Context as _;
 use rand_core::SeedableRng;
 use rtmfp_tokio::HostHandle;
 
-pub use cli::{run, ServerArgs};
 pub use config::{AppConfig, ConfigError, GroupJoin, Limits, Policy, ServerConfig};
 pub use metrics::Metrics;
 

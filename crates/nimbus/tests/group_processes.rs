@@ -1,6 +1,8 @@
-//! 30 `nimbus group` member processes on loopback play one multicast
-//! stream through a `nimbus server` while a third of them leave and join
-//! again: fewer than 1 % of the fragments in their play spans are missing.
+//! `nimbus group` processes on loopback through a `nimbus server` process:
+//! one command-line member plays, records, posts and summarises; 30 member
+//! processes play one multicast stream while a third of them leave and join
+//! again, and fewer than 1 % of the fragments in their play spans are
+//! missing.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -55,17 +57,68 @@ fn summary(child: Child, limit: Duration) -> serde_json::Value {
     })
 }
 
-#[test]
-fn thirty_members_play_a_stream_while_a_third_leave_and_rejoin() {
+/// A `nimbus server` process on a free port, and its URL for `app`.
+fn server(app: &str) -> (Child, String) {
     let port = free_port();
-    let mut server = Command::new(BIN)
+    let server = Command::new(BIN)
         .args(["server", "--listen", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    let url = format!("rtmfp://127.0.0.1:{port}/groups");
+    (server, format!("rtmfp://127.0.0.1:{port}/{app}"))
+}
+
+/// `nimbus group --play cam --record … --post … --seconds 6 --json` against
+/// a member publishing the test source: the command-line member plays,
+/// records, posts once a neighbour is there, and its summary has the
+/// figures; the publisher gets the post once.
+#[test]
+fn command_line_member_plays_records_posts_and_summarises() {
+    let (mut server, url) = server("group");
+    let publisher = member(&url, &["--publish", "cam"], 12.0);
+    std::thread::sleep(Duration::from_millis(500));
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("cli.flv");
+    let player = member(
+        &url,
+        &[
+            "--play",
+            "cam",
+            "--record",
+            rec.to_str().unwrap(),
+            "--post",
+            "hello from the command line",
+        ],
+        6.0,
+    );
+    let j = summary(player, Duration::from_secs(30));
+    let p = summary(publisher, Duration::from_secs(30));
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(j["neighbors"].as_array().unwrap().len(), 1, "{j:#}");
+    assert!(j["played"]["cam"]["video"].as_u64().unwrap() >= 30, "{j:#}");
+    assert!(j["join_to_first_video_ms"].as_f64().is_some(), "{j:#}");
+    assert_eq!(
+        j["media_written"].as_u64(),
+        j["played"]["cam"]["written"].as_u64()
+    );
+    assert!(
+        j["stats"]["fragments_received"].as_u64().unwrap() > 0,
+        "{j:#}"
+    );
+    assert!(std::fs::metadata(&rec).unwrap().len() > 10_000);
+    assert_eq!(
+        p["posts"],
+        serde_json::json!(["hello from the command line"]),
+        "{p:#}"
+    );
+}
+
+#[test]
+fn thirty_members_play_a_stream_while_a_third_leave_and_rejoin() {
+    let (mut server, url) = server("groups");
     let publisher = member(&url, &["--publish", "live"], 26.0);
     std::thread::sleep(Duration::from_millis(500));
     // 20 stay the whole time, 10 leave after 8 s and join again 1 s later

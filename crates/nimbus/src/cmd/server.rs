@@ -5,48 +5,48 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::config::{AppConfig, Policy, RegistrySection, ServerConfig};
-use crate::Server;
+use nimbus_server::config::{AppConfig, Policy, RegistrySection, ServerConfig};
+use nimbus_server::Server;
 
 /// Arguments of `nimbus server`. Flags override the configuration file.
 #[derive(Args, Debug, Clone, Default)]
-pub struct ServerArgs {
+pub(crate) struct ServerArgs {
     /// UDP address to serve RTMFP on (repeat for several, e.g. IPv4 and IPv6).
     #[arg(long = "listen", value_name = "ADDR")]
-    pub listen: Vec<SocketAddr>,
+    listen: Vec<SocketAddr>,
     /// TOML configuration file (see docs/server.md).
     #[arg(long, value_name = "FILE", env = "NIMBUS_SERVER_CONFIG")]
-    pub config: Option<PathBuf>,
+    config: Option<PathBuf>,
     /// Engine shards (threads); 0 = one per core.
     #[arg(long)]
-    pub shards: Option<usize>,
+    shards: Option<usize>,
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
-    pub metrics: Option<SocketAddr>,
+    metrics: Option<SocketAddr>,
     /// Embed the peer-ID registry on this database (sqlite:PATH or postgres://...).
     #[arg(long, value_name = "URL")]
-    pub registry_db: Option<String>,
+    registry_db: Option<String>,
     /// Serve the registry's HTTP API (reg.cgi and JSON) on this address.
     #[arg(long, value_name = "ADDR")]
-    pub registry_listen: Option<SocketAddr>,
+    registry_listen: Option<SocketAddr>,
     /// Accept only connects with one of these developer keys (Cirrus style,
     /// `rtmfp://host/KEY`) on every app without its own configuration.
     #[arg(long = "developer-key", value_name = "KEY")]
-    pub developer_keys: Vec<String>,
+    developer_keys: Vec<String>,
     /// Diffie-Hellman groups to offer (comma separated: 2,5,14,16).
     #[arg(long, value_delimiter = ',')]
-    pub dh_groups: Option<Vec<u8>>,
+    dh_groups: Option<Vec<u8>>,
     /// Log as JSON lines.
     #[arg(long)]
-    pub log_json: bool,
+    log_json: bool,
     /// Log filter (e.g. info, debug, nimbus_server=debug).
     #[arg(long, value_name = "FILTER")]
-    pub log: Option<String>,
+    log: Option<String>,
 }
 
 impl ServerArgs {
     /// The effective configuration: file (if any), then flags.
-    pub fn to_config(&self) -> anyhow::Result<ServerConfig> {
+    pub(crate) fn to_config(&self) -> anyhow::Result<ServerConfig> {
         let mut c = match &self.config {
             Some(p) => ServerConfig::from_file(p)?,
             None => ServerConfig::default(),
@@ -113,7 +113,7 @@ fn init_logging(c: &ServerConfig) {
 }
 
 /// Runs the server until SIGINT or SIGTERM, then shuts it down cleanly.
-pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let config = args.to_config()?;
     init_logging(&config);
     let server = Server::start(config).await?;

@@ -12,7 +12,7 @@ use rtmfp_flash::{DhGroup, PeerId};
 use rtmfp_netgroup::GroupEvent;
 use serde_json::json;
 
-use crate::{
+use nimbus_group::{
     decode_post_text, encode_post_text, GroupCommand, GroupHandle, GroupMember, GroupMemberConfig,
     GroupStatus, MemberCommand, MemberEvent, SinkSpec, SourceSpec,
 };
@@ -22,48 +22,48 @@ const STDIN_LINES: usize = 64;
 
 /// Arguments of `nimbus group`.
 #[derive(Args, Debug, Clone)]
-pub struct GroupArgs {
+pub(crate) struct GroupArgs {
     /// The rendezvous server: rtmfp://HOST[:PORT]/APP.
     #[arg(long, default_value = "rtmfp://127.0.0.1:1935/group")]
-    pub server: String,
+    server: String,
     /// Group name: the groupspec is built from it with multicast, posting
     /// and object replication enabled (members must use the same name).
     #[arg(long, conflicts_with = "spec")]
-    pub group: Option<String>,
+    group: Option<String>,
     /// A full groupspec (`G:…`, e.g. from a Flash app) instead of --group.
     #[arg(long)]
-    pub spec: Option<String>,
+    spec: Option<String>,
     /// Publish a multicast stream with this name.
     #[arg(long)]
-    pub publish: Option<String>,
+    publish: Option<String>,
     /// What --publish sends: `test` (H.264 test pattern and tone), an FLV
     /// file, or `-` for FLV on standard input.
     #[arg(long, default_value = "test")]
-    pub source: String,
+    source: String,
     /// Play the multicast stream with this name.
     #[arg(long)]
-    pub play: Option<String>,
+    play: Option<String>,
     /// Write the played stream to this FLV file (`-`: standard output, e.g.
     /// `| ffplay -`).
     #[arg(long, requires = "play")]
-    pub record: Option<String>,
+    record: Option<String>,
     /// Post this text (an AMF0 string) once a neighbour is connected
     /// (repeatable).
     #[arg(long)]
-    pub post: Vec<String>,
+    post: Vec<String>,
     /// Leave after this many seconds (default: at `quit` or end of input).
     #[arg(long)]
-    pub seconds: Option<f64>,
+    seconds: Option<f64>,
     /// Local UDP address (default: any address, a free port).
     #[arg(long)]
-    pub bind: Option<SocketAddr>,
+    bind: Option<SocketAddr>,
     /// DH groups of our identity (repeatable: 2, 5, 14, 16; default 16, 14
     /// and 2). `--dh-group 2` alone for librtmfp peers.
     #[arg(long = "dh-group")]
-    pub dh_groups: Vec<u8>,
+    dh_groups: Vec<u8>,
     /// Print a JSON summary at the end (and no event lines).
     #[arg(long)]
-    pub json: bool,
+    json: bool,
 }
 
 /// Where event lines go: stderr when stdout carries FLV.
@@ -230,7 +230,7 @@ fn print_status(s: &GroupStatus, out: &Out, neighbors_only: bool) {
 }
 
 /// The JSON summary of a run.
-pub fn summary_json(s: &GroupStatus, posts: &[String]) -> serde_json::Value {
+fn summary_json(s: &GroupStatus, posts: &[String]) -> serde_json::Value {
     let st = &s.stats;
     let played: serde_json::Map<String, serde_json::Value> = s
         .playing
@@ -292,7 +292,7 @@ pub fn summary_json(s: &GroupStatus, posts: &[String]) -> serde_json::Value {
 }
 
 /// Runs `nimbus group`.
-pub async fn run(args: GroupArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: GroupArgs) -> anyhow::Result<()> {
     let json = args.json;
     let (status, posts) = run_member(args).await?;
     if json {
@@ -306,7 +306,7 @@ pub async fn run(args: GroupArgs) -> anyhow::Result<()> {
 
 /// Runs one member as `nimbus group` does (event lines unless `--json`) and
 /// returns its final status and the posts it received.
-pub async fn run_member(args: GroupArgs) -> anyhow::Result<(GroupStatus, Vec<String>)> {
+async fn run_member(args: GroupArgs) -> anyhow::Result<(GroupStatus, Vec<String>)> {
     let spec = match (&args.spec, &args.group) {
         (Some(s), _) => s.clone(),
         (None, Some(g)) => GroupMemberConfig::spec_for(g)?,

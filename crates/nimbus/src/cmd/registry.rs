@@ -1,24 +1,20 @@
-//! The standalone service: `nimbus registry` and the `nimbus-registry` binary.
+//! `nimbus registry`: the peer-ID registry as a service of its own.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::config::{LegacyMode, RateLimit, RegistryConfig, SqliteSync};
-use crate::registry::Registry;
-use crate::server::serve;
-use crate::store::redact_url;
+use nimbus_registry::{
+    redact_url, serve, LegacyMode, RateLimit, Registry, RegistryConfig, RegistryError, SqliteSync,
+};
 
-/// Settings of the registry service: the command line of `nimbus registry …`, and
-/// (deserialised with serde, every field optional) the `[registry]` section of the
-/// server's configuration file when the registry is embedded.
-#[derive(Clone, clap::Args, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RegistryArgs {
+/// The command line of `nimbus registry …`.
+#[derive(Clone, clap::Args)]
+pub(crate) struct RegistryArgs {
     /// Address to listen on for HTTP.
     #[arg(long, default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+    listen: SocketAddr,
 
     /// Database: `sqlite:PATH` (created if missing) or
     /// `postgres://USER:PASSWORD@HOST[:PORT]/DB`.
@@ -28,53 +24,53 @@ pub struct RegistryArgs {
         default_value = "sqlite:nimbus-registry.sqlite",
         hide_env_values = true
     )]
-    pub db: String,
+    db: String,
 
     /// A registration expires this many seconds after its last refresh.
     #[arg(long, default_value_t = 3600)]
-    pub expiry_secs: u64,
+    expiry_secs: u64,
 
     /// Rules of the legacy reg.cgi endpoint: `open` (anyone, as the original
     /// reg.cgi; needed by the unmodified Adobe sample against a standalone registry),
     /// `authenticated` (token required) or `connected-only` (embedded in the server:
     /// only identities of sessions connected now).
-    #[arg(long, value_enum, default_value_t = LegacyMode::Authenticated)]
-    pub legacy_mode: LegacyMode,
+    #[arg(long, default_value_t = LegacyMode::Authenticated)]
+    legacy_mode: LegacyMode,
 
     /// Lifetime of log-in tokens, in seconds.
     #[arg(long, default_value_t = 24 * 3600)]
-    pub token_ttl_secs: u64,
+    token_ttl_secs: u64,
 
     /// Requests per second allowed per client address (0 turns the limit off).
     #[arg(long, default_value_t = 50.0)]
-    pub rate_limit: f64,
+    rate_limit: f64,
 
     /// Burst allowed above the per-address rate.
     #[arg(long, default_value_t = 100)]
-    pub rate_burst: u32,
+    rate_burst: u32,
 
     /// Sign-ups and log-ins per minute allowed per client address (0 = no limit).
     #[arg(long, default_value_t = 30.0)]
-    pub auth_rate_per_min: f64,
+    auth_rate_per_min: f64,
 
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = 8192)]
-    pub max_body_bytes: usize,
+    max_body_bytes: usize,
 
     /// SQLite durability: `full` syncs every commit to disk (survives power loss),
     /// `normal` survives a killed process but not a power loss.
-    #[arg(long, value_enum, default_value_t = SqliteSync::Full)]
-    pub sqlite_synchronous: SqliteSync,
+    #[arg(long, default_value_t = SqliteSync::Full)]
+    sqlite_synchronous: SqliteSync,
 
     /// Database connections for reads (default: 4 for SQLite, 8 for PostgreSQL).
     #[arg(long)]
-    pub db_connections: Option<u32>,
+    db_connections: Option<u32>,
 
     /// Serve a Flash cross-domain policy at /crossdomain.xml allowing this domain
     /// (repeatable; `*.example.com` and `*` work), for a VideoPhone SWF hosted on
     /// another site.
     #[arg(long = "crossdomain-allow", value_name = "DOMAIN")]
-    pub crossdomain_allow: Vec<String>,
+    crossdomain_allow: Vec<String>,
 }
 
 impl Default for RegistryArgs {
@@ -119,12 +115,12 @@ impl std::fmt::Debug for RegistryArgs {
 impl RegistryArgs {
     /// Opens the registry these settings describe (for embedding: the caller then
     /// mounts [`Registry::router`]).
-    pub async fn open(&self) -> Result<Registry, crate::RegistryError> {
+    pub(crate) async fn open(&self) -> Result<Registry, RegistryError> {
         Registry::open(&self.db, self.to_config()).await
     }
 
     /// The [`RegistryConfig`] these arguments describe.
-    pub fn to_config(&self) -> RegistryConfig {
+    pub(crate) fn to_config(&self) -> RegistryConfig {
         RegistryConfig {
             expiry: Duration::from_secs(self.expiry_secs.max(1)),
             token_ttl: Duration::from_secs(self.token_ttl_secs.max(1)),
@@ -172,8 +168,16 @@ async fn shutdown_signal() {
 /// (requests in flight finish, every acknowledged write is already committed).
 ///
 /// Prints one line `nimbus-registry listening on http://ADDR` to standard output once
-/// it accepts connections.
-pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
+/// it accepts connections (tests read it).
+pub(crate) async fn run(args: RegistryArgs) -> anyhow::Result<()> {
+    let level = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<tracing_subscriber::filter::LevelFilter>().ok())
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .try_init();
     let registry = args
         .open()
         .await
@@ -228,7 +232,7 @@ mod tests {
     }
 
     #[test]
-    fn parses_flags_and_config_section() {
+    fn parses_flags() {
         let a = Cli::try_parse_from([
             "x",
             "--listen",
@@ -245,11 +249,6 @@ mod tests {
         assert_eq!(a.legacy_mode, LegacyMode::ConnectedOnly);
         assert_eq!(a.to_config().expiry, Duration::from_secs(60));
         assert!(!format!("{a:?}").contains("secret"));
-        let from_file: RegistryArgs =
-            serde_json::from_str(r#"{"db": "sqlite:r.sqlite", "legacy_mode": "connected-only"}"#)
-                .unwrap();
-        assert_eq!(from_file.legacy_mode, LegacyMode::ConnectedOnly);
-        assert_eq!(from_file.expiry_secs, 3600);
-        assert!(serde_json::from_str::<RegistryArgs>(r#"{"nope": 1}"#).is_err());
+        assert!(Cli::try_parse_from(["x", "--legacy-mode", "nope"]).is_err());
     }
 }
