@@ -1,8 +1,80 @@
-//! # rtmfp-tokio — the tokio driver for the `rtmfp` engine
+//! # rtmfp-tokio — the one I/O host under every RTMFP state machine
 //!
-//! [`rtmfp`] is a sans-IO implementation of RTMFP (RFC 7016): a state
-//! machine with no sockets, no clock and no threads. This crate runs it on
-//! tokio and gives it an async API:
+//! Every state machine of Nimbus is sans-IO and implements
+//! [`rtmfp::Machine`]: the engine's `Endpoint`, a server shard, the phone,
+//! a NetGroup member, the bench clients, the web phone's WebRTC bridge.
+//! [`Host<M>`](Host) runs one of them on tokio: it is the only code in the
+//! workspace (tests aside) that touches UDP sockets.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use rtmfp::Endpoint;
+//! use rtmfp_tokio::{bind_udp, Host, HostConfig};
+//! # let ep: Endpoint = todo!();
+//! let socket = bind_udp("127.0.0.1:0".parse().unwrap(), false, None)?;
+//! let (handle, mut events, task) = Host::spawn(ep, vec![socket], HostConfig::default())?;
+//! // commands in (bounded: `send` waits for room) ...
+//! // handle.send(EndpointCommand::...).await;
+//! // ... events out
+//! while let Some(event) = events.recv().await { /* rtmfp::Event */ }
+//! handle.close().await;
+//! let _endpoint = task.await; // the machine comes back when the host stops
+//! # Ok(()) }
+//! ```
+//!
+//! ## What the host owns
+//!
+//! * **Sockets.** Any number (IPv4 and IPv6; one set per server shard with
+//!   `SO_REUSEPORT`, see [`bind_udp`]). Datagrams are received in batches
+//!   (`recvmmsg`, GRO where the kernel has it) and sent in batches (GSO:
+//!   runs of datagrams to one address in one `sendmsg`) through `quinn-udp`,
+//!   which falls back to one datagram per call where the OS cannot do
+//!   better. Buffers are allocated once and reused. A full socket makes the
+//!   host wait for writability; a datagram the machine produced is never
+//!   dropped by the host.
+//! * **Time.** The machine's `poll_timeout` becomes a tokio timer and every
+//!   call gets [`now()`], tokio's clock, so `tokio::time::pause()` drives a
+//!   host in tests.
+//! * **Commands and events.** Commands arrive on a bounded channel
+//!   ([`HostHandle::send`] waits for room, [`HostHandle::try_send`] says
+//!   `Full`); events leave on a bounded channel, and when the consumer falls
+//!   behind the host stops polling the machine's events (the machine keeps
+//!   them, bounded by its own rules) instead of dropping them.
+//!   [`HostHandle::with`] runs a closure on the machine inside the host.
+//! * **Counters.** [`IoStats`]: datagrams and bytes each way, receive and
+//!   send system calls (so datagrams per call), receive errors, times the
+//!   socket was full.
+//! * **Impairment.** An optional seeded stage ([`Impairment`]: loss, delay,
+//!   jitter, exempt addresses) on what the host receives, for every
+//!   benchmark and test that wants a worse network than loopback.
+//!
+//! ## The loop
+//!
+//! Each turn: release impaired datagrams that are due; call
+//! `handle_timeout` if the machine's deadline has passed; handle waiting
+//! commands (bounded per turn); forward events (bounded); flush
+//! `poll_transmit` into GSO batches until the machine has nothing more, the
+//! socket is full, or a budget runs out; then sleep until a command, a
+//! readable socket (a few batches are read and each datagram goes to
+//! `handle_datagram`), a writable socket, or the next deadline. Every inner
+//! loop has a fixed budget, so one busy peer, a flood of datagrams or of
+//! commands cannot starve the rest. [`HostHandle::close`] calls the
+//! machine's `handle_close` and runs it until it says it is done (at most
+//! [`HostConfig::close_timeout`]); the machine is then given back.
+//!
+//! ## What it must not touch
+//!
+//! Protocol logic: handshakes, cryptography, flows, acknowledgement,
+//! congestion control, keepalive and close live in `rtmfp`; applications
+//! live in their own crates. The host only moves datagrams, time, commands
+//! and events.
+//!
+//! ## The session and flow handles
+//!
+//! [`Endpoint`], [`Session`], [`SendFlow`] and [`RecvFlow`] are an async API
+//! for programs that want one: they are one more machine on the host (the
+//! engine plus the per-session state the handles see), driven by commands
+//! from the handles; answers come back on oneshot channels.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -28,51 +100,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! ## What this crate owns
-//!
-//! * **The socket.** One UDP socket per [`Endpoint`] (IPv4 or IPv6), shared
-//!   by any number of sessions. Datagrams are received in batches
-//!   (`recvmmsg`, and GRO where the kernel offers it) and sent in batches
-//!   (GSO: runs of datagrams to the same address in one `sendmsg`) through
-//!   `quinn-udp`, which falls back to one datagram per call where the OS
-//!   cannot do better. Buffers are allocated once and reused.
-//! * **Time.** The engine's `poll_timeout` deadline becomes a tokio timer;
-//!   every engine call gets tokio's current time.
-//! * **The task.** One driver task per endpoint, spawned on the runtime the
-//!   endpoint is created in, is the only owner of the engine and the socket.
-//!   Handles talk to it over an unbounded command channel; answers come
-//!   back on oneshot channels.
-//! * **Randomness.** The engine gets a CSPRNG seeded from the OS.
-//!
-//! ## What it must not touch
-//!
-//! Protocol logic: handshakes, cryptography, flow control, acknowledgement,
-//! congestion control, retransmission, keepalive and close all live in
-//! `rtmfp`. The driver only moves datagrams, calls the engine, and routes
-//! the engine's events to handles. Anything the handles do not wrap is
-//! reachable through [`Endpoint::with_engine`].
-//!
-//! ## The driver loop
-//!
-//! Each turn of the loop:
-//!
-//! 1. calls `handle_timeout` if the engine's deadline has passed;
-//! 2. drains `poll_event` (bounded per turn), routing each event: opened
-//!    sessions answer [`Endpoint::connect`] or queue for
-//!    [`Endpoint::accept`], incoming flows queue for
-//!    [`Session::accept_flow`], `Readable` moves messages to the flow's
-//!    handle, `Writable` retries sends that were refused, and
-//!    endpoint-level events go to [`Endpoint::events`];
-//! 3. drains `poll_transmit` into GSO batches and sends them, until the
-//!    engine has nothing more, the socket would block (then it waits for
-//!    writability), or a budget runs out;
-//! 4. sleeps until the first of: a command from a handle, the socket
-//!    becoming readable (then it reads a few batches and feeds every
-//!    datagram to `handle_datagram`), the socket becoming writable again,
-//!    or the engine's next deadline.
-//!
-//! Every loop inside a turn has a fixed budget, so one busy session, a
-//! flood of datagrams or of commands cannot starve the rest.
+//! The engine gets a CSPRNG seeded from the OS. Anything the handles do
+//! not wrap is reachable through [`Endpoint::with_engine`].
 //!
 //! ## Backpressure and memory
 //!
