@@ -345,11 +345,13 @@ fn identity_rules() {
     assert_eq!(c.peer_id(), fingerprint(&cc));
     assert_eq!(c.near_canonical_epd().to_vec(), s.canonical_epd(&cc));
     assert_eq!(c.peer_id().to_hex().len(), 64);
-    // server certificate: 77 bytes like rtmfp-cpp's and MonaServer's
-    // (accepts ancillary data, groups 16 14 2, 64 bytes of randomness) plus
-    // the hostname option
+    // server certificate: 45 bytes (accepts ancillary data, groups 16 14 2,
+    // 32 bytes of randomness) plus the hostname option; 77 with 64 bytes of
+    // randomness like rtmfp-cpp's and MonaServer's
     let bare = build(FlashProfile::server(None), 3);
-    assert_eq!(bare.certificate().len(), 77);
+    assert_eq!(bare.certificate().len(), 45);
+    let wide = build(FlashProfile::server(None).certificate_randomness(64), 3);
+    assert_eq!(wide.certificate().len(), 77);
     // EPDs selecting the near end
     assert!(s.epd_selects_near(&Epd::server("rtmfp://example.com/app").encode()));
     assert!(s.epd_selects_near(&Epd::hostname("example.com").encode()));
@@ -416,8 +418,8 @@ mod hostile {
             skic in proptest::collection::vec(any::<u8>(), 0..200),
             sig in proptest::collection::vec(any::<u8>(), 0..50),
         ) {
-            let mut s = build(FlashProfile::server(None).groups(&[DhGroup::Modp1024]), 1);
-            let mut c = build(FlashProfile::client().groups(&[DhGroup::Modp1024]), 2);
+            let s = build(FlashProfile::server(None).groups(&[DhGroup::Modp1024]), 1);
+            let c = build(FlashProfile::client().groups(&[DhGroup::Modp1024]), 2);
             let input = IIKeyingInput { certificate: &cert, skic: &skic, signed: &skic, signature: &sig };
             prop_assert!(s.respond(input, &mut rng(3)).is_err());
             let _ = c.begin_initiator(&cert, &mut rng(4));
@@ -434,8 +436,8 @@ mod hostile {
             cut in any::<prop::sample::Index>(),
         ) {
             // a real client certificate and SKIC, then corrupted
-            let mut c = build(FlashProfile::client().groups(&[DhGroup::Modp1024]), 5);
-            let mut s = build(FlashProfile::server(None).groups(&[DhGroup::Modp1024]), 6);
+            let c = build(FlashProfile::client().groups(&[DhGroup::Modp1024]), 5);
+            let s = build(FlashProfile::server(None).groups(&[DhGroup::Modp1024]), 6);
             let cert = c.certificate().to_vec();
             let server_cert = s.certificate().to_vec();
             let hs = c.begin_initiator(&server_cert, &mut rng(7)).unwrap();

@@ -2,11 +2,42 @@
 //! that echoes our cookie), the bytes we send it are limited to a factor of
 //! the bytes it sent us (counted over all its startup datagrams, as QUIC
 //! does), so a spoofed IHello cannot make us a traffic amplifier.
+//!
+//! Bytes are counted **on the wire**: each datagram's UDP payload plus its
+//! UDP and IP headers ([`wire_overhead`]: 28 bytes over IPv4, 48 over IPv6),
+//! which is what a flood costs the victim's link and what the attacker
+//! pays. A 36-byte IHello (librtmfp's) is 64 bytes on the wire over IPv4,
+//! so at factor 3 it may be answered with 192 wire bytes: an RHello of up
+//! to 164 bytes of payload, enough for the RFC 7425 profile's server
+//! certificate (see `EndpointConfig::amplification_factor`).
+//!
+//! **The bound.** Every byte sent to an unproven address is charged to that
+//! address's entry and is only sent while the entry's sent bytes stay
+//! within `factor` times its received bytes; an entry that is forgotten
+//! (the table is full) takes its unspent allowance with it, and a new entry
+//! for the same address starts from what arrives next. So for any set of
+//! addresses — one, or ten thousand spoofed ones — the total we send to
+//! addresses that never proved themselves is at most `factor` times the
+//! total they (or a spoofer in their name) sent us. Nothing is sent
+//! unprompted, and an address is proven only by echoing a cookie that
+//! reached it, so a spoofer who cannot receive at the victim's address
+//! cannot raise the victim's allowance beyond `factor` times its own
+//! spending.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use rustc_hash::FxHashMap;
+
+/// UDP and IP header bytes of a datagram to or from `addr` (an
+/// IPv4-mapped IPv6 address travels as IPv4).
+pub(crate) fn wire_overhead(addr: SocketAddr) -> usize {
+    match addr.ip() {
+        std::net::IpAddr::V4(_) => 28,
+        std::net::IpAddr::V6(a) if a.to_ipv4_mapped().is_some() => 28,
+        std::net::IpAddr::V6(_) => 48,
+    }
+}
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Entry {
@@ -14,7 +45,8 @@ struct Entry {
     sent: u64,
 }
 
-/// Bytes received from and sent to unproven addresses, in a bounded table.
+/// Wire bytes received from and sent to unproven addresses, in a bounded
+/// table.
 #[derive(Debug)]
 pub(crate) struct AmpLedger {
     factor: u64,
@@ -39,7 +71,8 @@ impl AmpLedger {
         self.factor != 0
     }
 
-    /// Counts a datagram of `n` bytes from `from` (or forwarded on its behalf).
+    /// Counts a datagram of `n` wire bytes from `from` (or forwarded on its
+    /// behalf).
     pub(crate) fn received(&mut self, from: SocketAddr, n: usize) {
         if !self.enabled() {
             return;
@@ -71,7 +104,7 @@ impl AmpLedger {
         self.order.push_back(from);
     }
 
-    /// How many more bytes may be sent to `to` now.
+    /// How many more wire bytes may be sent to `to` now.
     pub(crate) fn allowance(&self, to: SocketAddr) -> usize {
         if !self.enabled() {
             return usize::MAX;
@@ -87,7 +120,7 @@ impl AmpLedger {
             .unwrap_or(0)
     }
 
-    /// Counts `n` bytes sent to `to`.
+    /// Counts `n` wire bytes sent to `to`.
     pub(crate) fn spent(&mut self, to: SocketAddr, n: usize) {
         if let Some(e) = self.map.get_mut(&to) {
             e.sent = e.sent.saturating_add(n as u64);
@@ -127,6 +160,13 @@ mod tests {
         assert_eq!(l.allowance(a(1)), 0);
         let off = AmpLedger::new(0, 16);
         assert_eq!(off.allowance(a(1)), usize::MAX);
+    }
+
+    #[test]
+    fn header_bytes() {
+        assert_eq!(wire_overhead(a(1)), 28);
+        assert_eq!(wire_overhead("[2001:db8::1]:5".parse().unwrap()), 48);
+        assert_eq!(wire_overhead("[::ffff:198.18.0.1]:5".parse().unwrap()), 28);
     }
 
     #[test]

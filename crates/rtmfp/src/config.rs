@@ -64,25 +64,73 @@ pub struct EndpointConfig {
     /// Anti-amplification limit: before an address is proven (by an
     /// IIKeying echoing our cookie), everything sent to it in answer (RHello,
     /// RHello Cookie Change, Redirect; not RIKeying, which the cookie
-    /// allows) is at most this many times the bytes of all the startup
-    /// datagrams it sent us (counted per address in a bounded table, like
+    /// allows) is at most this many times what it sent us, counted in wire
+    /// bytes (UDP payload plus 28 bytes of UDP/IPv4 headers, 48 with IPv6)
+    /// over all its startup datagrams, per address in a bounded table (like
     /// QUIC's limit); 0 = no limit (the default, for peers).
     ///
+    /// The bound holds in total, not only per address: nothing is sent to
+    /// an unproven address beyond this factor times what arrived from it,
+    /// so a flood of spoofed IHellos from any number of addresses gets at
+    /// most this factor times its own wire bytes back.
+    ///
     /// Servers should use 3. Sizes with the RFC 7425 profile
-    /// (`rtmfp_flash::FlashProfile::server`): the server certificate is 77
-    /// bytes without a hostname (79 + *h* with one), an RHello 180 bytes; a
-    /// Flash IHello is 52 bytes for server URIs of up to 21 bytes, 68 up to
-    /// 37 bytes, 100 for 57 bytes. So at factor 3 a client whose EPD is
-    /// very short (librtmfp sends the bare app name) is answered at its
-    /// first IHello retransmission, every other client at once.
+    /// (`rtmfp_flash::FlashProfile::server`, 32 bytes of certificate
+    /// randomness): the server certificate is 45 bytes without a hostname
+    /// (47 + *h* with one) and an RHello 148 bytes (176 on the wire over
+    /// IPv4), at most 164 (192) with a hostname of up to 23 bytes; the
+    /// smallest IHello with a 16-byte tag is 36 bytes (librtmfp's; 64 on
+    /// the wire), which allows 192. So at factor 3 every client's first
+    /// IHello is answered at once, over IPv4 and IPv6. (With the 77-byte
+    /// certificates of rtmfp-cpp and MonaServer the RHello is 180 bytes:
+    /// a 36-byte IHello would be answered at its retransmission.)
     pub amplification_factor: usize,
     /// IHellos accepted per second from one source (an IPv4 address or an
-    /// IPv6 /64), as a token bucket refilled at this rate; 0 = unlimited.
-    /// Excess IHellos are dropped silently
+    /// IPv6 /64), as a token bucket refilled at this rate; 0 = unlimited
+    /// (the default). Excess IHellos are dropped silently
     /// ([`EndpointStats::ihello_rate_drops`](crate::EndpointStats)).
+    ///
+    /// Off by default because one address may be a carrier-grade NAT with
+    /// thousands of honest clients, and an IHello costs little: its answer
+    /// is a stateless cookie (two HMACs), bounded by
+    /// [`amplification_factor`](Self::amplification_factor). The expensive
+    /// step, keying, is bounded globally and shared fairly between sources
+    /// instead ([`max_keyings_in_flight`](Self::max_keyings_in_flight)).
     pub ihello_rate_per_source: u32,
     /// Size of each source's IHello token bucket (burst).
     pub ihello_burst_per_source: u32,
+    /// Take responder keyings (the Diffie-Hellman work of each IIKeying
+    /// whose cookie is valid) out with
+    /// [`Endpoint::poll_keying`](crate::Endpoint::poll_keying) and back with
+    /// [`Endpoint::handle_keying`](crate::Endpoint::handle_keying), to run
+    /// them off the packet path (a worker pool); off (the default), the
+    /// endpoint runs each itself inside the input that brought it. Either
+    /// way a retransmitted IIKeying does not make a second keying.
+    pub deferred_keying: bool,
+    /// With `deferred_keying`: most keyings out at once (taken with
+    /// `poll_keying` and not handed back). Jobs beyond it wait in one queue
+    /// per source (an IPv4 address or an IPv6 /64), served round-robin, so
+    /// a source with many IIKeyings (a NAT, or a flood from an address that
+    /// answered our cookies) gets its share and others still get theirs.
+    pub max_keyings_in_flight: usize,
+    /// With `deferred_keying`: most keyings waiting (and waiting keyings
+    /// hold at most 2 KB each on average of the IIKeyings they answer).
+    /// When full, the source
+    /// with the most waiting gives up its newest for a newcomer from a
+    /// lighter source (a newcomer from the heaviest source is dropped); the
+    /// initiator retransmits its IIKeying. Counted in
+    /// [`EndpointStats::keyings_dropped`](crate::EndpointStats).
+    pub max_keyings_waiting: usize,
+    /// A keying waiting longer than this is dropped unrun, and one taken
+    /// with `poll_keying` whose result has not come back within this is
+    /// forgotten (its slot freed, a late result ignored): the initiator
+    /// has retransmitted by then, or given up.
+    pub keying_max_wait: Duration,
+    /// The secret that makes and checks responder cookies; several endpoints
+    /// given the same secret and created with the same `now` accept each
+    /// other's cookies (server shards behind one address). `None`: drawn
+    /// from the RNG.
+    pub cookie_secret: Option<[u8; 32]>,
     /// Most sources tracked by the IHello rate limiter; when full, the
     /// least recently active source is forgotten (second-chance eviction,
     /// O(1) per packet).
@@ -113,9 +161,14 @@ impl Default for EndpointConfig {
             accept_forwarded_ihello: true,
             accept_sessions: true,
             amplification_factor: 0,
-            ihello_rate_per_source: 20,
+            ihello_rate_per_source: 0,
             ihello_burst_per_source: 40,
             max_rate_limit_entries: 65536,
+            deferred_keying: false,
+            max_keyings_in_flight: 64,
+            max_keyings_waiting: 4096,
+            keying_max_wait: Duration::from_secs(10),
+            cookie_secret: None,
         }
     }
 }

@@ -31,6 +31,10 @@ pub enum CryptoError {
     /// A signature is not valid.
     #[error("bad signature")]
     BadSignature,
+    /// The operation was not carried out (a keying job abandoned by its
+    /// worker pool, say).
+    #[error("not carried out")]
+    Abandoned,
 }
 
 /// Packet encryption and verification for one key (the Default Session Key
@@ -103,7 +107,12 @@ pub struct IIKeyingInput<'a> {
 
 /// An RTMFP Cryptography Profile (RFC 7016 §2.2.3 and §3.2). All
 /// identity functions must be deterministic.
-pub trait CryptoProfile: Send + Debug {
+///
+/// The endpoint shares its profile with responder keying jobs that may run
+/// on other threads ([`KeyingJob`](crate::KeyingJob)), so every method takes
+/// `&self`: a profile that keeps state (a cache of ephemeral keys, say)
+/// guards it itself.
+pub trait CryptoProfile: Send + Sync + Debug {
     /// A fresh packet crypto for the well-known Default Session Key.
     fn default_session_crypto(&self) -> Box<dyn PacketCrypto>;
     /// The near end's certificate (sent in RHello and IIKeying).
@@ -128,13 +137,13 @@ pub trait CryptoProfile: Send + Debug {
     }
     /// Starts initiator keying toward a responder certificate.
     fn begin_initiator(
-        &mut self,
+        &self,
         responder_certificate: &[u8],
         rng: &mut dyn RngCore,
     ) -> Result<Box<dyn InitiatorHandshake>, CryptoError>;
     /// Verifies an IIKeying and starts responder keying.
     fn respond(
-        &mut self,
+        &self,
         iikeying: IIKeyingInput<'_>,
         rng: &mut dyn RngCore,
     ) -> Result<Box<dyn ResponderHandshake>, CryptoError>;
@@ -310,7 +319,7 @@ impl CryptoProfile for PlainProfile {
         far_certificate < self.certificate.as_slice()
     }
     fn begin_initiator(
-        &mut self,
+        &self,
         _: &[u8],
         rng: &mut dyn RngCore,
     ) -> Result<Box<dyn InitiatorHandshake>, CryptoError> {
@@ -319,7 +328,7 @@ impl CryptoProfile for PlainProfile {
         Ok(Box::new(PlainHandshake { component }))
     }
     fn respond(
-        &mut self,
+        &self,
         iikeying: IIKeyingInput<'_>,
         rng: &mut dyn RngCore,
     ) -> Result<Box<dyn ResponderHandshake>, CryptoError> {

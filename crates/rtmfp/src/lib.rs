@@ -23,6 +23,13 @@
 //!    [`Endpoint::send`]), call [`Endpoint::poll_transmit`] until it returns
 //!    `None`, sending each datagram to the address it returns; then drain
 //!    [`Endpoint::poll_event`]; then re-read [`Endpoint::poll_timeout`].
+//! 4. Only with [`EndpointConfig::deferred_keying`]: after every input also
+//!    drain [`Endpoint::poll_keying`], run each [`KeyingJob`] anywhere (a
+//!    worker thread: [`KeyingJob::run`] is the Diffie-Hellman work and
+//!    touches nothing of the endpoint), and hand each [`KeyingResult`] back
+//!    with [`Endpoint::handle_keying`], which is an input like any other
+//!    (then poll again: a returned result frees a slot). Without it the
+//!    endpoint runs keyings itself and `poll_keying` returns `None`.
 //!
 //! ```
 //! use std::time::Instant;
@@ -54,10 +61,20 @@
 //!   own drops it.
 //! * **Handshake floods.** Answers to addresses not yet proven by a cookie
 //!   can be bounded with [`EndpointConfig::amplification_factor`] (off by
-//!   default; 4 suits servers with ephemeral keys), IHellos per
-//!   source by [`EndpointConfig::ihello_rate_per_source`]; the responder
-//!   keeps no state before a valid cookie, and [`EndpointConfig::max_sessions`]
-//!   bounds sessions.
+//!   default; servers use 3, counted in wire bytes, which still answers
+//!   the smallest IHello at once); the responder keeps no state before a
+//!   valid cookie. Keyings (the Diffie-Hellman work) are bounded globally
+//!   and shared round-robin between source addresses
+//!   ([`EndpointConfig::max_keyings_in_flight`],
+//!   [`EndpointConfig::max_keyings_waiting`]) and, with
+//!   [`EndpointConfig::deferred_keying`], run off the packet path, so many
+//!   clients behind one NAT address connect at once while a flooding
+//!   address cannot starve others. [`EndpointConfig::max_sessions`] bounds
+//!   sessions; a per-source IHello rate
+//!   ([`EndpointConfig::ihello_rate_per_source`]) is available but off.
+//! * **Shared identity.** Shards given the same profile and the same
+//!   [`EndpointConfig::cookie_secret`] (and the same `now` at creation)
+//!   accept each other's cookies.
 //! * **Idle sessions** hold no buffer capacity: about 1.9 KB each with
 //!   [`PlainProfile`] and one flow each way (`examples/session_memory.rs`).
 
@@ -68,6 +85,7 @@ mod crypto;
 mod endpoint;
 mod event;
 mod flow;
+mod keying;
 mod machine;
 mod ratelimit;
 mod session;
@@ -81,6 +99,7 @@ pub use crypto::{
 pub use endpoint::{datagram_shard, Endpoint, EndpointStats, MAX_SHARD_BITS};
 pub use event::{CloseReason, Event, OpenError, Role, SessionId, SessionInfo, SessionStats};
 pub use flow::{Priority, RecvMessage};
+pub use keying::{KeyingId, KeyingJob, KeyingResult};
 pub use machine::{EndpointCommand, Machine};
 pub use wire::{Address, AddressOrigin};
 

@@ -76,6 +76,14 @@ pub trait Machine {
     }
 }
 
+/// The bare engine as a machine. A host drives only the contract above: it
+/// knows nothing of keying jobs, so leave
+/// [`deferred_keying`](crate::EndpointConfig::deferred_keying) off here (the
+/// default: the endpoint runs keyings itself). A machine that wraps an
+/// endpoint with deferred keying (a server shard) drains
+/// [`poll_keying`](crate::Endpoint::poll_keying) after every input, sends
+/// the jobs to its worker pool, and feeds the results back as an input
+/// ([`handle_keying`](crate::Endpoint::handle_keying)), e.g. as a command.
 impl Machine for crate::Endpoint {
     /// The bare engine takes its commands as closures over itself: its API
     /// ([`connect`](crate::Endpoint::connect),

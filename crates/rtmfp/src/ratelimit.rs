@@ -39,7 +39,9 @@ pub(crate) struct RateLimiter {
     queue: VecDeque<u64>,
 }
 
-fn source_key(ip: IpAddr) -> u64 {
+/// The source an address belongs to: an IPv4 address (also IPv4-mapped)
+/// or an IPv6 /64.
+pub(crate) fn source_key(ip: IpAddr) -> u64 {
     let v4 = |a: std::net::Ipv4Addr| 0xffff_ffff_0000_0000 | u64::from(u32::from(a));
     match ip {
         IpAddr::V4(a) => v4(a),

@@ -509,7 +509,10 @@ impl FlashProfileBuilder {
     }
 
     /// Bytes of Extra Randomness in an ephemeral-key certificate (so every
-    /// instance has its own peer ID); default 64.
+    /// instance has its own peer ID); default 32. More makes the RHello
+    /// bigger: past 57 bytes (without a hostname) a server behind a 3x
+    /// anti-amplification limit can no longer answer the smallest IHello
+    /// at once.
     pub fn certificate_randomness(mut self, n: usize) -> Self {
         self.cert_randomness = n;
         self
@@ -593,7 +596,7 @@ impl FlashProfileBuilder {
             },
             reuse: self.reuse,
             rotation: self.rotation,
-            cache: Vec::new(),
+            cache: std::sync::Mutex::new(Vec::new()),
             ancillary_filter: self.ancillary_filter,
         })
     }
@@ -631,7 +634,8 @@ pub struct FlashProfile {
     policy: Policy,
     reuse: u32,
     rotation: KeyRotation,
-    cache: Vec<CachedKey>,
+    /// Ephemeral keys being reused; shared by keyings on several threads.
+    cache: std::sync::Mutex<Vec<CachedKey>>,
     ancillary_filter: Option<AncillaryFilter>,
 }
 
@@ -669,9 +673,13 @@ impl FlashProfile {
             require_signature: false,
             reuse: if server { 32 } else { 0 },
             rotation: KeyRotation::new(),
-            // 64 bytes: with no hostname a server certificate is then 77
-            // bytes, like rtmfp-cpp's and MonaServer's (librtmfp reads 77)
-            cert_randomness: 64,
+            // 32 bytes (a unique peer ID needs no more): with no hostname a
+            // server certificate is then 45 bytes and an RHello 148, small
+            // enough to answer the smallest IHello (36 bytes, 64 on the
+            // wire) at once under a 3x anti-amplification limit counted in
+            // wire bytes. (rtmfp-cpp and MonaServer send 64 bytes, 77 in
+            // all; librtmfp reads up to 77 bytes of it only to log them.)
+            cert_randomness: 32,
             ancillary_filter: None,
             key_log: None,
         }
@@ -686,7 +694,7 @@ impl FlashProfile {
 
     /// A server: ephemeral DH keys in groups 16, 14 and 2 (each key reused
     /// for up to 32 handshakes), Accepts Ancillary Data, an optional
-    /// Hostname, 64 bytes of certificate randomness, HMAC and sequence
+    /// Hostname, 32 bytes of certificate randomness, HMAC and sequence
     /// numbers preferred.
     pub fn server(hostname: Option<&str>) -> FlashProfileBuilder {
         Self::builder(true).hostname(hostname)
@@ -731,22 +739,26 @@ impl FlashProfile {
         })
     }
 
-    fn ephemeral_key(&mut self, g: DhGroup, rng: &mut dyn RngCore) -> Arc<DhKeyPair> {
+    fn ephemeral_key(&self, g: DhGroup, rng: &mut dyn RngCore) -> Arc<DhKeyPair> {
         if self.reuse <= 1 {
             return Arc::new(DhKeyPair::generate(g, rng));
         }
         let epoch = self.rotation.epoch();
-        if let Some(c) = self
-            .cache
-            .iter_mut()
-            .find(|c| c.key.group() == g && c.uses_left > 0 && c.epoch == epoch)
         {
-            c.uses_left -= 1;
-            return c.key.clone();
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(c) = cache
+                .iter_mut()
+                .find(|c| c.key.group() == g && c.uses_left > 0 && c.epoch == epoch)
+            {
+                c.uses_left -= 1;
+                return c.key.clone();
+            }
         }
+        // generated outside the lock: other keyings go on meanwhile
         let key = Arc::new(DhKeyPair::generate(g, rng));
-        self.cache.retain(|c| c.key.group() != g);
-        self.cache.push(CachedKey {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.retain(|c| c.key.group() != g);
+        cache.push(CachedKey {
             key: key.clone(),
             uses_left: self.reuse - 1,
             epoch,
@@ -802,7 +814,7 @@ impl CryptoProfile for FlashProfile {
     }
 
     fn begin_initiator(
-        &mut self,
+        &self,
         responder_certificate: &[u8],
         rng: &mut dyn RngCore,
     ) -> Result<Box<dyn InitiatorHandshake>, CryptoError> {
@@ -845,7 +857,7 @@ impl CryptoProfile for FlashProfile {
     }
 
     fn respond(
-        &mut self,
+        &self,
         iikeying: IIKeyingInput<'_>,
         rng: &mut dyn RngCore,
     ) -> Result<Box<dyn ResponderHandshake>, CryptoError> {
