@@ -69,15 +69,29 @@ impl Default for ServerConfig {
 pub struct Limits {
     /// Most sessions (open or opening) on the whole server.
     pub max_sessions: usize,
-    /// Most sessions from one IP address (IPv6: one /64).
+    /// Most sessions from one IP address (IPv6: one /64). The default,
+    /// 65,536, is more than one IPv4 address has UDP ports: it never
+    /// refuses a carrier-grade NAT; the keying budget below is what
+    /// protects the CPU.
     pub sessions_per_address: usize,
     /// Most flows (both directions) per session.
     pub flows_per_session: usize,
     /// Most bytes buffered per session, each direction.
     pub buffered_bytes_per_session: usize,
     /// IHellos accepted per second from one source address (token bucket
-    /// with twice this burst); 0 = unlimited.
+    /// with twice this burst); 0 (the default) = unlimited: IHellos are
+    /// answered from stateless cookies, and the costly part of a handshake,
+    /// the keying, has its own budget below.
     pub handshakes_per_second_per_address: u32,
+    /// Threads that run the Diffie-Hellman work of handshakes off the
+    /// shards' packet path; 0 = one per core.
+    pub keying_workers: usize,
+    /// Keyings running at once per shard (on the workers); more wait.
+    pub keyings_in_flight: usize,
+    /// Keyings waiting per shard, served round-robin between source
+    /// addresses; beyond it the source with the most waiting loses its
+    /// newest (its client retransmits).
+    pub keyings_waiting: usize,
     /// Most streams a connection may create.
     pub streams_per_connection: usize,
     /// Most players of one stream.
@@ -103,10 +117,13 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_sessions: 200_000,
-            sessions_per_address: 256,
+            sessions_per_address: 65_536,
             flows_per_session: 256,
             buffered_bytes_per_session: 2 << 20,
-            handshakes_per_second_per_address: 50,
+            handshakes_per_second_per_address: 0,
+            keying_workers: 0,
+            keyings_in_flight: 64,
+            keyings_waiting: 4096,
             streams_per_connection: 32,
             players_per_stream: 10_000,
             player_backlog_bytes: 256 << 10,
@@ -322,6 +339,12 @@ impl ServerConfig {
         if l.max_sessions == 0 || l.sessions_per_address == 0 || l.flows_per_session < 4 {
             return bad(
                 "limits: max_sessions and sessions_per_address must be > 0, flows_per_session >= 4"
+                    .into(),
+            );
+        }
+        if l.keyings_in_flight == 0 || l.keyings_waiting == 0 || l.keying_workers > 1024 {
+            return bad(
+                "limits: keyings_in_flight and keyings_waiting must be > 0, keying_workers <= 1024"
                     .into(),
             );
         }

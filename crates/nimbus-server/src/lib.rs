@@ -58,6 +58,7 @@ pub mod policy;
 pub mod shard;
 pub mod streams;
 
+mod keying;
 mod shard_host;
 
 use std::net::SocketAddr;
@@ -94,6 +95,8 @@ pub(crate) struct Shared {
     pub(crate) senders: Vec<HostHandle<ShardCore>>,
     pub(crate) registry: Option<nimbus_registry::Registry>,
     pub(crate) shard_bits: u8,
+    /// The keying workers (none: each engine keys inside its shard).
+    pub(crate) keying: Option<keying::KeyingPool>,
 }
 
 /// A running server.
@@ -209,7 +212,18 @@ impl Server {
             .map(GroupAccess::from_app)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        let workers = match config.limits.keying_workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let keying = keying::KeyingPool::start(
+            workers,
+            nshards * config.limits.keyings_in_flight,
+            senders.clone(),
+        )
+        .context("cannot start the keying workers")?;
         let shared = Arc::new(Shared {
+            keying: Some(keying),
             apps,
             group_access,
             groups: GroupTable::new(config.limits.max_groups, config.limits.max_group_members),
@@ -250,9 +264,10 @@ impl Server {
         // engines: one core per shard, each on its own thread and host
         let grace = Duration::from_secs(config.shutdown_grace_secs);
         let mut cores = Vec::with_capacity(nshards);
+        let identity = shard_host::Identity::new(&config, rtmfp_tokio::now())?;
         for id in 0..nshards {
             let now = rtmfp_tokio::now();
-            let ep = shard_host::endpoint(&config, id, nshards, shard_bits, now)?;
+            let ep = shard_host::endpoint(&config, &identity, id, nshards, shard_bits, true);
             cores.push(ShardCore::new(
                 id,
                 shared.clone(),

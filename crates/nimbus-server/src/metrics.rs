@@ -59,6 +59,8 @@ macro_rules! metrics {
 metrics! {
     /// Sessions open now.
     gauge sessions: "RTMFP sessions open now",
+    /// Keyings waiting or running.
+    gauge keyings_pending: "handshake keyings waiting or running now",
     /// Connected NetConnections now.
     gauge connections: "NetConnections accepted and open now",
     /// Streams being published now.
@@ -109,6 +111,12 @@ metrics! {
     counter amplification_drops_total: "RHellos / Redirects not sent because the client's address was not proven and the answer would exceed the amplification limit",
     /// IHellos over the per-source rate.
     counter handshake_rate_drops_total: "IHellos dropped by the per-source handshake rate limit",
+    /// Keyings queued by the shards' engines.
+    counter keyings_queued_total: "handshake keyings (Diffie-Hellman work) queued for the keying workers",
+    /// Keyings completed.
+    counter keyings_done_total: "handshake keyings completed",
+    /// Keyings dropped: queue full, evicted, or too old.
+    counter keyings_dropped_total: "handshake keyings dropped (queue full, evicted from the busiest source, or waited too long); their clients retransmit",
     /// Sessions refused for limits.
     counter limit_refusals_total: "sessions or requests refused by a limit",
 }

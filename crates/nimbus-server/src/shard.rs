@@ -124,6 +124,8 @@ pub(crate) enum ShardMsg {
         group: [u8; 32],
         peers: Vec<[u8; 32]>,
     },
+    /// A keying the pool ran for our engine ([`crate::keying`]).
+    Keying(rtmfp::KeyingResult),
     /// Close every session and stop.
     Shutdown,
 }
@@ -269,6 +271,8 @@ pub(crate) struct ShardCore {
     rejecting: VecDeque<(Instant, SessionId)>,
     /// Engine counters already added to the metrics.
     reported: rtmfp::EndpointStats,
+    /// This shard's share of the `keyings_pending` gauge.
+    reported_keyings_pending: i64,
     next_report: Instant,
     /// Randomness for NetGroup long-range hints.
     rng: rand_chacha::ChaCha8Rng,
@@ -312,6 +316,7 @@ impl ShardCore {
             expired: false,
             rejecting: VecDeque::new(),
             reported: rtmfp::EndpointStats::default(),
+            reported_keyings_pending: 0,
             next_report: now + REPORT_INTERVAL,
             rng,
             wall,
@@ -339,7 +344,38 @@ impl ShardCore {
         }
         Metrics::inc(&m.amplification_drops_total, amp);
         Metrics::inc(&m.handshake_rate_drops_total, rate);
+        let delta = |now: u64, then: u64| now.saturating_sub(then);
+        Metrics::inc(
+            &m.keyings_queued_total,
+            delta(st.keyings_queued, self.reported.keyings_queued),
+        );
+        Metrics::inc(
+            &m.keyings_done_total,
+            delta(st.keyings_done, self.reported.keyings_done),
+        );
+        Metrics::inc(
+            &m.keyings_dropped_total,
+            delta(st.keyings_dropped, self.reported.keyings_dropped),
+        );
+        let pending = self.ep.keyings_pending() as i64;
+        Metrics::add(&m.keyings_pending, pending - self.reported_keyings_pending);
+        self.reported_keyings_pending = pending;
         self.reported = st;
+    }
+
+    /// Gives the keyings the engine queued to the workers (with deferred
+    /// keying; a core without a pool runs them inside the engine).
+    fn hand_out_keyings(&mut self, now: Instant) {
+        let Some(pool) = &self.shared.keying else {
+            return;
+        };
+        while let Some(job) = self.ep.poll_keying() {
+            if let Err(job) = pool.submit(self.id, job) {
+                Metrics::inc(&self.shared.metrics.limit_refusals_total, 1);
+                self.ep
+                    .handle_keying(now, rtmfp::KeyingResult::abandoned(job.id()));
+            }
+        }
     }
 
     /// Sends `msg` to another shard through its host's command channel; a
@@ -373,6 +409,7 @@ impl ShardCore {
     fn handle_msg(&mut self, now: Instant, msg: ShardMsg) {
         match msg {
             ShardMsg::Datagram { from, data } => self.ep.handle_datagram(now, from, &data),
+            ShardMsg::Keying(result) => self.ep.handle_keying(now, result),
             ShardMsg::ForwardIHello {
                 session,
                 epd,
@@ -451,6 +488,7 @@ impl ShardCore {
     // ----- engine events -----------------------------------------------------
 
     fn process_events(&mut self, now: Instant) {
+        self.hand_out_keyings(now);
         while let Some(ev) = self.ep.poll_event() {
             match &ev {
                 Event::SessionOpened { session, peer, .. } => {
@@ -1578,6 +1616,7 @@ mod tests {
             metrics: Arc::default(),
             senders: channels.iter().map(HostChannel::handle).collect(),
             registry: None,
+            keying: None,
             shard_bits: if n <= 1 { 0 } else { n.ilog2() as u8 },
             config,
         })

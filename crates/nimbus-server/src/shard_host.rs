@@ -10,10 +10,11 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rtmfp::{Endpoint, EndpointConfig};
+use rtmfp::{CryptoProfile, Endpoint, EndpointConfig};
 use rtmfp_flash::{hex_encode as hex, DhGroup, FlashProfile, Negotiation};
 use rtmfp_tokio::{Host, HostChannel, HostConfig, HostHandle};
 use tokio::sync::{mpsc, oneshot};
@@ -43,30 +44,55 @@ pub(crate) fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::U
     rtmfp_tokio::bind_udp(addr, reuse_port, Some(SOCKET_BUFFER))
 }
 
-/// The engine of shard `id` of `shards`: the server's Flash identity and
-/// limits (the session limit split evenly), its shard number in every
-/// session ID.
+/// The server's one identity: its Flash certificate (so one fingerprint,
+/// whatever shard a client lands on), the secret of its cookies and the
+/// epoch they count from (so any shard accepts a cookie any shard made).
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    profile: Arc<dyn CryptoProfile>,
+    cookie_secret: [u8; 32],
+    epoch: Instant,
+}
+
+impl Identity {
+    /// Draws the server's identity for `config`, counting from `now`.
+    pub(crate) fn new(config: &ServerConfig, now: Instant) -> anyhow::Result<Self> {
+        use rand_core::{RngCore, SeedableRng};
+        let groups: Vec<DhGroup> = config.dh_groups.iter().map(|g| dh_group(*g)).collect();
+        let auth = match config.packet_auth.as_str() {
+            "required" => Negotiation::REQUIRED,
+            "preferred" => Negotiation::PREFERRED,
+            _ => Negotiation::ON_REQUEST,
+        };
+        let mut rng = rand_chacha::ChaCha20Rng::from_entropy();
+        let profile = FlashProfile::server(config.hostname.as_deref())
+            .groups(&groups)
+            .hmac(auth)
+            .sseq(auth)
+            .build(&mut rng)
+            .map_err(|e| anyhow::anyhow!("crypto profile: {e}"))?;
+        let mut cookie_secret = [0u8; 32];
+        rng.fill_bytes(&mut cookie_secret);
+        Ok(Self {
+            profile: Arc::new(profile),
+            cookie_secret,
+            epoch: now,
+        })
+    }
+}
+
+/// The engine of shard `id` of `shards`: the server's identity and limits
+/// (the session limit split evenly), its shard number in every session ID;
+/// keyings deferred to the workers when there are some.
 pub(crate) fn endpoint(
     config: &ServerConfig,
+    identity: &Identity,
     id: usize,
     shards: usize,
     shard_bits: u8,
-    now: Instant,
-) -> anyhow::Result<Endpoint> {
+    deferred_keying: bool,
+) -> Endpoint {
     use rand_core::SeedableRng;
-    let groups: Vec<DhGroup> = config.dh_groups.iter().map(|g| dh_group(*g)).collect();
-    let auth = match config.packet_auth.as_str() {
-        "required" => Negotiation::REQUIRED,
-        "preferred" => Negotiation::PREFERRED,
-        _ => Negotiation::ON_REQUEST,
-    };
-    let mut rng = rand_chacha::ChaCha20Rng::from_entropy();
-    let profile = FlashProfile::server(config.hostname.as_deref())
-        .groups(&groups)
-        .hmac(auth)
-        .sseq(auth)
-        .build(&mut rng)
-        .map_err(|e| anyhow::anyhow!("crypto profile: {e}"))?;
     let l = &config.limits;
     let ec = EndpointConfig {
         shard_bits,
@@ -82,14 +108,18 @@ pub(crate) fn endpoint(
         ihello_rate_per_source: l.handshakes_per_second_per_address,
         amplification_factor: l.amplification_factor,
         ihello_burst_per_source: l.handshakes_per_second_per_address.saturating_mul(2),
+        deferred_keying,
+        max_keyings_in_flight: l.keyings_in_flight,
+        max_keyings_waiting: l.keyings_waiting,
+        cookie_secret: Some(identity.cookie_secret),
         ..EndpointConfig::default()
     };
-    Ok(Endpoint::new(
+    Endpoint::with_shared_profile(
         ec,
-        Box::new(profile),
+        identity.profile.clone(),
         Box::new(rand_chacha::ChaCha20Rng::from_entropy()),
-        now,
-    ))
+        identity.epoch,
+    )
 }
 
 fn dh_group(g: u8) -> DhGroup {

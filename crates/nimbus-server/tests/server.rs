@@ -482,28 +482,77 @@ fn short_ihellos_are_answered_within_the_amplification_limit() {
     let rt = runtime();
     let server = rt.block_on(Server::start(config(1))).unwrap();
     let addr = server.local_addrs()[0];
-    // librtmfp's EPD is the bare app name: a 36-byte IHello cannot be
-    // answered with a 180-byte RHello at factor 3; its retransmission can
+    // librtmfp's EPD is the bare app name: a 36-byte IHello (64 bytes on
+    // the wire) is answered at once with a 148-byte RHello (176 on the
+    // wire), within the factor of 3
     let mut c = Client::new(61);
     let epd = Epd::server(&b"a"[..]).encode();
     let sid = c.ep.connect(Instant::now(), &epd, &[addr]).unwrap();
-    let started = Instant::now();
     assert!(pump(&mut [&mut c], T, |c| c[0].events.iter().any(
         |e| matches!(e, Event::SessionOpened { session, .. } if *session == sid)
     )));
-    let took = started.elapsed();
+    // nothing was withheld (the shards report their engine counters every
+    // second)
+    std::thread::sleep(Duration::from_millis(1500));
     let m = http_get(server.metrics_addr().unwrap(), "/metrics");
-    let deadline = Instant::now() + T;
-    let mut drops = metric(&m, "nimbus_amplification_drops_total");
-    while drops < 1 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-        drops = metric(
-            &http_get(server.metrics_addr().unwrap(), "/metrics"),
-            "nimbus_amplification_drops_total",
-        );
+    assert_eq!(metric(&m, "nimbus_amplification_drops_total"), 0);
+    assert!(metric(&m, "nimbus_keyings_done_total") >= 1, "keyed on a worker");
+    rt.block_on(server.shutdown());
+}
+
+#[test]
+fn one_identity_on_every_shard() {
+    let rt = runtime();
+    let server = rt.block_on(Server::start(config(4))).unwrap();
+    let addr = server.local_addrs()[0];
+    let mut clients: Vec<Client> = (0..24).map(|i| Client::new(900 + i)).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.connect(&url(addr, &format!("app?user=id{i}")), addr, vec![]);
     }
-    assert_eq!(drops, 1, "the first IHello is not answered");
-    assert!(took < Duration::from_secs(5), "{took:?}");
+    connect_all(&mut clients.iter_mut().collect::<Vec<_>>());
+    let mut shards = std::collections::BTreeSet::new();
+    let mut certificates = std::collections::BTreeSet::new();
+    for c in &clients {
+        shards.insert(c.server_session_id.map(|id| id >> 30));
+        let s = c.nc.as_ref().unwrap().session();
+        certificates.insert(c.ep.session_info(s).unwrap().far_certificate.to_vec());
+    }
+    assert!(shards.len() > 1, "the clients landed on one shard only");
+    assert_eq!(certificates.len(), 1, "one certificate, whatever the shard");
+    rt.block_on(server.shutdown());
+}
+
+#[test]
+fn a_thousand_clients_behind_one_address_connect_with_the_default_configuration() {
+    let rt = runtime();
+    let mut config = ServerConfig {
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        ..ServerConfig::default()
+    };
+    config.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+    let server = rt.block_on(Server::start(config)).unwrap();
+    let addr = server.local_addrs()[0];
+    // one carrier-grade NAT: every client from 127.0.0.1
+    let mut clients: Vec<Client> = (0..1000).map(|i| Client::new(10_000 + i)).collect();
+    let started = Instant::now();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.connect(&url(addr, &format!("app?user=nat{i}")), addr, vec![]);
+    }
+    let mut refs: Vec<&mut Client> = clients.iter_mut().collect();
+    assert!(
+        pump(&mut refs, Duration::from_secs(60), |cs| cs
+            .iter()
+            .all(|c| c.connected())),
+        "{} of 1000 connected",
+        refs.iter().filter(|c| c.connected()).count()
+    );
+    // the figure (2 s on an idle machine) is `nimbus bench server
+    // --source-addresses 1`'s; here: all admitted, none refused
+    eprintln!("1000 clients from one address connected in {:?}", started.elapsed());
+    let m = http_get(server.metrics_addr().unwrap(), "/metrics");
+    assert_eq!(metric(&m, "nimbus_limit_refusals_total"), 0);
+    assert_eq!(metric(&m, "nimbus_handshake_rate_drops_total"), 0);
+    assert_eq!(metric(&m, "nimbus_sessions"), 1000);
     rt.block_on(server.shutdown());
 }
 
