@@ -17,7 +17,7 @@
 //! root are the fuzzing entry points.
 //!
 //! ```
-//! use rtmfp_flash::amf::{amf0, Object, Value, command::Command};
+//! use flash_amf::{amf0, Object, Value, command::Command};
 //!
 //! let connect = Command::connect(Object::new().with("app", "live"));
 //! let bytes = connect.to_amf0().unwrap();
