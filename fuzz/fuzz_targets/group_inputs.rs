@@ -9,22 +9,25 @@
 //! panic, and its timer must move forward.
 #![no_main]
 
+mod input;
+
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use input::Input;
 use libfuzzer_sys::fuzz_target;
 use rand_core::SeedableRng;
 use rtmfp::wire::{Address, AddressOrigin};
 use rtmfp::{Endpoint, EndpointConfig, Event, Priority, SessionId};
+use rtmfp_flash::{fingerprint, DhGroup, DhKeyPair, Epd, FlashProfile, PeerId};
 use rtmfp_netgroup::p2p::{
     self, connect_key, encode_map, split_media, FragmentHeader, FragmentMap, GroupConnect,
     MediaAnnounce, NimbusMessage, Report, ReportEntry, StreamParams,
 };
 use rtmfp_netgroup::wire::{self, group_address};
 use rtmfp_netgroup::{GroupConfig, GroupSpec, GroupSpecifier, NetGroup};
-use rtmfp_flash::{fingerprint, DhGroup, DhKeyPair, Epd, FlashProfile, PeerId};
 use sha2::{Digest, Sha256};
 
 // ------------------------------------------------------------------ parsers
@@ -104,55 +107,7 @@ fn parsers(data: &[u8]) {
 
 // -------------------------------------------------------------------- input
 
-/// Reads the fuzz input as a stream of small values.
-struct Input<'a>(&'a [u8]);
-
-impl<'a> Input<'a> {
-    fn byte(&mut self) -> Option<u8> {
-        let (&b, rest) = self.0.split_first()?;
-        self.0 = rest;
-        Some(b)
-    }
-
-    fn b(&mut self) -> u8 {
-        self.byte().unwrap_or(0)
-    }
-
-    fn u16(&mut self) -> u16 {
-        u16::from_be_bytes([self.b(), self.b()])
-    }
-
-    /// A u64 of 0 to 8 bytes (small values are common).
-    fn u64(&mut self) -> u64 {
-        let n = self.b() % 9;
-        let mut v = 0u64;
-        for _ in 0..n {
-            v = v << 8 | u64::from(self.b());
-        }
-        v
-    }
-
-    /// Up to `max` bytes, length-prefixed (one byte, or two if `long`).
-    fn bytes(&mut self, max: usize, long: bool) -> &'a [u8] {
-        let n = if long {
-            usize::from(self.u16())
-        } else {
-            usize::from(self.b())
-        };
-        let n = n.min(max).min(self.0.len());
-        let (b, rest) = self.0.split_at(n);
-        self.0 = rest;
-        b
-    }
-
-    fn pick<T: Clone>(&mut self, from: &[T]) -> Option<T> {
-        if from.is_empty() {
-            None
-        } else {
-            Some(from[usize::from(self.b()) % from.len()].clone())
-        }
-    }
-
+impl Input<'_> {
     fn name(&mut self) -> String {
         match self.b() % 4 {
             0 | 1 => "cam".into(),

@@ -7,10 +7,13 @@
 //! user commands.
 #![no_main]
 
+mod input;
+
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use input::Input;
 use libfuzzer_sys::fuzz_target;
 use nimbus_phone::call::{parse_relay_args, Action, CallMachine, CallState, Message};
 use nimbus_phone::cli::server_host_port;
@@ -22,32 +25,7 @@ use rand_core::{RngCore, SeedableRng};
 use rtmfp::PacketCrypto;
 use rtmfp_flash::{DhGroup, DhKeyPair, FlashPacketCrypto, FlashProfile};
 
-/// Reads the fuzz input as a stream of small values.
-struct Input<'a>(&'a [u8]);
-
-impl<'a> Input<'a> {
-    fn byte(&mut self) -> Option<u8> {
-        let (&b, rest) = self.0.split_first()?;
-        self.0 = rest;
-        Some(b)
-    }
-
-    fn u16(&mut self) -> u16 {
-        let hi = self.byte().unwrap_or(0);
-        let lo = self.byte().unwrap_or(0);
-        u16::from_be_bytes([hi, lo])
-    }
-
-    /// Up to `max` bytes, length-prefixed (one byte).
-    fn bytes(&mut self, max: usize) -> &'a [u8] {
-        let n = usize::from(self.byte().unwrap_or(0))
-            .min(max)
-            .min(self.0.len());
-        let (b, rest) = self.0.split_at(n);
-        self.0 = rest;
-        b
-    }
-
+impl Input<'_> {
     /// A short string: a well-known word or arbitrary text.
     fn string(&mut self) -> String {
         const WORDS: [&str; 10] = [
@@ -56,7 +34,7 @@ impl<'a> Input<'a> {
         match self.byte().unwrap_or(0) {
             b @ 0..=127 => WORDS[usize::from(b) % WORDS.len()].to_string(),
             128..=191 => PEERS[usize::from(self.byte().unwrap_or(0)) % PEERS.len()].to_string(),
-            _ => String::from_utf8_lossy(self.bytes(64)).into_owned(),
+            _ => String::from_utf8_lossy(self.bytes(64, false)).into_owned(),
         }
     }
 }
@@ -255,12 +233,12 @@ fn phone_core(mut inp: Input<'_>, driver: bool) {
         match op % 12 {
             0..=2 => {
                 let from = others[usize::from(op >> 4) % others.len()];
-                let plain = inp.bytes(255);
+                let plain = inp.bytes(255, false);
                 core.handle_datagram(now, from, &default_key_packet(plain));
             }
             3 => {
                 let from = others[usize::from(op >> 4) % others.len()];
-                let raw = inp.bytes(255);
+                let raw = inp.bytes(255, false);
                 core.handle_datagram(now, from, raw);
             }
             4 | 5 => {

@@ -13,6 +13,7 @@
 
 use bytes::BufMut;
 
+use crate::codec::{self, Amf0, Decoder, Encoder};
 use crate::de::{DecodeState, PROP_COST};
 use crate::error::{Error, Result};
 use crate::options::{DecodeOptions, EncodeOptions};
@@ -228,73 +229,12 @@ impl<'a> DecodeState<'a> {
     }
 }
 
-/// A streaming AMF0 decoder over a byte slice.
-///
-/// After an error the decoder's position is unspecified; start a new decoder.
-#[derive(Debug)]
-pub struct Amf0Decoder<'a> {
-    st: DecodeState<'a>,
-}
-
-impl<'a> Amf0Decoder<'a> {
-    /// A decoder with default options.
-    pub fn new(input: &'a [u8]) -> Self {
-        Self::with_options(input, DecodeOptions::default())
-    }
-
-    /// A decoder with the given options.
-    pub fn with_options(input: &'a [u8], options: DecodeOptions) -> Self {
-        Amf0Decoder {
-            st: DecodeState::new(input, options),
-        }
-    }
-
-    /// Decodes the next value.
-    pub fn decode(&mut self) -> Result<Value> {
-        self.st.amf0_value(0)
-    }
-
-    /// Decodes values until the input is exhausted.
-    pub fn decode_all(&mut self) -> Result<Vec<Value>> {
-        let mut values = Vec::new();
-        while !self.is_empty() {
-            values.push(self.decode()?);
-        }
-        Ok(values)
-    }
-
-    /// Whether all input has been consumed.
-    pub fn is_empty(&self) -> bool {
-        self.st.remaining() == 0
-    }
-
-    /// Number of input bytes not yet consumed.
-    pub fn remaining(&self) -> usize {
-        self.st.remaining()
-    }
-
-    /// Offset of the next byte to be read.
-    pub fn position(&self) -> usize {
-        self.st.pos
-    }
-
-    /// The unconsumed input.
-    pub fn rest(&self) -> &'a [u8] {
-        &self.st.input[self.st.pos.min(self.st.input.len())..]
-    }
-
-    /// Clears the reference tables (AMF0, and the shared AMF3 context if used).
-    pub fn reset_references(&mut self) {
-        self.st.reset_references();
-    }
-}
+/// A streaming AMF0 decoder over a byte slice (see [`Decoder`]).
+pub type Amf0Decoder<'a> = Decoder<'a, Amf0>;
 
 /// Decodes exactly one AMF0 value; trailing bytes are an error.
 pub fn decode(input: &[u8]) -> Result<Value> {
-    let mut d = Amf0Decoder::new(input);
-    let v = d.decode()?;
-    d.st.expect_end()?;
-    Ok(v)
+    codec::decode_one::<Amf0>(input)
 }
 
 /// Decodes a sequence of AMF0 values filling the whole input, sharing one
@@ -328,24 +268,28 @@ fn needs_amf3(v: &Value) -> bool {
 }
 
 impl EncodeState {
+    /// UTF-8: a 16-bit length, then the bytes.
     fn amf0_utf8(&mut self, s: &str) -> Result<()> {
-        let len = s.len();
-        let n = u16::try_from(len).map_err(|_| Error::TooLong {
-            len,
-            max: u16::MAX as usize,
-        })?;
-        self.out.put_u16(n);
-        self.out.put_slice(s.as_bytes());
-        Ok(())
+        self.amf0_sized_utf8(s, 2)
     }
 
+    /// UTF-8-long: a 32-bit length, then the bytes.
     fn amf0_utf8_long(&mut self, s: &str) -> Result<()> {
+        self.amf0_sized_utf8(s, 4)
+    }
+
+    /// `s` after its length in `width` (2 or 4) big-endian bytes.
+    fn amf0_sized_utf8(&mut self, s: &str, width: usize) -> Result<()> {
         let len = s.len();
-        let n = u32::try_from(len).map_err(|_| Error::TooLong {
-            len,
-            max: u32::MAX as usize,
-        })?;
-        self.out.put_u32(n);
+        let max = if width == 2 {
+            usize::from(u16::MAX)
+        } else {
+            u32::MAX as usize
+        };
+        if len > max {
+            return Err(Error::TooLong { len, max });
+        }
+        self.out.put_uint(len as u64, width);
         self.out.put_slice(s.as_bytes());
         Ok(())
     }
@@ -504,34 +448,10 @@ impl EncodeState {
     }
 }
 
-/// An AMF0 encoder that appends to an internal buffer.
-///
-/// The reference table spans every value written until
-/// [`reset_references`](Amf0Encoder::reset_references). After an error the
-/// buffer may hold a partial value; discard the encoder.
-#[derive(Debug, Default)]
-pub struct Amf0Encoder {
-    st: EncodeState,
-}
+/// An AMF0 encoder that appends to an internal buffer (see [`Encoder`]).
+pub type Amf0Encoder = Encoder<Amf0>;
 
-impl Amf0Encoder {
-    /// An encoder with default options.
-    pub fn new() -> Self {
-        Self::with_options(EncodeOptions::default())
-    }
-
-    /// An encoder with the given options.
-    pub fn with_options(options: EncodeOptions) -> Self {
-        Amf0Encoder {
-            st: EncodeState::new(options),
-        }
-    }
-
-    /// Appends one value.
-    pub fn encode(&mut self, value: &Value) -> Result<()> {
-        self.st.amf0_value(value, 0)
-    }
-
+impl Encoder<Amf0> {
     /// Appends `value` as AMF3 behind the avmplus marker 0x11, whatever its type.
     pub fn encode_avmplus(&mut self, value: &Value) -> Result<()> {
         self.st.check_depth(0)?;
@@ -542,28 +462,11 @@ impl Amf0Encoder {
     pub fn write_raw(&mut self, bytes: &[u8]) {
         self.st.out.put_slice(bytes);
     }
-
-    /// The bytes written so far.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.st.out
-    }
-
-    /// Consumes the encoder, returning the bytes written.
-    pub fn into_vec(self) -> Vec<u8> {
-        self.st.out
-    }
-
-    /// Clears the reference tables.
-    pub fn reset_references(&mut self) {
-        self.st.reset_references();
-    }
 }
 
 /// Encodes one value as AMF0 with default options.
 pub fn encode(value: &Value) -> Result<Vec<u8>> {
-    let mut e = Amf0Encoder::new();
-    e.encode(value)?;
-    Ok(e.into_vec())
+    encode_all(std::slice::from_ref(value))
 }
 
 /// Encodes a sequence of values as AMF0 sharing one reference table.
@@ -573,9 +476,5 @@ pub fn encode_all(values: &[Value]) -> Result<Vec<u8>> {
 
 /// Like [`encode_all`] with explicit options.
 pub fn encode_all_with(values: &[Value], options: EncodeOptions) -> Result<Vec<u8>> {
-    let mut e = Amf0Encoder::with_options(options);
-    for v in values {
-        e.encode(v)?;
-    }
-    Ok(e.into_vec())
+    codec::encode_all::<Amf0>(values, options)
 }

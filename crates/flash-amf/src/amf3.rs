@@ -13,6 +13,7 @@ use std::rc::Rc;
 
 use bytes::BufMut;
 
+use crate::codec::{self, Amf3, Decoder, Encoder};
 use crate::de::{i29, DecodeState, RefEntry, Traits, PROP_COST};
 use crate::error::{Error, Result};
 use crate::options::{DecodeOptions, EncodeOptions, ExternalizableMode};
@@ -87,165 +88,98 @@ impl<'a> DecodeState<'a> {
                 Value::String(self.own(s)?)
             }
             marker::XML_DOC | marker::XML => {
-                let u = self.u29()?;
-                if u & 1 == 0 {
-                    return self.amf3_object_ref(u, start, depth);
-                }
-                let idx = self.amf3_register(start)?;
-                let s = self.string((u >> 1) as usize)?;
-                DecodeState::finish(&mut self.amf3.objects, idx);
-                if m == marker::XML {
-                    Value::Xml(s)
-                } else {
-                    Value::XmlDocument(s)
-                }
+                self.amf3_object_entry(start, depth, false, |st, u| {
+                    let s = st.string((u >> 1) as usize)?;
+                    Ok(if m == marker::XML {
+                        Value::Xml(s)
+                    } else {
+                        Value::XmlDocument(s)
+                    })
+                })?
             }
-            marker::DATE => {
-                let u = self.u29()?;
-                if u & 1 == 0 {
-                    return self.amf3_object_ref(u, start, depth);
-                }
-                let idx = self.amf3_register(start)?;
-                let millis = self.f64()?;
-                DecodeState::finish(&mut self.amf3.objects, idx);
-                Value::Date(Date::new(millis))
-            }
-            marker::ARRAY => {
-                let u = self.u29()?;
-                if u & 1 == 0 {
-                    return self.amf3_object_ref(u, start, depth);
-                }
+            marker::DATE => self.amf3_object_entry(start, depth, false, |st, _| {
+                Ok(Value::Date(Date::new(st.f64()?)))
+            })?,
+            marker::ARRAY => self.amf3_object_entry(start, depth, true, |st, u| {
                 let count = (u >> 1) as usize;
-                self.check_len(count)?;
-                let idx = self.amf3_register(start)?;
-                let mut assoc = Vec::new();
-                loop {
-                    let key = self.amf3_str()?;
-                    if key.is_empty() {
-                        break;
-                    }
-                    self.check_len(assoc.len() + 1)?;
-                    let key = self.own(key)?;
-                    self.charge(PROP_COST)?;
-                    let v = self.amf3_value(depth + 1)?;
-                    assoc.push((key, v));
-                }
-                let mut dense = Vec::with_capacity(self.capacity_for::<Value>(count, 1));
+                let assoc = st.amf3_members(depth)?;
+                let mut dense = Vec::with_capacity(st.capacity_for::<Value>(count, 1));
                 for _ in 0..count {
-                    dense.push(self.amf3_value(depth + 1)?);
+                    dense.push(st.amf3_value(depth + 1)?);
                 }
-                DecodeState::finish(&mut self.amf3.objects, idx);
-                if assoc.is_empty() {
+                Ok(if assoc.is_empty() {
                     Value::StrictArray(dense)
                 } else {
                     Value::EcmaArray(EcmaArray { dense, assoc })
-                }
-            }
+                })
+            })?,
             marker::OBJECT => {
-                let u = self.u29()?;
-                if u & 1 == 0 {
-                    return self.amf3_object_ref(u, start, depth);
-                }
-                let idx = self.amf3_register(start)?;
-                let v = self.amf3_object_body(u, depth)?;
-                DecodeState::finish(&mut self.amf3.objects, idx);
-                v
+                self.amf3_object_entry(start, depth, false, |st, u| st.amf3_object_body(u, depth))?
             }
-            marker::BYTE_ARRAY => {
-                let u = self.u29()?;
-                if u & 1 == 0 {
-                    return self.amf3_object_ref(u, start, depth);
-                }
-                let idx = self.amf3_register(start)?;
+            marker::BYTE_ARRAY => self.amf3_object_entry(start, depth, false, |st, u| {
                 let n = (u >> 1) as usize;
-                let bytes = self.take(n)?;
-                self.charge(n)?;
-                DecodeState::finish(&mut self.amf3.objects, idx);
-                Value::ByteArray(bytes.to_vec())
-            }
+                let bytes = st.take(n)?;
+                st.charge(n)?;
+                Ok(Value::ByteArray(bytes.to_vec()))
+            })?,
             marker::VECTOR_INT | marker::VECTOR_UINT | marker::VECTOR_DOUBLE => {
-                let u = self.u29()?;
-                if u & 1 == 0 {
-                    return self.amf3_object_ref(u, start, depth);
-                }
-                let count = (u >> 1) as usize;
-                self.check_len(count)?;
-                let idx = self.amf3_register(start)?;
-                let fixed = self.u8()? != 0;
-                let width = if m == marker::VECTOR_DOUBLE { 8 } else { 4 };
-                // count < 2^28 and width <= 8, so this cannot overflow.
-                let bytes = self.take(count * width)?;
-                self.charge(count * width)?;
-                let v = match m {
-                    marker::VECTOR_INT => Value::VectorInt(Vector {
-                        fixed,
-                        items: bytes
-                            .chunks_exact(4)
-                            .map(|c| i32::from_be_bytes([c[0], c[1], c[2], c[3]]))
-                            .collect(),
-                    }),
-                    marker::VECTOR_UINT => Value::VectorUint(Vector {
-                        fixed,
-                        items: bytes
-                            .chunks_exact(4)
-                            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
-                            .collect(),
-                    }),
-                    _ => Value::VectorDouble(Vector {
-                        fixed,
-                        items: bytes
-                            .chunks_exact(8)
-                            .map(|c| {
-                                let mut a = [0u8; 8];
-                                a.copy_from_slice(c);
-                                f64::from_be_bytes(a)
-                            })
-                            .collect(),
-                    }),
-                };
-                DecodeState::finish(&mut self.amf3.objects, idx);
-                v
+                self.amf3_object_entry(start, depth, true, |st, u| {
+                    let count = (u >> 1) as usize;
+                    let fixed = st.u8()? != 0;
+                    let width = if m == marker::VECTOR_DOUBLE { 8 } else { 4 };
+                    // count < 2^28 and width <= 8, so this cannot overflow.
+                    let bytes = st.take(count * width)?;
+                    st.charge(count * width)?;
+                    let words = bytes.chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]);
+                    Ok(match m {
+                        marker::VECTOR_INT => Value::VectorInt(Vector {
+                            fixed,
+                            items: words.map(i32::from_be_bytes).collect(),
+                        }),
+                        marker::VECTOR_UINT => Value::VectorUint(Vector {
+                            fixed,
+                            items: words.map(u32::from_be_bytes).collect(),
+                        }),
+                        _ => Value::VectorDouble(Vector {
+                            fixed,
+                            items: bytes
+                                .chunks_exact(8)
+                                .map(|c| {
+                                    let mut a = [0u8; 8];
+                                    a.copy_from_slice(c);
+                                    f64::from_be_bytes(a)
+                                })
+                                .collect(),
+                        }),
+                    })
+                })?
             }
-            marker::VECTOR_OBJECT => {
-                let u = self.u29()?;
-                if u & 1 == 0 {
-                    return self.amf3_object_ref(u, start, depth);
-                }
+            marker::VECTOR_OBJECT => self.amf3_object_entry(start, depth, true, |st, u| {
                 let count = (u >> 1) as usize;
-                self.check_len(count)?;
-                let idx = self.amf3_register(start)?;
-                let fixed = self.u8()? != 0;
-                let type_name = self.amf3_str()?;
-                let type_name = self.own(type_name)?;
-                let mut items = Vec::with_capacity(self.capacity_for::<Value>(count, 1));
+                let fixed = st.u8()? != 0;
+                let type_name = st.amf3_str()?;
+                let type_name = st.own(type_name)?;
+                let mut items = Vec::with_capacity(st.capacity_for::<Value>(count, 1));
                 for _ in 0..count {
-                    items.push(self.amf3_value(depth + 1)?);
+                    items.push(st.amf3_value(depth + 1)?);
                 }
-                DecodeState::finish(&mut self.amf3.objects, idx);
-                Value::VectorObject(ObjectVector {
+                Ok(Value::VectorObject(ObjectVector {
                     fixed,
                     type_name,
                     items,
-                })
-            }
-            marker::DICTIONARY => {
-                let u = self.u29()?;
-                if u & 1 == 0 {
-                    return self.amf3_object_ref(u, start, depth);
-                }
+                }))
+            })?,
+            marker::DICTIONARY => self.amf3_object_entry(start, depth, true, |st, u| {
                 let count = (u >> 1) as usize;
-                self.check_len(count)?;
-                let idx = self.amf3_register(start)?;
-                let weak_keys = self.u8()? != 0;
-                let mut entries = Vec::with_capacity(self.capacity_for::<(Value, Value)>(count, 2));
+                let weak_keys = st.u8()? != 0;
+                let mut entries = Vec::with_capacity(st.capacity_for::<(Value, Value)>(count, 2));
                 for _ in 0..count {
-                    let k = self.amf3_value(depth + 1)?;
-                    let v = self.amf3_value(depth + 1)?;
+                    let k = st.amf3_value(depth + 1)?;
+                    let v = st.amf3_value(depth + 1)?;
                     entries.push((k, v));
                 }
-                DecodeState::finish(&mut self.amf3.objects, idx);
-                Value::Dictionary(Dictionary { weak_keys, entries })
-            }
+                Ok(Value::Dictionary(Dictionary { weak_keys, entries }))
+            })?,
             _ => {
                 return Err(Error::UnknownMarker {
                     marker: m,
@@ -253,6 +187,30 @@ impl<'a> DecodeState<'a> {
                 })
             }
         })
+    }
+
+    /// Reads a value that may stand in the object table: a U29 header `u` that is
+    /// either a reference (low bit 0) or the start of an inline value, which
+    /// `read` decodes while it is registered in the table. With `counted`, `u >> 1`
+    /// is a collection length, checked against the limits before registering.
+    fn amf3_object_entry(
+        &mut self,
+        start: usize,
+        depth: usize,
+        counted: bool,
+        read: impl FnOnce(&mut Self, u32) -> Result<Value>,
+    ) -> Result<Value> {
+        let u = self.u29()?;
+        if u & 1 == 0 {
+            return self.amf3_object_ref(u, start, depth);
+        }
+        if counted {
+            self.check_len((u >> 1) as usize)?;
+        }
+        let idx = self.amf3_register(start)?;
+        let v = read(self, u)?;
+        DecodeState::finish(&mut self.amf3.objects, idx);
+        Ok(v)
     }
 
     fn amf3_register(&mut self, start: usize) -> Result<Option<usize>> {
@@ -382,20 +340,11 @@ impl<'a> DecodeState<'a> {
             let v = self.amf3_value(depth + 1)?;
             sealed.push((key, v));
         }
-        let mut properties = Vec::new();
-        if traits.dynamic {
-            loop {
-                let key = self.amf3_str()?;
-                if key.is_empty() {
-                    break;
-                }
-                self.check_len(properties.len() + 1)?;
-                let key = self.own(key)?;
-                self.charge(PROP_COST)?;
-                let v = self.amf3_value(depth + 1)?;
-                properties.push((key, v));
-            }
-        }
+        let properties = if traits.dynamic {
+            self.amf3_members(depth)?
+        } else {
+            Vec::new()
+        };
         Ok(Value::Object(Object {
             class_name,
             sealed,
@@ -403,70 +352,31 @@ impl<'a> DecodeState<'a> {
             properties,
         }))
     }
-}
 
-/// A streaming AMF3 decoder over a byte slice.
-///
-/// After an error the decoder's position is unspecified; start a new decoder.
-#[derive(Debug)]
-pub struct Amf3Decoder<'a> {
-    st: DecodeState<'a>,
-}
-
-impl<'a> Amf3Decoder<'a> {
-    /// A decoder with default options.
-    pub fn new(input: &'a [u8]) -> Self {
-        Self::with_options(input, DecodeOptions::default())
-    }
-
-    /// A decoder with the given options.
-    pub fn with_options(input: &'a [u8], options: DecodeOptions) -> Self {
-        Amf3Decoder {
-            st: DecodeState::new(input, options),
+    /// Reads `key, value` pairs up to the empty key: an array's associative
+    /// part, or an object's dynamic members.
+    fn amf3_members(&mut self, depth: usize) -> Result<Vec<(String, Value)>> {
+        let mut members = Vec::new();
+        loop {
+            let key = self.amf3_str()?;
+            if key.is_empty() {
+                return Ok(members);
+            }
+            self.check_len(members.len() + 1)?;
+            let key = self.own(key)?;
+            self.charge(PROP_COST)?;
+            let v = self.amf3_value(depth + 1)?;
+            members.push((key, v));
         }
     }
-
-    /// Decodes the next value.
-    pub fn decode(&mut self) -> Result<Value> {
-        self.st.amf3_value(0)
-    }
-
-    /// Decodes values until the input is exhausted.
-    pub fn decode_all(&mut self) -> Result<Vec<Value>> {
-        let mut values = Vec::new();
-        while !self.is_empty() {
-            values.push(self.decode()?);
-        }
-        Ok(values)
-    }
-
-    /// Whether all input has been consumed.
-    pub fn is_empty(&self) -> bool {
-        self.st.remaining() == 0
-    }
-
-    /// Number of input bytes not yet consumed.
-    pub fn remaining(&self) -> usize {
-        self.st.remaining()
-    }
-
-    /// Offset of the next byte to be read.
-    pub fn position(&self) -> usize {
-        self.st.pos
-    }
-
-    /// Clears the string, object and traits tables.
-    pub fn reset_references(&mut self) {
-        self.st.reset_references();
-    }
 }
+
+/// A streaming AMF3 decoder over a byte slice (see [`Decoder`]).
+pub type Amf3Decoder<'a> = Decoder<'a, Amf3>;
 
 /// Decodes exactly one AMF3 value; trailing bytes are an error.
 pub fn decode(input: &[u8]) -> Result<Value> {
-    let mut d = Amf3Decoder::new(input);
-    let v = d.decode()?;
-    d.st.expect_end()?;
-    Ok(v)
+    codec::decode_one::<Amf3>(input)
 }
 
 /// Decodes a sequence of AMF3 values filling the whole input, sharing one set of
@@ -539,6 +449,26 @@ impl EncodeState {
         let i = self.amf3.object_count;
         self.amf3.object_count = i.saturating_add(1);
         Ok(Some(i))
+    }
+
+    /// Writes a vector of numbers `v`: the count, the fixed flag, then each item
+    /// by `put`.
+    fn amf3_number_vector<T: Copy>(
+        &mut self,
+        m: u8,
+        v: &Value,
+        vec: &Vector<T>,
+        put: impl Fn(&mut Vec<u8>, T),
+    ) -> Result<()> {
+        if let Some(i) = self.amf3_begin(m, v)? {
+            self.u29_inline(vec.items.len())?;
+            self.out.put_u8(u8::from(vec.fixed));
+            for x in &vec.items {
+                put(&mut self.out, *x);
+            }
+            self.amf3_done(v, i);
+        }
+        Ok(())
     }
 
     fn amf3_done(&mut self, v: &Value, index: u32) {
@@ -690,34 +620,13 @@ impl EncodeState {
                 }
             }
             Value::VectorInt(vec) => {
-                if let Some(i) = self.amf3_begin(marker::VECTOR_INT, v)? {
-                    self.u29_inline(vec.items.len())?;
-                    self.out.put_u8(u8::from(vec.fixed));
-                    for x in &vec.items {
-                        self.out.put_i32(*x);
-                    }
-                    self.amf3_done(v, i);
-                }
+                self.amf3_number_vector(marker::VECTOR_INT, v, vec, |out, x| out.put_i32(x))?;
             }
             Value::VectorUint(vec) => {
-                if let Some(i) = self.amf3_begin(marker::VECTOR_UINT, v)? {
-                    self.u29_inline(vec.items.len())?;
-                    self.out.put_u8(u8::from(vec.fixed));
-                    for x in &vec.items {
-                        self.out.put_u32(*x);
-                    }
-                    self.amf3_done(v, i);
-                }
+                self.amf3_number_vector(marker::VECTOR_UINT, v, vec, |out, x| out.put_u32(x))?;
             }
             Value::VectorDouble(vec) => {
-                if let Some(i) = self.amf3_begin(marker::VECTOR_DOUBLE, v)? {
-                    self.u29_inline(vec.items.len())?;
-                    self.out.put_u8(u8::from(vec.fixed));
-                    for x in &vec.items {
-                        self.out.put_f64(*x);
-                    }
-                    self.amf3_done(v, i);
-                }
+                self.amf3_number_vector(marker::VECTOR_DOUBLE, v, vec, |out, x| out.put_f64(x))?;
             }
             Value::VectorObject(vec) => {
                 if let Some(i) = self.amf3_begin(marker::VECTOR_OBJECT, v)? {
@@ -753,55 +662,12 @@ impl EncodeState {
     }
 }
 
-/// An AMF3 encoder that appends to an internal buffer.
-///
-/// The reference tables span every value written until
-/// [`reset_references`](Amf3Encoder::reset_references). After an error the
-/// buffer may hold a partial value; discard the encoder.
-#[derive(Debug, Default)]
-pub struct Amf3Encoder {
-    st: EncodeState,
-}
-
-impl Amf3Encoder {
-    /// An encoder with default options.
-    pub fn new() -> Self {
-        Self::with_options(EncodeOptions::default())
-    }
-
-    /// An encoder with the given options.
-    pub fn with_options(options: EncodeOptions) -> Self {
-        Amf3Encoder {
-            st: EncodeState::new(options),
-        }
-    }
-
-    /// Appends one value.
-    pub fn encode(&mut self, value: &Value) -> Result<()> {
-        self.st.amf3_value(value, 0)
-    }
-
-    /// The bytes written so far.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.st.out
-    }
-
-    /// Consumes the encoder, returning the bytes written.
-    pub fn into_vec(self) -> Vec<u8> {
-        self.st.out
-    }
-
-    /// Clears the reference tables.
-    pub fn reset_references(&mut self) {
-        self.st.reset_references();
-    }
-}
+/// An AMF3 encoder that appends to an internal buffer (see [`Encoder`]).
+pub type Amf3Encoder = Encoder<Amf3>;
 
 /// Encodes one value as AMF3 with default options.
 pub fn encode(value: &Value) -> Result<Vec<u8>> {
-    let mut e = Amf3Encoder::new();
-    e.encode(value)?;
-    Ok(e.into_vec())
+    encode_all(std::slice::from_ref(value))
 }
 
 /// Encodes a sequence of values as AMF3 sharing one set of reference tables.
@@ -811,9 +677,5 @@ pub fn encode_all(values: &[Value]) -> Result<Vec<u8>> {
 
 /// Like [`encode_all`] with explicit options.
 pub fn encode_all_with(values: &[Value], options: EncodeOptions) -> Result<Vec<u8>> {
-    let mut e = Amf3Encoder::with_options(options);
-    for v in values {
-        e.encode(v)?;
-    }
-    Ok(e.into_vec())
+    codec::encode_all::<Amf3>(values, options)
 }

@@ -29,6 +29,7 @@
 
 pub mod amf0;
 pub mod amf3;
+mod codec;
 pub mod command;
 mod de;
 pub mod error;
@@ -37,6 +38,7 @@ pub mod options;
 mod ser;
 pub mod value;
 
+pub use codec::{Amf0, Amf3, Decoder, Encoder, Encoding};
 pub use command::{Amf3Switch, Command, DataMessage};
 pub use error::{Error, Result};
 pub use flv::{FlvHeader, FlvReader, FlvTag, FlvWriter};

@@ -1,22 +1,18 @@
 //! Known-answer tests for every AMF0 marker, with hand-computed bytes.
 
+mod common;
+
+use common::cat;
 use flash_amf::amf0::{self, Amf0Decoder, Amf0Encoder};
 use flash_amf::{
     Date, DecodeOptions, Dictionary, EcmaArray, EncodeOptions, Error, Object, Value, Vector,
 };
 
-/// Concatenates byte pieces.
-fn cat(parts: &[&[u8]]) -> Vec<u8> {
-    parts.concat()
-}
-
 const ONE: [u8; 8] = [0x3F, 0xF0, 0, 0, 0, 0, 0, 0];
 
 /// Checks that `v` encodes to `bytes` and `bytes` decodes to `v`.
 fn both_ways(v: Value, bytes: &[u8]) {
-    assert_eq!(amf0::encode(&v).unwrap(), bytes, "encoding {v:?}");
-    let d = amf0::decode(bytes).unwrap();
-    assert!(d.bitwise_eq(&v), "decoded {d:?}, expected {v:?}");
+    common::both_ways(amf0::encode, amf0::decode, v, bytes);
 }
 
 #[test]
@@ -107,26 +103,30 @@ fn null_undefined_unsupported() {
 
 #[test]
 fn reserved_and_unknown_markers() {
-    assert!(matches!(
-        amf0::decode(&[0x04]),
-        Err(Error::ReservedMarker { marker: 0x04, .. })
-    ));
-    assert!(matches!(
-        amf0::decode(&[0x0E]),
-        Err(Error::ReservedMarker { marker: 0x0E, .. })
-    ));
-    assert!(matches!(
-        amf0::decode(&[0x09]),
-        Err(Error::UnexpectedObjectEnd { offset: 0 })
-    ));
-    assert!(matches!(
-        amf0::decode(&[0x12]),
-        Err(Error::UnknownMarker { marker: 0x12, .. })
-    ));
-    assert!(matches!(
-        amf0::decode(&[0xFF]),
-        Err(Error::UnknownMarker { marker: 0xFF, .. })
-    ));
+    let cases: [(u8, fn(&Error) -> bool); 5] = [
+        (0x04, |e| {
+            matches!(e, Error::ReservedMarker { marker: 0x04, .. })
+        }),
+        (0x0E, |e| {
+            matches!(e, Error::ReservedMarker { marker: 0x0E, .. })
+        }),
+        (0x09, |e| {
+            matches!(e, Error::UnexpectedObjectEnd { offset: 0 })
+        }),
+        (0x12, |e| {
+            matches!(e, Error::UnknownMarker { marker: 0x12, .. })
+        }),
+        (0xFF, |e| {
+            matches!(e, Error::UnknownMarker { marker: 0xFF, .. })
+        }),
+    ];
+    for (marker, expected) in cases {
+        let r = amf0::decode(&[marker]);
+        assert!(
+            r.as_ref().is_err_and(expected),
+            "marker {marker:#04x}: {r:?}"
+        );
+    }
 }
 
 #[test]

@@ -41,12 +41,15 @@ fn amf0_depth_bomb() {
     ));
 }
 
+/// `n` AMF3 arrays, each the one element of the one before; the innermost
+/// element is left for the caller.
+fn nested_amf3_arrays(n: usize) -> Vec<u8> {
+    [0x09, 0x03, 0x01].repeat(n)
+}
+
 #[test]
 fn amf3_depth_bomb() {
-    let mut bytes = Vec::new();
-    for _ in 0..100_000 {
-        bytes.extend_from_slice(&[0x09, 0x03, 0x01]);
-    }
+    let mut bytes = nested_amf3_arrays(100_000);
     bytes.push(0x01);
     assert!(matches!(
         amf3::decode(&bytes),
@@ -146,33 +149,27 @@ fn collection_limit() {
         max_collection_len: 2,
         ..Limits::default()
     };
-    let three = amf0::encode(&Value::StrictArray(vec![Value::Null; 3])).unwrap();
-    assert!(matches!(
-        Amf0Decoder::with_options(&three, opts(limits)).decode(),
-        Err(Error::CollectionTooLarge { len: 3, limit: 2 })
-    ));
-    let obj = amf0::encode(&Value::Object(
+    let abc = Value::Object(
         flash_amf::Object::new()
             .with("a", 1.0)
             .with("b", 1.0)
             .with("c", 1.0),
-    ))
-    .unwrap();
-    assert!(matches!(
-        Amf0Decoder::with_options(&obj, opts(limits)).decode(),
-        Err(Error::CollectionTooLarge { len: 3, limit: 2 })
-    ));
-    let obj3 = amf3::encode(&Value::Object(
-        flash_amf::Object::new()
-            .with("a", 1.0)
-            .with("b", 1.0)
-            .with("c", 1.0),
-    ))
-    .unwrap();
-    assert!(matches!(
-        Amf3Decoder::with_options(&obj3, opts(limits)).decode(),
-        Err(Error::CollectionTooLarge { len: 3, limit: 2 })
-    ));
+    );
+    let three = Value::StrictArray(vec![Value::Null; 3]);
+    let from_amf0 =
+        |v: &Value| Amf0Decoder::with_options(&amf0::encode(v).unwrap(), opts(limits)).decode();
+    let from_amf3 =
+        |v: &Value| Amf3Decoder::with_options(&amf3::encode(v).unwrap(), opts(limits)).decode();
+    for (what, r) in [
+        ("AMF0 strict array", from_amf0(&three)),
+        ("AMF0 object", from_amf0(&abc)),
+        ("AMF3 object", from_amf3(&abc)),
+    ] {
+        assert!(
+            matches!(r, Err(Error::CollectionTooLarge { len: 3, limit: 2 })),
+            "{what}: {r:?}"
+        );
+    }
 }
 
 #[test]
@@ -258,14 +255,9 @@ fn amf0_reference_bomb() {
 fn reference_resolution_respects_depth() {
     // Object 0 is a chain 40 deep; object 40 wraps 30 levels around a
     // reference to it: 70 levels in total once resolved.
-    let mut bytes = Vec::new();
-    for _ in 0..40 {
-        bytes.extend_from_slice(&[0x09, 0x03, 0x01]);
-    }
+    let mut bytes = nested_amf3_arrays(40);
     bytes.push(0x01);
-    for _ in 0..30 {
-        bytes.extend_from_slice(&[0x09, 0x03, 0x01]);
-    }
+    bytes.extend(nested_amf3_arrays(30));
     bytes.extend_from_slice(&[0x09, 0x00]);
     let mut d = Amf3Decoder::new(&bytes);
     assert!(d.decode().is_ok());

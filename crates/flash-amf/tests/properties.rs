@@ -15,6 +15,14 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 
 /// Strings biased towards repeats so that string references get exercised.
+/// Vectors, fixed or not, of fewer than `max` items of `item`.
+fn vector<T: std::fmt::Debug>(
+    item: impl Strategy<Value = T>,
+    max: usize,
+) -> impl Strategy<Value = Vector<T>> {
+    (any::<bool>(), vec(item, 0..max)).prop_map(|(fixed, items)| Vector { fixed, items })
+}
+
 fn any_string() -> impl Strategy<Value = String> {
     prop_oneof![
         3 => "[ab]{0,2}",
@@ -61,12 +69,9 @@ fn amf3_leaf() -> impl Strategy<Value = Value> {
         any_string().prop_map(Value::XmlDocument),
         any_string().prop_map(Value::Xml),
         bytes().prop_map(Value::ByteArray),
-        (any::<bool>(), vec(any::<i32>(), 0..4))
-            .prop_map(|(fixed, items)| Value::VectorInt(Vector { fixed, items })),
-        (any::<bool>(), vec(any::<u32>(), 0..4))
-            .prop_map(|(fixed, items)| Value::VectorUint(Vector { fixed, items })),
-        (any::<bool>(), vec(number(), 0..4))
-            .prop_map(|(fixed, items)| Value::VectorDouble(Vector { fixed, items })),
+        vector(any::<i32>(), 4).prop_map(Value::VectorInt),
+        vector(any::<u32>(), 4).prop_map(Value::VectorUint),
+        vector(number(), 4).prop_map(Value::VectorDouble),
     ]
 }
 
@@ -112,12 +117,9 @@ fn amf3_only(inner: BoxedStrategy<Value>) -> impl Strategy<Value = Value> {
     prop_oneof![
         any_string().prop_map(Value::Xml),
         bytes().prop_map(Value::ByteArray),
-        (any::<bool>(), vec(any::<i32>(), 0..3))
-            .prop_map(|(fixed, items)| Value::VectorInt(Vector { fixed, items })),
-        (any::<bool>(), vec(any::<u32>(), 0..3))
-            .prop_map(|(fixed, items)| Value::VectorUint(Vector { fixed, items })),
-        (any::<bool>(), vec(number(), 0..3))
-            .prop_map(|(fixed, items)| Value::VectorDouble(Vector { fixed, items })),
+        vector(any::<i32>(), 3).prop_map(Value::VectorInt),
+        vector(any::<u32>(), 3).prop_map(Value::VectorUint),
+        vector(number(), 3).prop_map(Value::VectorDouble),
         (any::<bool>(), vec((inner.clone(), inner.clone()), 0..2))
             .prop_map(|(weak_keys, entries)| Value::Dictionary(Dictionary { weak_keys, entries })),
         (key(), vec((any_string(), inner), 1..3)).prop_map(|(c, sealed)| {

@@ -6,7 +6,9 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{config, peer, xml_update, Db, Env};
+use common::{
+    config, friend_item, peer, update_item, xml_result, xml_update, Case, TestResponse, PROLOG,
+};
 use hyper::Method;
 use nimbus_registry::{LegacyMode, RateLimit, RegistryConfig, RegistryError};
 use serde_json::json;
@@ -35,23 +37,19 @@ on_both_backends!(
     crossdomain_policy,
 );
 
-const PROLOG: &str = "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n";
-
 /// The exact requests the Adobe VideoPhone sample sends (HttpIdManager: register after
 /// NetConnection.Connect.Success, refresh every 30 minutes with `time`, look-up with
 /// `friends` and `time`, unregister with identity 0), checked against the XML
 /// reg.cgi writes.
-async fn adobe_sample_requests(db: Db) {
-    let Some(env) = Env::start(db, "adobe_sample_requests", config(LegacyMode::Open)).await else {
+async fn adobe_sample_requests(case: Case) {
+    let Some(env) = case.start(LegacyMode::Open).await else {
         return;
     };
     let alice = "5b7c3c8e2a4e4d7f9a1b0c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5";
     let bob = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
     // register(userName, nearID)
-    let r = env
-        .get(&format!("/reg.cgi?username=alice&identity={alice}"))
-        .await;
+    let r = env.register("alice", alice, "").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body, xml_update(true));
     assert!(r.header("content-type").unwrap().starts_with("text/xml"));
@@ -65,33 +63,23 @@ async fn adobe_sample_requests(db: Db) {
         .get("/cgi-bin/reg.cgi?friends=bob&time=1290000000000")
         .await;
     assert_eq!(r.status, 200);
-    assert_eq!(
-        r.body,
-        format!("{PROLOG}<result>\n\t<friend>\n\t\t<user>bob</user>\n\t\t<identity>{bob}</identity>\n\t</friend>\n</result>\n")
-    );
+    assert_eq!(r.body, xml_result(&[friend_item("bob", Some(bob), None)]));
 
     // Case-insensitive, with <registered> when the case differs.
     let r = env.get("/reg.cgi?friends=BOB&time=1290000000001").await;
     assert_eq!(
         r.body,
-        format!("{PROLOG}<result>\n\t<friend>\n\t\t<user>BOB</user>\n\t\t<identity>{bob}</identity>\n\t\t<registered>bob</registered>\n\t</friend>\n</result>\n")
+        xml_result(&[friend_item("BOB", Some(bob), Some("bob"))])
     );
 
     // Miss: only <user>.
     let r = env.get("/reg.cgi?friends=carol&time=1290000000002").await;
     assert_eq!(r.status, 200);
-    assert_eq!(
-        r.body,
-        format!("{PROLOG}<result>\n\t<friend>\n\t\t<user>carol</user>\n\t</friend>\n</result>\n")
-    );
+    assert_eq!(r.body, xml_result(&[friend_item("carol", None, None)]));
 
     // Refresh every 30 minutes: username, identity and time.
     env.clock.advance_millis(30 * 60 * 1000);
-    let r = env
-        .get(&format!(
-            "/reg.cgi?username=alice&identity={alice}&time=1290001800000"
-        ))
-        .await;
+    let r = env.register("alice", alice, "&time=1290001800000").await;
     assert_eq!(r.body, xml_update(true));
     env.clock.advance_millis(40 * 60 * 1000);
     // bob was not refreshed: gone after an hour; alice was: still there.
@@ -100,43 +88,42 @@ async fn adobe_sample_requests(db: Db) {
         .await;
     assert_eq!(
         r.body,
-        format!("{PROLOG}<result>\n\t<friend>\n\t\t<user>bob</user>\n\t</friend>\n\t<friend>\n\t\t<user>alice</user>\n\t\t<identity>{alice}</identity>\n\t</friend>\n</result>\n")
+        xml_result(&[
+            friend_item("bob", None, None),
+            friend_item("alice", Some(alice), None)
+        ])
     );
 
     // unregister(): identity=0 is stored and returned as <identity>0</identity>.
     let r = env.get("/reg.cgi?username=alice&identity=0").await;
     assert_eq!(r.body, xml_update(true));
     let r = env.get("/reg.cgi?friends=alice&time=1290004200001").await;
-    assert_eq!(
-        r.body,
-        format!("{PROLOG}<result>\n\t<friend>\n\t\t<user>alice</user>\n\t\t<identity>0</identity>\n\t</friend>\n</result>\n")
-    );
+    assert_eq!(r.body, xml_result(&[friend_item("alice", Some("0"), None)]));
     // The JSON API does not offer such an entry as a peer ID.
     assert_eq!(env.reg.lookup("alice").await.unwrap(), None);
     env.finish().await;
 }
 
-async fn legacy_both_in_one_request_and_post(db: Db) {
-    let Some(env) = Env::start(
-        db,
-        "legacy_both_in_one_request_and_post",
-        config(LegacyMode::Open),
-    )
-    .await
-    else {
+async fn legacy_both_in_one_request_and_post(case: Case) {
+    let Some(env) = case.start(LegacyMode::Open).await else {
         return;
     };
     let p1 = peer(0x11);
     let r = env
-        .get(&format!(
-            "/reg.cgi?username=Dave&identity={}&friends=dave&friends=erin&time=5",
-            p1.to_uppercase()
-        ))
+        .register(
+            "Dave",
+            &p1.to_uppercase(),
+            "&friends=dave&friends=erin&time=5",
+        )
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(
         r.body,
-        format!("{PROLOG}<result>\n\t<update>true</update>\n\t<friend>\n\t\t<user>dave</user>\n\t\t<identity>{p1}</identity>\n\t\t<registered>Dave</registered>\n\t</friend>\n\t<friend>\n\t\t<user>erin</user>\n\t</friend>\n</result>\n")
+        xml_result(&[
+            update_item(true),
+            friend_item("dave", Some(&p1), Some("Dave")),
+            friend_item("erin", None, None)
+        ])
     );
     // Without identity: NULL stored, an empty <identity> returned (as reg.cgi).
     let r = env.get("/reg.cgi?username=frank").await;
@@ -147,11 +134,7 @@ async fn legacy_both_in_one_request_and_post(db: Db) {
     // 100 look-ups in one request (answered in batches), with repeats and case
     // variants, come back in request order.
     for i in 0..10u8 {
-        env.get(&format!(
-            "/reg.cgi?username=m{i}&identity={}",
-            peer(0x20 + i)
-        ))
-        .await;
+        env.register(&format!("m{i}"), &peer(0x20 + i), "").await;
     }
     let names: Vec<String> = (0..100u32)
         .map(|i| match i % 4 {
@@ -194,17 +177,13 @@ async fn legacy_both_in_one_request_and_post(db: Db) {
     env.finish().await;
 }
 
-async fn legacy_expiry(db: Db) {
-    let cfg = RegistryConfig {
-        expiry: Duration::from_secs(600),
-        ..config(LegacyMode::Open)
-    };
-    let Some(env) = Env::start(db, "legacy_expiry", cfg).await else {
+async fn legacy_expiry(case: Case) {
+    let ten_minutes = |c: &mut RegistryConfig| c.expiry = Duration::from_secs(600);
+    let Some(env) = case.start_with(LegacyMode::Open, ten_minutes).await else {
         return;
     };
     let p = peer(0x22);
-    env.get(&format!("/reg.cgi?username=gina&identity={p}"))
-        .await;
+    env.register("gina", &p, "").await;
     env.clock.advance_millis(599_000);
     assert!(env.get("/reg.cgi?friends=gina").await.body.contains(&p));
     env.clock.advance_millis(1_000);
@@ -215,32 +194,30 @@ async fn legacy_expiry(db: Db) {
         .body
         .contains("<identity>"));
     // A refresh brings it back.
-    env.get(&format!("/reg.cgi?username=gina&identity={p}&time=9"))
-        .await;
+    env.register("gina", &p, "&time=9").await;
     assert!(env.get("/reg.cgi?friends=gina").await.body.contains(&p));
     env.finish().await;
 }
 
-async fn legacy_xml_escaping(db: Db) {
-    let Some(env) = Env::start(db, "legacy_xml_escaping", config(LegacyMode::Open)).await else {
+async fn legacy_xml_escaping(case: Case) {
+    let Some(env) = case.start(LegacyMode::Open).await else {
         return;
     };
     let p = peer(0x33);
     // username "<Tom & Jerry>" registered, looked up as "<tom & jerry>".
-    let r = env
-        .get(&format!(
-            "/reg.cgi?username=%3CTom+%26+Jerry%3E&identity={p}"
-        ))
-        .await;
+    let r = env.register("%3CTom+%26+Jerry%3E", &p, "").await;
     assert_eq!(r.body, xml_update(true));
     let r = env.get("/reg.cgi?friends=%3Ctom%20%26%20jerry%3E").await;
     assert_eq!(
         r.body,
-        format!("{PROLOG}<result>\n\t<friend>\n\t\t<user>&lt;tom &amp; jerry&gt;</user>\n\t\t<identity>{p}</identity>\n\t\t<registered>&lt;Tom &amp; Jerry&gt;</registered>\n\t</friend>\n</result>\n")
+        xml_result(&[friend_item(
+            "&lt;tom &amp; jerry&gt;",
+            Some(&p),
+            Some("&lt;Tom &amp; Jerry&gt;")
+        )])
     );
     // Unicode names, case-insensitive too.
-    env.get(&format!("/reg.cgi?username=%C3%89MILE&identity={p}"))
-        .await;
+    env.register("%C3%89MILE", &p, "").await;
     let r = env.get("/reg.cgi?friends=%C3%A9mile").await;
     assert!(
         r.body.contains("<registered>ÉMILE</registered>"),
@@ -250,140 +227,97 @@ async fn legacy_xml_escaping(db: Db) {
     env.finish().await;
 }
 
-async fn legacy_bad_requests(db: Db) {
-    let Some(env) = Env::start(db, "legacy_bad_requests", config(LegacyMode::Open)).await else {
+/// Asserts that `reg.cgi` refused a request with `status`, saying `reason`.
+fn assert_refused(r: &TestResponse, status: u16, reason: &str) {
+    assert_eq!(r.status, status, "wanted {reason:?}: {}", r.body);
+    assert!(r.body.contains(reason), "wanted {reason:?}: {}", r.body);
+}
+
+async fn legacy_bad_requests(case: Case) {
+    let Some(env) = case.start(LegacyMode::Open).await else {
         return;
     };
-    let check = |r: &nimbus_testkit::http::TestResponse, status: u16, needle: &str| {
-        assert_eq!(r.status, status, "{}", r.body);
-        assert!(r.body.starts_with(PROLOG), "{}", r.body);
-        assert!(r.body.contains("<error>"), "{}", r.body);
-        assert!(r.body.contains(needle), "wanted {needle:?} in {}", r.body);
-    };
-    check(&env.get("/reg.cgi").await, 400, "missing parameters");
-    check(
-        &env.get("/reg.cgi?time=123").await,
-        400,
-        "missing parameters",
-    );
-    check(
-        &env.get("/reg.cgi?username=x&identity=nothex").await,
-        400,
-        "64 hexadecimal digits",
-    );
-    check(&env.get("/reg.cgi?friends=%FF%FE").await, 400, "UTF-8");
-    check(
-        &env.get("/reg.cgi?friends=a%00b").await,
-        400,
-        "control character",
-    );
-    check(
-        &env.get(&format!("/reg.cgi?friends={}", "x".repeat(65)))
-            .await,
-        400,
-        "longer than 64",
-    );
+    let long_name = format!("/reg.cgi?friends={}", "x".repeat(65));
     let many: Vec<String> = (0..101).map(|i| format!("friends=u{i}")).collect();
-    check(
-        &env.get(&format!("/reg.cgi?{}", many.join("&"))).await,
-        400,
-        "at most 100",
-    );
-    let long = format!("/reg.cgi?friends=a&pad={}", "p".repeat(9000));
-    check(&env.get(&long).await, 414, "query string");
-    check(
-        &env.send(Method::PUT, "/reg.cgi?friends=a", &[], None).await,
-        405,
-        "method not allowed",
-    );
-    check(
-        &env.send(
-            Method::POST,
-            "/reg.cgi",
-            &[("content-type", "application/json")],
-            Some(b"{}".to_vec()),
-        )
-        .await,
-        415,
-        "x-www-form-urlencoded",
-    );
-    // A bad token is refused even in open mode.
-    check(
-        &env.get("/reg.cgi?friends=a&token=nbt_bogus").await,
-        401,
-        "token",
-    );
+    let too_many = format!("/reg.cgi?{}", many.join("&"));
+    let long_query = format!("/reg.cgi?friends=a&pad={}", "p".repeat(9000));
+    let check = |what: &str, r: &TestResponse, status: u16, needle: &str| {
+        assert_eq!(r.status, status, "{what}: {}", r.body);
+        assert!(r.body.starts_with(PROLOG), "{what}: {}", r.body);
+        assert!(r.body.contains("<error>"), "{what}: {}", r.body);
+        assert!(
+            r.body.contains(needle),
+            "{what}: wanted {needle:?} in {}",
+            r.body
+        );
+    };
+    // GET requests: (path, status, what the error says).
+    for (path, status, needle) in [
+        ("/reg.cgi", 400, "missing parameters"),
+        ("/reg.cgi?time=123", 400, "missing parameters"),
+        (
+            "/reg.cgi?username=x&identity=nothex",
+            400,
+            "64 hexadecimal digits",
+        ),
+        ("/reg.cgi?friends=%FF%FE", 400, "UTF-8"),
+        ("/reg.cgi?friends=a%00b", 400, "control character"),
+        (long_name.as_str(), 400, "longer than 64"),
+        (too_many.as_str(), 400, "at most 100"),
+        (long_query.as_str(), 414, "query string"),
+        // A bad token is refused even in open mode.
+        ("/reg.cgi?friends=a&token=nbt_bogus", 401, "token"),
+    ] {
+        check(
+            &path[..path.len().min(60)],
+            &env.get(path).await,
+            status,
+            needle,
+        );
+    }
+    let r = env.send(Method::PUT, "/reg.cgi?friends=a", &[], None).await;
+    check("PUT", &r, 405, "method not allowed");
+    let json = [("content-type", "application/json")];
+    let r = env
+        .send(Method::POST, "/reg.cgi", &json, Some(b"{}".to_vec()))
+        .await;
+    check("JSON POST", &r, 415, "x-www-form-urlencoded");
     env.finish().await;
 }
 
-async fn legacy_open_mode_protects_accounts(db: Db) {
-    let Some(env) = Env::start(
-        db,
-        "legacy_open_mode_protects_accounts",
-        config(LegacyMode::Open),
-    )
-    .await
-    else {
+async fn legacy_open_mode_protects_accounts(case: Case) {
+    let Some(env) = case.start(LegacyMode::Open).await else {
         return;
     };
     let token = env.account("Owner", "owner-password").await;
     // Anonymous callers cannot take an account's name, in any letter case.
-    let r = env
-        .get(&format!("/reg.cgi?username=owner&identity={}", peer(1)))
-        .await;
-    assert_eq!(r.status, 403);
+    let r = env.register("owner", &peer(1), "").await;
+    assert_refused(&r, 403, "belongs to an account");
     assert!(r.body.contains("<update>false</update>"), "{}", r.body);
-    assert!(r.body.contains("belongs to an account"));
     // The owner can, with its token.
-    let r = env
-        .get(&format!(
-            "/reg.cgi?username=Owner&identity={}&token={token}",
-            peer(2)
-        ))
-        .await;
+    let r = env.register_with("Owner", &peer(2), &token).await;
     assert_eq!(r.body, xml_update(true));
     // With a token, only one's own name.
-    let r = env
-        .get(&format!(
-            "/reg.cgi?username=someone&identity={}&token={token}",
-            peer(3)
-        ))
-        .await;
+    let r = env.register_with("someone", &peer(3), &token).await;
     assert_eq!(r.status, 403);
     // Free names are open to anyone.
-    let r = env
-        .get(&format!("/reg.cgi?username=guest&identity={}", peer(4)))
-        .await;
+    let r = env.register("guest", &peer(4), "").await;
     assert_eq!(r.body, xml_update(true));
     env.finish().await;
 }
 
-async fn legacy_authenticated_mode(db: Db) {
-    let Some(env) = Env::start(
-        db,
-        "legacy_authenticated_mode",
-        config(LegacyMode::Authenticated),
-    )
-    .await
-    else {
+async fn legacy_authenticated_mode(case: Case) {
+    let Some(env) = case.start(LegacyMode::Authenticated).await else {
         return;
     };
     let token = env.account("hana", "hana-password").await;
-    let r = env
-        .get(&format!("/reg.cgi?username=hana&identity={}", peer(5)))
-        .await;
-    assert_eq!(r.status, 401);
-    assert!(r.body.contains("authentication required"));
+    let r = env.register("hana", &peer(5), "").await;
+    assert_refused(&r, 401, "authentication required");
     assert_eq!(r.header("www-authenticate"), Some("Bearer"));
     let r = env.get("/reg.cgi?friends=hana").await;
     assert_eq!(r.status, 401);
 
-    let r = env
-        .get(&format!(
-            "/reg.cgi?username=HANA&identity={}&token={token}",
-            peer(5)
-        ))
-        .await;
+    let r = env.register_with("HANA", &peer(5), &token).await;
     assert_eq!(r.body, xml_update(true));
     let auth = format!("Bearer {token}");
     let r = env
@@ -398,25 +332,13 @@ async fn legacy_authenticated_mode(db: Db) {
         "{}",
         r.body
     );
-    let r = env
-        .get(&format!(
-            "/reg.cgi?username=ivan&identity={}&token={token}",
-            peer(6)
-        ))
-        .await;
-    assert_eq!(r.status, 403);
-    assert!(r.body.contains("only your own user name"));
+    let r = env.register_with("ivan", &peer(6), &token).await;
+    assert_refused(&r, 403, "only your own user name");
     env.finish().await;
 }
 
-async fn legacy_connected_only_mode(db: Db) {
-    let Some(env) = Env::start(
-        db,
-        "legacy_connected_only_mode",
-        config(LegacyMode::ConnectedOnly),
-    )
-    .await
-    else {
+async fn legacy_connected_only_mode(case: Case) {
+    let Some(env) = case.start(LegacyMode::ConnectedOnly).await else {
         return;
     };
     let connected: Arc<std::sync::Mutex<Vec<String>>> = Arc::new(std::sync::Mutex::new(vec![
@@ -440,37 +362,19 @@ async fn legacy_connected_only_mode(db: Db) {
         r.body
     );
     // The Adobe client, connected and bound as jane, refreshes: accepted.
-    let r = env
-        .get(&format!(
-            "/reg.cgi?username=jane&identity={}&time=1",
-            peer(0x41)
-        ))
-        .await;
+    let r = env.register("jane", &peer(0x41), "&time=1").await;
     assert_eq!(r.body, xml_update(true));
     // Nobody can claim jane's peer ID under another name...
-    let r = env
-        .get(&format!(
-            "/reg.cgi?username=mallory&identity={}",
-            peer(0x41)
-        ))
-        .await;
-    assert_eq!(r.status, 403);
-    assert!(r.body.contains("another user's session"));
+    let r = env.register("mallory", &peer(0x41), "").await;
+    assert_refused(&r, 403, "another user's session");
     // ...nor jane's name with another connected peer ID...
-    let r = env
-        .get(&format!("/reg.cgi?username=jane&identity={}", peer(0x42)))
-        .await;
+    let r = env.register("jane", &peer(0x42), "").await;
     assert_eq!(r.status, 403);
     // ...nor register an identity that is not connected.
-    let r = env
-        .get(&format!("/reg.cgi?username=kim&identity={}", peer(0x99)))
-        .await;
-    assert_eq!(r.status, 403);
-    assert!(r.body.contains("no session connected"));
+    let r = env.register("kim", &peer(0x99), "").await;
+    assert_refused(&r, 403, "no session connected");
     // An anonymous connected session can register a free name.
-    let r = env
-        .get(&format!("/reg.cgi?username=kim&identity={}", peer(0x42)))
-        .await;
+    let r = env.register("kim", &peer(0x42), "").await;
     assert_eq!(r.body, xml_update(true));
     // ...and cannot be unregistered by a stranger while it is connected.
     let r = env.get("/reg.cgi?username=kim&identity=0").await;
@@ -489,30 +393,16 @@ async fn legacy_connected_only_mode(db: Db) {
     env.finish().await;
 }
 
-async fn json_api_flow(db: Db) {
-    let Some(env) = Env::start(db, "json_api_flow", config(LegacyMode::Authenticated)).await else {
+async fn json_api_flow(case: Case) {
+    let Some(env) = case.start(LegacyMode::Authenticated).await else {
         return;
     };
-    let r = env
-        .json(
-            Method::POST,
-            "/api/v1/users",
-            None,
-            Some(json!({"name": "Lena", "password": "lena-password"})),
-        )
-        .await;
+    let r = env.post_user("Lena", "lena-password").await;
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(r.json()["name"], "Lena");
     assert!(r.json()["id"].as_i64().is_some());
 
-    let r = env
-        .json(
-            Method::POST,
-            "/api/v1/sessions",
-            None,
-            Some(json!({"name": "lena", "password": "lena-password"})),
-        )
-        .await;
+    let r = env.post_session("lena", "lena-password").await;
     assert_eq!(r.status, 200, "{}", r.body);
     let v = r.json();
     let lena = v["token"].as_str().unwrap().to_owned();
@@ -521,20 +411,11 @@ async fn json_api_flow(db: Db) {
     assert_eq!(v["expires_in"], 86400);
     assert_eq!(r.header("cache-control"), Some("no-store"));
 
-    let r = env
-        .json(Method::GET, "/api/v1/users/me", Some(&lena), None)
-        .await;
+    let r = env.call(Method::GET, "/api/v1/users/me", Some(&lena)).await;
     assert_eq!(r.json()["name"], "Lena");
 
     let p = peer(0x51);
-    let r = env
-        .json(
-            Method::PUT,
-            "/api/v1/presence",
-            Some(&lena),
-            Some(json!({"peer_id": p.to_uppercase()})),
-        )
-        .await;
+    let r = env.publish(&lena, &p.to_uppercase()).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["peer_id"], p);
     assert_eq!(
@@ -544,7 +425,7 @@ async fn json_api_flow(db: Db) {
 
     let max = env.account("max", "max-password").await;
     let r = env
-        .json(Method::GET, "/api/v1/presence/LENA", Some(&max), None)
+        .call(Method::GET, "/api/v1/presence/LENA", Some(&max))
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["name"], "Lena");
@@ -552,12 +433,7 @@ async fn json_api_flow(db: Db) {
     // Names with spaces and non-ASCII letters travel percent-encoded in the path.
     env.account("Zoë Ann", "zoe-password").await;
     let r = env
-        .json(
-            Method::GET,
-            "/api/v1/presence/zo%C3%AB%20ann",
-            Some(&max),
-            None,
-        )
+        .call(Method::GET, "/api/v1/presence/zo%C3%AB%20ann", Some(&max))
         .await;
     assert_eq!(r.status, 404, "{}", r.body);
     assert_eq!(r.json()["error"], "not_found");
@@ -567,197 +443,164 @@ async fn json_api_flow(db: Db) {
     assert!(r.body.contains(&format!("<identity>{p}</identity>")));
 
     let r = env
-        .json(Method::DELETE, "/api/v1/presence", Some(&lena), None)
+        .call(Method::DELETE, "/api/v1/presence", Some(&lena))
         .await;
     assert_eq!(r.status, 204);
     let r = env
-        .json(Method::GET, "/api/v1/presence/lena", Some(&max), None)
+        .call(Method::GET, "/api/v1/presence/lena", Some(&max))
         .await;
     assert_eq!(r.status, 404);
 
     let r = env
-        .json(Method::DELETE, "/api/v1/users/me", Some(&lena), None)
+        .call(Method::DELETE, "/api/v1/users/me", Some(&lena))
         .await;
     assert_eq!(r.status, 204);
-    let r = env
-        .json(Method::GET, "/api/v1/users/me", Some(&lena), None)
-        .await;
+    let r = env.call(Method::GET, "/api/v1/users/me", Some(&lena)).await;
     assert_eq!(r.status, 401);
     // The name is free again.
     env.account("LENA", "new-password").await;
     env.finish().await;
 }
 
-async fn json_bad_requests(db: Db) {
-    let Some(env) = Env::start(db, "json_bad_requests", config(LegacyMode::Authenticated)).await
-    else {
+async fn json_bad_requests(case: Case) {
+    let Some(env) = case.start(LegacyMode::Authenticated).await else {
         return;
     };
-    let expect = |r: &nimbus_testkit::http::TestResponse, status: u16, code: &str| {
-        assert_eq!(r.status, status, "{}", r.body);
-        assert_eq!(r.json()["error"], code, "{}", r.body);
-        assert!(r.json()["message"].as_str().is_some_and(|m| !m.is_empty()));
+    let expect = |what: &str, r: &TestResponse, status: u16, code: &str| {
+        assert_eq!(r.status, status, "{what}: {}", r.body);
+        assert_eq!(r.json()["error"], code, "{what}: {}", r.body);
+        let message = r.json()["message"].as_str().map(str::to_owned);
+        assert!(message.is_some_and(|m| !m.is_empty()), "{what}: {}", r.body);
     };
-    let signup =
-        |body: serde_json::Value| env.json(Method::POST, "/api/v1/users", None, Some(body));
 
-    expect(
-        &signup(json!({"name": "nopass"})).await,
-        400,
-        "malformed_body",
-    );
-    let r = signup(json!({"name": "x", "password": 12345678})).await;
-    expect(&r, 400, "malformed_body");
-    assert!(
-        !r.body.contains("12345678"),
-        "echoed a password: {}",
-        r.body
-    );
-    expect(
-        &signup(json!({"name": "x", "password": "long-enough", "admin": true})).await,
-        400,
-        "malformed_body",
-    );
-    expect(
-        &signup(json!({"name": "", "password": "long-enough"})).await,
-        400,
-        "invalid_name",
-    );
-    expect(
-        &signup(json!({"name": "a\u{7}b", "password": "long-enough"})).await,
-        400,
-        "invalid_name",
-    );
-    expect(
-        &signup(json!({"name": "shorty", "password": "short"})).await,
-        400,
-        "invalid_password",
-    );
-    let r = env
-        .send(
-            Method::POST,
-            "/api/v1/users",
-            &[("content-type", "application/json")],
-            Some(b"{\"name\": ".to_vec()),
-        )
-        .await;
-    expect(&r, 400, "malformed_body");
-    let r = env
-        .send(
-            Method::POST,
-            "/api/v1/users",
-            &[("content-type", "text/plain")],
-            Some(b"name=a".to_vec()),
-        )
-        .await;
-    expect(&r, 415, "unsupported_media_type");
+    // Sign-up bodies, then raw sign-up requests: (body, status, error code).
+    for (body, status, code) in [
+        (json!({"name": "nopass"}), 400, "malformed_body"),
+        (
+            json!({"name": "x", "password": 12345678}),
+            400,
+            "malformed_body",
+        ),
+        (
+            json!({"name": "x", "password": "long-enough", "admin": true}),
+            400,
+            "malformed_body",
+        ),
+        (
+            json!({"name": "", "password": "long-enough"}),
+            400,
+            "invalid_name",
+        ),
+        (
+            json!({"name": "a\u{7}b", "password": "long-enough"}),
+            400,
+            "invalid_name",
+        ),
+        (
+            json!({"name": "shorty", "password": "short"}),
+            400,
+            "invalid_password",
+        ),
+    ] {
+        let what = body.to_string();
+        let r = env
+            .json(Method::POST, "/api/v1/users", None, Some(body))
+            .await;
+        expect(&what, &r, status, code);
+        assert!(
+            !r.body.contains("12345678"),
+            "echoed a password: {}",
+            r.body
+        );
+    }
+    for (content_type, body, status, code) in [
+        (
+            "application/json",
+            &b"{\"name\": "[..],
+            400,
+            "malformed_body",
+        ),
+        ("text/plain", &b"name=a"[..], 415, "unsupported_media_type"),
+    ] {
+        let headers = [("content-type", content_type)];
+        let r = env
+            .send(Method::POST, "/api/v1/users", &headers, Some(body.to_vec()))
+            .await;
+        expect(content_type, &r, status, code);
+    }
 
-    let r = signup(json!({"name": "Olga", "password": "olga-password"})).await;
+    let r = env.post_user("Olga", "olga-password").await;
     assert_eq!(r.status, 201);
     // Duplicate names, whatever the case.
-    expect(
-        &signup(json!({"name": "OLGA", "password": "other-password"})).await,
-        409,
-        "name_taken",
-    );
+    let r = env.post_user("OLGA", "other-password").await;
+    expect("duplicate name", &r, 409, "name_taken");
 
     let token = env.login("olga", "olga-password").await;
-    let publish = |body: serde_json::Value| {
-        env.json(Method::PUT, "/api/v1/presence", Some(&token), Some(body))
-    };
-    expect(
-        &publish(json!({"peer_id": "abc"})).await,
-        400,
-        "invalid_peer_id",
-    );
-    expect(
-        &publish(json!({"peer_id": "g".repeat(64)})).await,
-        400,
-        "invalid_peer_id",
-    );
-    expect(&publish(json!({})).await, 400, "malformed_body");
+    for (body, code) in [
+        (json!({"peer_id": "abc"}), "invalid_peer_id"),
+        (json!({"peer_id": "g".repeat(64)}), "invalid_peer_id"),
+        (json!({}), "malformed_body"),
+    ] {
+        let what = body.to_string();
+        let r = env
+            .json(Method::PUT, "/api/v1/presence", Some(&token), Some(body))
+            .await;
+        expect(&what, &r, 400, code);
+    }
 
     // Bad tokens.
     let r = env
-        .json(Method::GET, "/api/v1/users/me", Some("nbt_nonsense"), None)
+        .call(Method::GET, "/api/v1/users/me", Some("nbt_nonsense"))
         .await;
-    expect(&r, 401, "bad_token");
+    expect("nonsense token", &r, 401, "bad_token");
     assert_eq!(r.header("www-authenticate"), Some("Bearer"));
     let fake = format!("nbt_{}", "0".repeat(64));
-    expect(
-        &env.json(Method::GET, "/api/v1/users/me", Some(&fake), None)
-            .await,
-        401,
-        "bad_token",
-    );
-    expect(
-        &env.json(Method::GET, "/api/v1/users/me", None, None).await,
-        401,
-        "unauthenticated",
-    );
+    let r = env.call(Method::GET, "/api/v1/users/me", Some(&fake)).await;
+    expect("unknown token", &r, 401, "bad_token");
+    let r = env.call(Method::GET, "/api/v1/users/me", None).await;
+    expect("no token", &r, 401, "unauthenticated");
+    let basic = [("authorization", "Basic b2xnYTpwdw==")];
     let r = env
-        .send(
-            Method::GET,
-            "/api/v1/users/me",
-            &[("authorization", "Basic b2xnYTpwdw==")],
-            None,
-        )
+        .send(Method::GET, "/api/v1/users/me", &basic, None)
         .await;
-    expect(&r, 401, "unauthenticated");
+    expect("basic auth", &r, 401, "unauthenticated");
 
     // Unknown user / wrong password at log-in.
-    let login = |name: &str, pw: &str| {
-        env.json(
-            Method::POST,
-            "/api/v1/sessions",
-            None,
-            Some(json!({"name": name, "password": pw})),
-        )
-    };
-    expect(
-        &login("olga", "wrong-password").await,
-        401,
-        "bad_credentials",
-    );
-    expect(
-        &login("nobody", "wrong-password").await,
-        401,
-        "bad_credentials",
-    );
+    for name in ["olga", "nobody"] {
+        let r = env.post_session(name, "wrong-password").await;
+        expect(name, &r, 401, "bad_credentials");
+    }
 
     // Invalid name in a look-up (authenticated), unknown endpoint, wrong method.
-    let long = "n".repeat(65);
-    expect(
-        &env.json(
+    let long = format!("/api/v1/presence/{}", "n".repeat(65));
+    for (method, path, token, status, code) in [
+        (
             Method::GET,
-            &format!("/api/v1/presence/{long}"),
-            Some(&token),
-            None,
-        )
-        .await,
-        400,
-        "invalid_name",
-    );
-    expect(
-        &env.json(Method::GET, "/api/v2/nothing", None, None).await,
-        404,
-        "not_found",
-    );
-    expect(
-        &env.json(Method::PATCH, "/api/v1/presence", Some(&token), None)
-            .await,
-        405,
-        "method_not_allowed",
-    );
+            long.as_str(),
+            Some(token.as_str()),
+            400,
+            "invalid_name",
+        ),
+        (Method::GET, "/api/v2/nothing", None, 404, "not_found"),
+        (
+            Method::PATCH,
+            "/api/v1/presence",
+            Some(token.as_str()),
+            405,
+            "method_not_allowed",
+        ),
+    ] {
+        let r = env.call(method, path, token).await;
+        expect(path, &r, status, code);
+    }
     env.finish().await;
 }
 
-async fn oversized_bodies(db: Db) {
-    let cfg = RegistryConfig {
-        max_body_bytes: 1024,
-        ..config(LegacyMode::Open)
-    };
-    let Some(env) = Env::start(db, "oversized_bodies", cfg).await else {
+async fn oversized_bodies(case: Case) {
+    let Some(env) = case
+        .start_with(LegacyMode::Open, |c| c.max_body_bytes = 1024)
+        .await
+    else {
         return;
     };
     let big = json!({"name": "big", "password": "p".repeat(4000)});
@@ -779,24 +622,17 @@ async fn oversized_bodies(db: Db) {
         .body
         .contains("<error>the request body is too large</error>"));
     // Just under the limit is fine.
-    let r = env
-        .json(
-            Method::POST,
-            "/api/v1/users",
-            None,
-            Some(json!({"name": "fits", "password": "p".repeat(900)})),
-        )
-        .await;
+    let r = env.post_user("fits", &"p".repeat(900)).await;
     assert_eq!(r.status, 201, "{}", r.body);
     env.finish().await;
 }
 
-async fn token_expiry_and_logout(db: Db) {
-    let cfg = RegistryConfig {
-        token_ttl: Duration::from_secs(120),
-        ..config(LegacyMode::Authenticated)
-    };
-    let Some(env) = Env::start(db, "token_expiry_and_logout", cfg).await else {
+async fn token_expiry_and_logout(case: Case) {
+    let two_minutes = |c: &mut RegistryConfig| c.token_ttl = Duration::from_secs(120);
+    let Some(env) = case
+        .start_with(LegacyMode::Authenticated, two_minutes)
+        .await
+    else {
         return;
     };
     let t1 = env.account("pia", "pia-password").await;
@@ -804,15 +640,13 @@ async fn token_expiry_and_logout(db: Db) {
     assert_ne!(t1, t2);
     env.clock.advance_millis(119_000);
     assert_eq!(
-        env.json(Method::GET, "/api/v1/users/me", Some(&t1), None)
+        env.call(Method::GET, "/api/v1/users/me", Some(&t1))
             .await
             .status,
         200
     );
     env.clock.advance_millis(1_000);
-    let r = env
-        .json(Method::GET, "/api/v1/users/me", Some(&t1), None)
-        .await;
+    let r = env.call(Method::GET, "/api/v1/users/me", Some(&t1)).await;
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["error"], "bad_token");
     // Legacy endpoint too.
@@ -825,11 +659,11 @@ async fn token_expiry_and_logout(db: Db) {
 
     let t3 = env.login("pia", "pia-password").await;
     let r = env
-        .json(Method::DELETE, "/api/v1/sessions/current", Some(&t3), None)
+        .call(Method::DELETE, "/api/v1/sessions/current", Some(&t3))
         .await;
     assert_eq!(r.status, 204);
     assert_eq!(
-        env.json(Method::GET, "/api/v1/users/me", Some(&t3), None)
+        env.call(Method::GET, "/api/v1/users/me", Some(&t3))
             .await
             .status,
         401
@@ -838,54 +672,32 @@ async fn token_expiry_and_logout(db: Db) {
 }
 
 /// Anonymous callers cannot tell known names from unknown ones.
-async fn no_enumeration(db: Db) {
-    let Some(env) = Env::start(db, "no_enumeration", config(LegacyMode::Authenticated)).await
-    else {
+async fn no_enumeration(case: Case) {
+    let Some(env) = case.start(LegacyMode::Authenticated).await else {
         return;
     };
     let token = env.account("quinn", "quinn-password").await;
-    let r = env
-        .json(
-            Method::PUT,
-            "/api/v1/presence",
-            Some(&token),
-            Some(json!({"peer_id": peer(0x61)})),
-        )
-        .await;
+    let r = env.publish(&token, &peer(0x61)).await;
     assert_eq!(r.status, 200);
 
-    let known = env
-        .json(Method::GET, "/api/v1/presence/quinn", None, None)
-        .await;
+    let known = env.call(Method::GET, "/api/v1/presence/quinn", None).await;
     let unknown = env
-        .json(Method::GET, "/api/v1/presence/nobody-here", None, None)
+        .call(Method::GET, "/api/v1/presence/nobody-here", None)
         .await;
     assert_eq!(known.status, 401);
     assert_eq!((known.status, &known.body), (unknown.status, &unknown.body));
 
     let bad = format!("nbt_{}", "1".repeat(64));
     let known = env
-        .json(Method::GET, "/api/v1/presence/quinn", Some(&bad), None)
+        .call(Method::GET, "/api/v1/presence/quinn", Some(&bad))
         .await;
     let unknown = env
-        .json(
-            Method::GET,
-            "/api/v1/presence/nobody-here",
-            Some(&bad),
-            None,
-        )
+        .call(Method::GET, "/api/v1/presence/nobody-here", Some(&bad))
         .await;
     assert_eq!((known.status, &known.body), (unknown.status, &unknown.body));
 
-    let login = |name: &str| {
-        env.json(
-            Method::POST,
-            "/api/v1/sessions",
-            None,
-            Some(json!({"name": name, "password": "not-the-password"})),
-        )
-    };
-    let (a, b) = (login("quinn").await, login("nobody-here").await);
+    let a = env.post_session("quinn", "not-the-password").await;
+    let b = env.post_session("nobody-here", "not-the-password").await;
     assert_eq!((a.status, &a.body), (b.status, &b.body));
 
     let a = env.get("/reg.cgi?friends=quinn").await;
@@ -895,43 +707,28 @@ async fn no_enumeration(db: Db) {
     env.finish().await;
 }
 
-async fn rate_limits(db: Db) {
-    let cfg = RegistryConfig {
+async fn rate_limits(case: Case) {
+    let limits = |c: &mut RegistryConfig| {
         // Slow refill (one request per 5 s) so that the test does not depend on
         // how fast the machine is.
-        rate_limit: RateLimit {
+        c.rate_limit = RateLimit {
             per_second: 0.2,
             burst: 5,
-        },
-        auth_rate_limit: RateLimit {
+        };
+        c.auth_rate_limit = RateLimit {
             per_second: 0.01,
             burst: 2,
-        },
-        ..config(LegacyMode::Open)
+        };
     };
-    let Some(env) = Env::start(db, "rate_limits", cfg).await else {
+    let Some(env) = case.start_with(LegacyMode::Open, limits).await else {
         return;
     };
     // Sign-ups and log-ins have their own, stricter bucket.
     for i in 0..2 {
-        let r = env
-            .json(
-                Method::POST,
-                "/api/v1/users",
-                None,
-                Some(json!({"name": format!("r{i}"), "password": "r-password"})),
-            )
-            .await;
+        let r = env.post_user(&format!("r{i}"), "r-password").await;
         assert_eq!(r.status, 201, "{}", r.body);
     }
-    let r = env
-        .json(
-            Method::POST,
-            "/api/v1/sessions",
-            None,
-            Some(json!({"name": "r0", "password": "r-password"})),
-        )
-        .await;
+    let r = env.post_session("r0", "r-password").await;
     assert_eq!(r.status, 429, "{}", r.body);
     assert_eq!(r.json()["error"], "rate_limited");
     assert!(r.header("retry-after").is_some());
@@ -949,8 +746,8 @@ async fn rate_limits(db: Db) {
     env.finish().await;
 }
 
-async fn session_binding(db: Db) {
-    let Some(env) = Env::start(db, "session_binding", config(LegacyMode::Open)).await else {
+async fn session_binding(case: Case) {
+    let Some(env) = case.start(LegacyMode::Open).await else {
         return;
     };
     env.reg.sign_up("rita", "rita-password").await.unwrap();
@@ -974,41 +771,24 @@ async fn session_binding(db: Db) {
 
     // Sam cannot publish Rita's peer ID through the JSON API...
     let sam = env.login("sam", "sam-password").await;
-    let r = env
-        .json(
-            Method::PUT,
-            "/api/v1/presence",
-            Some(&sam),
-            Some(json!({"peer_id": peer(0x71)})),
-        )
-        .await;
+    let r = env.publish(&sam, &peer(0x71)).await;
     assert_eq!(r.status, 403, "{}", r.body);
     assert_eq!(r.json()["error"], "forbidden");
     // ...nor anyone through the legacy endpoint.
-    let r = env
-        .get(&format!("/reg.cgi?username=eve&identity={}", peer(0x71)))
-        .await;
+    let r = env.register("eve", &peer(0x71), "").await;
     assert_eq!(r.status, 403);
 
     env.reg.unbind_session(&peer(0x71)).await.unwrap();
     assert_eq!(env.reg.bound_sessions(), 0);
     assert_eq!(env.reg.lookup("rita").await.unwrap(), None);
     // Free again.
-    let r = env
-        .json(
-            Method::PUT,
-            "/api/v1/presence",
-            Some(&sam),
-            Some(json!({"peer_id": peer(0x71)})),
-        )
-        .await;
+    let r = env.publish(&sam, &peer(0x71)).await;
     assert_eq!(r.status, 200, "{}", r.body);
     env.finish().await;
 }
 
-async fn authenticate_for_server(db: Db) {
-    let Some(env) = Env::start(db, "authenticate_for_server", config(LegacyMode::Open)).await
-    else {
+async fn authenticate_for_server(case: Case) {
+    let Some(env) = case.start(LegacyMode::Open).await else {
         return;
     };
     let user = env.reg.sign_up("Tess", "tess-password").await.unwrap();
@@ -1041,14 +821,8 @@ async fn authenticate_for_server(db: Db) {
     env.finish().await;
 }
 
-async fn group_commit_many_concurrent_updates(db: Db) {
-    let Some(env) = Env::start(
-        db,
-        "group_commit_many_concurrent_updates",
-        config(LegacyMode::Open),
-    )
-    .await
-    else {
+async fn group_commit_many_concurrent_updates(case: Case) {
+    let Some(env) = case.start(LegacyMode::Open).await else {
         return;
     };
     let mut tasks = Vec::new();
@@ -1078,13 +852,12 @@ async fn group_commit_many_concurrent_updates(db: Db) {
     env.finish().await;
 }
 
-async fn reopen_keeps_data(db: Db) {
-    let Some(env) = Env::start(db, "reopen_keeps_data", config(LegacyMode::Open)).await else {
+async fn reopen_keeps_data(case: Case) {
+    let Some(env) = case.start(LegacyMode::Open).await else {
         return;
     };
     env.reg.sign_up("vera", "vera-password").await.unwrap();
-    env.get(&format!("/reg.cgi?username=walt&identity={}", peer(0x81)))
-        .await;
+    env.register("walt", &peer(0x81), "").await;
     let url = env.test_db.url.clone();
     let handle = {
         let mut env = env;
@@ -1106,20 +879,13 @@ async fn reopen_keeps_data(db: Db) {
     handle.cleanup().await;
 }
 
-async fn maintenance_purges_and_refreshes(db: Db) {
-    let Some(env) = Env::start(
-        db,
-        "maintenance_purges_and_refreshes",
-        config(LegacyMode::Open),
-    )
-    .await
-    else {
+async fn maintenance_purges_and_refreshes(case: Case) {
+    let Some(env) = case.start(LegacyMode::Open).await else {
         return;
     };
     env.reg.sign_up("xena", "xena-password").await.unwrap();
     env.reg.bind_session("xena", &peer(0x91)).await.unwrap();
-    env.get(&format!("/reg.cgi?username=yuri&identity={}", peer(0x92)))
-        .await;
+    env.register("yuri", &peer(0x92), "").await;
     env.clock.advance_millis(50 * 60 * 1000);
     env.reg.maintain().await.unwrap();
     env.clock.advance_millis(50 * 60 * 1000);
@@ -1137,8 +903,8 @@ async fn maintenance_purges_and_refreshes(db: Db) {
     env.finish().await;
 }
 
-async fn openapi_and_health(db: Db) {
-    let Some(env) = Env::start(db, "openapi_and_health", config(LegacyMode::Open)).await else {
+async fn openapi_and_health(case: Case) {
+    let Some(env) = case.start(LegacyMode::Open).await else {
         return;
     };
     let r = env.get("/openapi.json").await;
@@ -1163,17 +929,17 @@ async fn openapi_and_health(db: Db) {
     env.finish().await;
 }
 
-async fn crossdomain_policy(db: Db) {
-    let Some(env) = Env::start(db, "crossdomain_policy", config(LegacyMode::Open)).await else {
+async fn crossdomain_policy(case: Case) {
+    let Some(env) = case.start(LegacyMode::Open).await else {
         return;
     };
     assert_eq!(env.get("/crossdomain.xml").await.status, 404);
     env.finish().await;
-    let cfg = RegistryConfig {
-        crossdomain_allow: vec!["*.example.com".into(), "bad\"><x".into()],
-        ..config(LegacyMode::Open)
-    };
-    let Some(env) = Env::start(db, "crossdomain_policy", cfg).await else {
+    let allow = vec!["*.example.com".into(), "bad\"><x".into()];
+    let Some(env) = case
+        .start_with(LegacyMode::Open, |c| c.crossdomain_allow = allow)
+        .await
+    else {
         return;
     };
     let r = env.get("/crossdomain.xml").await;

@@ -16,26 +16,21 @@
 
 mod common;
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rand_core::SeedableRng;
 use rtmfp::{EndpointConfig, Event, Priority};
-use rtmfp_flash::{fingerprint, hex_encode, DhGroup, Epd, FlashProfile, Negotiation};
+use rtmfp_flash::{hex_encode, DhGroup, Epd, FlashProfile, Negotiation};
 use rtmfp_tokio::{Host, HostConfig};
 
 /// Datagrams kept for a `--record` test vector.
 const RECORD_LIMIT: usize = 10;
 
-fn usage() -> ! {
-    eprintln!("usage: flash_client [--require] [--no-hmac] [--no-sseq] [--ephemeral] [--group N] [--record FILE] [--timeout SECS] rtmfp://HOST:PORT/app");
-    std::process::exit(2)
-}
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
+    let mut args = common::Args::new(
+        "flash_client [--require] [--no-hmac] [--no-sseq] [--ephemeral] [--group N] [--record FILE] [--timeout SECS] rtmfp://HOST:PORT/app",
+    );
     let mut uri = None;
     let mut hmac = Negotiation::PREFERRED;
     let mut sseq = Negotiation::PREFERRED;
@@ -43,7 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut groups: Option<Vec<DhGroup>> = None;
     let mut record: Option<String> = None;
     let mut timeout = Duration::from_secs(10);
-    while let Some(a) = args.next() {
+    while let Some(a) = args.next_arg() {
         match a.as_str() {
             "--require" => {
                 hmac = Negotiation::REQUIRED;
@@ -53,48 +48,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--no-sseq" => sseq = Negotiation::OFF,
             "--ephemeral" => ephemeral = true,
             "--group" => {
-                let id: u64 = args.next().unwrap_or_else(|| usage()).parse()?;
-                let g = DhGroup::from_id(id).unwrap_or_else(|| usage());
+                let g = DhGroup::from_id(args.value().parse()?).unwrap_or_else(|| args.usage());
                 groups.get_or_insert_with(Vec::new).push(g);
             }
-            "--record" => record = Some(args.next().unwrap_or_else(|| usage())),
-            "--timeout" => {
-                timeout = Duration::from_secs(args.next().unwrap_or_else(|| usage()).parse()?)
-            }
+            "--record" => record = Some(args.value()),
+            "--timeout" => timeout = Duration::from_secs(args.value().parse()?),
             s if s.starts_with("rtmfp://") => uri = Some(s.to_string()),
-            _ => usage(),
+            _ => args.usage(),
         }
     }
-    let uri = uri.unwrap_or_else(|| usage());
-    let authority = uri["rtmfp://".len()..]
-        .split('/')
-        .next()
-        .unwrap_or_default();
-    let server: SocketAddr = authority
-        .to_socket_addrs()?
-        .next()
-        .ok_or("cannot resolve the server address")?;
+    let uri = uri.unwrap_or_else(|| args.usage());
+    let server = common::resolve_rtmfp_uri(&uri)?;
 
     let (key_log, keys) = common::key_recorder();
     let mut builder = FlashProfile::client().hmac(hmac).sseq(sseq);
     if ephemeral {
         builder = builder.ephemeral_keys();
     }
-    if let Some(g) = &groups {
-        builder = builder.groups(g);
-    }
-    if record.is_some() {
-        builder = builder.key_log(key_log);
-    }
-    let mut rng = rand_chacha::ChaCha20Rng::from_entropy();
-    let profile = builder.build(&mut rng)?;
-    println!("my peer ID: {}", profile.peer_id());
+    let key_log = record.is_some().then_some(key_log);
+    let (profile, mut rng) = common::build_profile(builder, groups.as_deref(), key_log)?;
 
-    let local: SocketAddr = if server.is_ipv4() {
-        "0.0.0.0:0".parse()?
-    } else {
-        "[::]:0".parse()?
-    };
+    let local = common::any_address_for(server);
     let seed = rand_core::RngCore::next_u64(&mut rng);
     let ep = common::engine(EndpointConfig::default(), Box::new(profile), seed);
     let limit = if record.is_some() { RECORD_LIMIT } else { 0 };
@@ -161,19 +135,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     })
                     .await?;
                 let info = info.ok_or("no session info")?;
-                println!("  server peer ID: {}", fingerprint(&info.far_certificate));
-                println!("  near nonce: {}", hex_encode(&info.near_nonce));
-                println!("  far nonce:  {}", hex_encode(&info.far_nonce));
-                if let Some(k) = common::keys_of(&keys) {
-                    println!(
-                        "  group {}, send HMAC {} / recv HMAC {}, send SSEQ {} / recv SSEQ {}",
-                        k["group"],
-                        k["send_hmac_len"],
-                        k["recv_hmac_len"],
-                        k["send_sseq"],
-                        k["recv_sseq"]
-                    );
-                }
+                common::print_session("server", &info, &keys);
                 flow = Some(f?);
             }
             Some(Event::SessionFailed { error, .. }) => {

@@ -22,13 +22,11 @@
 mod common;
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use rand_core::SeedableRng;
-use rtmfp::{Endpoint, EndpointConfig, Event, Machine, SessionId, SessionInfo};
-use rtmfp_flash::{fingerprint, hex_encode, DhGroup, FlashProfile, Negotiation};
+use rtmfp::{Endpoint, EndpointConfig, Event, SessionId, SessionInfo};
+use rtmfp_flash::{DhGroup, FlashProfile, Negotiation};
 use rtmfp_tokio::{Host, HostConfig};
 
 /// Datagrams kept for a `--record` test vector.
@@ -51,20 +49,21 @@ enum Report {
     Engine(Event),
 }
 
-/// The engine, reading every message as it becomes readable.
+/// Beside the engine: reads every message as it becomes readable.
 #[derive(Debug)]
 struct Responder {
-    ep: Endpoint,
     reports: VecDeque<Report>,
 }
 
-impl Responder {
-    fn pump(&mut self, now: Instant) {
-        while let Some(e) = self.ep.poll_event() {
+impl common::EndpointApp for Responder {
+    type Event = Report;
+
+    fn pump(&mut self, ep: &mut Endpoint, now: Instant) {
+        while let Some(e) = ep.poll_event() {
             let r = match e {
                 Event::Readable { session, flow } => {
                     let (mut messages, mut bytes) = (0, 0);
-                    while let Some(m) = self.ep.read(now, session, flow) {
+                    while let Some(m) = ep.read(now, session, flow) {
                         messages += 1;
                         bytes += m.data.len();
                     }
@@ -73,7 +72,7 @@ impl Responder {
                 Event::SessionOpened { session, peer, .. } => Report::Opened {
                     session,
                     peer,
-                    info: self.ep.session_info(session),
+                    info: ep.session_info(session),
                 },
                 e => Report::Engine(e),
             };
@@ -82,47 +81,17 @@ impl Responder {
             }
         }
     }
-}
-
-impl Machine for Responder {
-    type Command = Infallible;
-    type Event = Report;
-
-    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
-        self.ep.handle_datagram(now, from, data);
-        self.pump(now);
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        self.ep.handle_timeout(now);
-        self.pump(now);
-    }
-
-    fn handle_command(&mut self, _now: Instant, command: Infallible) {
-        match command {}
-    }
-
-    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<SocketAddr> {
-        self.ep.poll_transmit(now, buf)
-    }
 
     fn poll_event(&mut self) -> Option<Report> {
         self.reports.pop_front()
     }
-
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        self.ep.poll_timeout()
-    }
-}
-
-fn usage() -> ! {
-    eprintln!("usage: flash_responder [--bind ADDR:PORT] [--require] [--no-hmac] [--no-sseq] [--static] [--hostname NAME] [--group N] [--record FILE] [--sessions N] [--time SECS]");
-    std::process::exit(2)
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
+    let mut args = common::Args::new(
+        "flash_responder [--bind ADDR:PORT] [--require] [--no-hmac] [--no-sseq] [--static] [--hostname NAME] [--group N] [--record FILE] [--sessions N] [--time SECS]",
+    );
     let mut bind: SocketAddr = "127.0.0.1:1935".parse()?;
     let mut hmac = Negotiation::PREFERRED;
     let mut sseq = Negotiation::PREFERRED;
@@ -132,10 +101,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut record: Option<String> = None;
     let mut sessions_limit: Option<usize> = None;
     let mut run_for = Duration::from_secs(30);
-    while let Some(a) = args.next() {
-        let mut value = || args.next().unwrap_or_else(|| usage());
+    while let Some(a) = args.next_arg() {
         match a.as_str() {
-            "--bind" => bind = value().parse()?,
+            "--bind" => bind = args.value().parse()?,
             "--require" => {
                 hmac = Negotiation::REQUIRED;
                 sseq = Negotiation::REQUIRED;
@@ -143,15 +111,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--no-hmac" => hmac = Negotiation::OFF,
             "--no-sseq" => sseq = Negotiation::OFF,
             "--static" => static_keys = true,
-            "--hostname" => hostname = Some(value()),
+            "--hostname" => hostname = Some(args.value()),
             "--group" => {
-                let g = DhGroup::from_id(value().parse()?).unwrap_or_else(|| usage());
+                let g = DhGroup::from_id(args.value().parse()?).unwrap_or_else(|| args.usage());
                 groups.get_or_insert_with(Vec::new).push(g);
             }
-            "--record" => record = Some(value()),
-            "--sessions" => sessions_limit = Some(value().parse()?),
-            "--time" => run_for = Duration::from_secs(value().parse()?),
-            _ => usage(),
+            "--record" => record = Some(args.value()),
+            "--sessions" => sessions_limit = Some(args.value().parse()?),
+            "--time" => run_for = Duration::from_secs(args.value().parse()?),
+            _ => args.usage(),
         }
     }
 
@@ -162,23 +130,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if static_keys {
         builder = builder.static_keys();
     }
-    if let Some(g) = &groups {
-        builder = builder.groups(g);
-    }
-    if record.is_some() {
-        builder = builder.key_log(key_log);
-    }
-    let mut rng = rand_chacha::ChaCha20Rng::from_entropy();
-    let profile = builder.build(&mut rng)?;
-    println!("my peer ID: {}", profile.peer_id());
+    let key_log = record.is_some().then_some(key_log);
+    let (profile, mut rng) = common::build_profile(builder, groups.as_deref(), key_log)?;
     let seed = rand_core::RngCore::next_u64(&mut rng);
     let ep = common::engine(EndpointConfig::default(), Box::new(profile), seed);
     let limit = if record.is_some() { RECORD_LIMIT } else { 0 };
     let socket = common::bind(bind)?;
     println!("listening on {}", socket.local_addr()?);
-    let responder = Responder {
+    let responder = common::Driven {
         ep,
-        reports: VecDeque::new(),
+        app: Responder {
+            reports: VecDeque::new(),
+        },
     };
     let (host, mut events, task) = Host::spawn(
         common::Recorder::new(responder, limit),
@@ -225,19 +188,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         first_open.get_or_insert_with(Instant::now);
                         let info = info.ok_or("no session info")?;
                         println!("SessionOpened {session:?} from {peer}");
-                        println!("  client peer ID: {}", fingerprint(&info.far_certificate));
-                        println!("  near nonce: {}", hex_encode(&info.near_nonce));
-                        println!("  far nonce:  {}", hex_encode(&info.far_nonce));
-                        if let Some(k) = common::keys_of(&keys) {
-                            println!(
-                                "  group {}, send HMAC {} / recv HMAC {}, send SSEQ {} / recv SSEQ {}",
-                                k["group"],
-                                k["send_hmac_len"],
-                                k["recv_hmac_len"],
-                                k["send_sseq"],
-                                k["recv_sseq"]
-                            );
-                        }
+                        common::print_session("client", &info, &keys);
                     }
                     Report::Read { messages: n, bytes: b } => {
                         messages += n;

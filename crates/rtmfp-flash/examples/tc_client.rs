@@ -17,121 +17,72 @@
 
 mod common;
 
-use std::convert::Infallible;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use flash_amf::{DataMessage, Object, Value};
 use rand_core::SeedableRng;
-use rtmfp::{Endpoint, EndpointConfig, Machine};
+use rtmfp::{Endpoint, EndpointConfig};
 use rtmfp_flash::message::{NcEvent, NetConnection};
 use rtmfp_flash::{hex_encode, FlashProfile, Negotiation};
 use rtmfp_tokio::{Host, HostConfig};
 
-/// The engine with its NetConnection: engine events go to the
-/// NetConnection, whose events are the machine's. Everything else is
-/// called on it through the host (`HostHandle::with`).
-#[derive(Debug)]
-struct Client {
-    ep: Endpoint,
-    nc: NetConnection,
-}
-
-impl Client {
-    fn pump(&mut self, now: Instant) {
-        while let Some(e) = self.ep.poll_event() {
-            self.nc.on_event(&mut self.ep, now, &e);
-        }
-    }
-}
-
-impl Machine for Client {
-    type Command = Infallible;
+/// The NetConnection beside the engine: engine events go to it, and its
+/// events are the machine's. Everything else is called on the machine through
+/// the host (`HostHandle::with`).
+impl common::EndpointApp for NetConnection {
     type Event = NcEvent;
 
-    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
-        self.ep.handle_datagram(now, from, data);
-        self.pump(now);
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        self.ep.handle_timeout(now);
-        self.pump(now);
-    }
-
-    fn handle_command(&mut self, _now: Instant, command: Infallible) {
-        match command {}
-    }
-
-    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<SocketAddr> {
-        self.ep.poll_transmit(now, buf)
+    fn pump(&mut self, ep: &mut Endpoint, now: Instant) {
+        while let Some(e) = ep.poll_event() {
+            self.on_event(ep, now, &e);
+        }
     }
 
     fn poll_event(&mut self) -> Option<NcEvent> {
-        self.nc.poll_event()
-    }
-
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        self.ep.poll_timeout()
+        NetConnection::poll_event(self)
     }
 
     /// Closes the connection; done once the session has closed.
-    fn handle_close(&mut self, now: Instant) {
-        self.nc.close(&mut self.ep, now);
-        self.pump(now);
+    fn handle_close(&mut self, ep: &mut Endpoint, now: Instant) {
+        self.close(ep, now);
+        self.pump(ep, now);
     }
 
-    fn is_done(&self) -> Option<bool> {
-        Some(self.ep.session_count() == 0)
+    fn is_done(&self, ep: &Endpoint) -> Option<bool> {
+        Some(ep.session_count() == 0)
     }
-}
-
-fn usage() -> ! {
-    eprintln!("usage: tc_client [--name NAME] [--frames N] [--record FILE] [--timeout SECS] rtmfp://HOST:PORT/app");
-    std::process::exit(2)
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
+    let mut args = common::Args::new(
+        "tc_client [--name NAME] [--frames N] [--record FILE] [--timeout SECS] rtmfp://HOST:PORT/app",
+    );
     let mut uri = None;
     let mut name = "demo".to_string();
     let mut frames = 5u32;
     let mut record: Option<String> = None;
     let mut timeout = Duration::from_secs(10);
-    while let Some(a) = args.next() {
+    while let Some(a) = args.next_arg() {
         match a.as_str() {
-            "--name" => name = args.next().unwrap_or_else(|| usage()),
-            "--frames" => frames = args.next().unwrap_or_else(|| usage()).parse()?,
-            "--record" => record = Some(args.next().unwrap_or_else(|| usage())),
-            "--timeout" => {
-                timeout = Duration::from_secs(args.next().unwrap_or_else(|| usage()).parse()?)
-            }
+            "--name" => name = args.value(),
+            "--frames" => frames = args.value().parse()?,
+            "--record" => record = Some(args.value()),
+            "--timeout" => timeout = Duration::from_secs(args.value().parse()?),
             s if s.starts_with("rtmfp://") => uri = Some(s.to_string()),
-            _ => usage(),
+            _ => args.usage(),
         }
     }
-    let uri = uri.unwrap_or_else(|| usage());
-    let authority = uri["rtmfp://".len()..]
-        .split('/')
-        .next()
-        .unwrap_or_default();
-    let server: SocketAddr = authority
-        .to_socket_addrs()?
-        .next()
-        .ok_or("cannot resolve the server address")?;
+    let uri = uri.unwrap_or_else(|| args.usage());
+    let server = common::resolve_rtmfp_uri(&uri)?;
 
     let mut rng = rand_chacha::ChaCha20Rng::from_entropy();
     let profile = FlashProfile::client()
         .hmac(Negotiation::REQUIRED)
         .sseq(Negotiation::REQUIRED)
         .build(&mut rng)?;
-    let local: SocketAddr = if server.is_ipv4() {
-        "0.0.0.0:0".parse()?
-    } else {
-        "[::]:0".parse()?
-    };
+    let local = common::any_address_for(server);
     let seed = rand_core::RngCore::next_u64(&mut rng);
     let mut ep = common::engine(EndpointConfig::default(), Box::new(profile), seed);
     let started = Instant::now();
@@ -143,7 +94,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = HostConfig::default();
     // on the way out: wait this long for the session to close
     config.close_timeout = Duration::from_millis(300);
-    let (host, mut events, task) = Host::spawn(Client { ep, nc }, vec![socket], config)?;
+    let (host, mut events, task) =
+        Host::spawn(common::Driven { ep, app: nc }, vec![socket], config)?;
 
     let deadline = tokio::time::Instant::from_std(started + timeout);
     let (mut pub_tid, mut play_tid) = (None, None);
@@ -172,8 +124,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 println!("{} ({}): {}", s.code, s.level, s.description);
                 let (p, q) = host
                     .with(|m, now| {
-                        let p = m.nc.create_stream(&mut m.ep, now)?;
-                        let q = m.nc.create_stream(&mut m.ep, now)?;
+                        let p = m.app.create_stream(&mut m.ep, now)?;
+                        let q = m.app.create_stream(&mut m.ep, now)?;
                         Ok::<_, rtmfp::Error>((p, q))
                     })
                     .await??;
@@ -195,7 +147,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     println!("createStream -> {stream} (for play)");
                     play_stream = Some(*stream);
                     let (stream, name) = (*stream, name.clone());
-                    host.with(move |m, now| m.nc.play(&mut m.ep, now, stream, &name))
+                    host.with(move |m, now| m.app.play(&mut m.ep, now, stream, &name))
                         .await??;
                 } else if Some(*transaction_id) == pub_tid {
                     println!("createStream -> {stream} (for publish)");
@@ -214,7 +166,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         playing = true;
                         if let Some(s) = pub_stream {
                             let name = name.clone();
-                            host.with(move |m, now| m.nc.publish(&mut m.ep, now, s, &name))
+                            host.with(move |m, now| m.app.publish(&mut m.ep, now, s, &name))
                                 .await??;
                         }
                     }
@@ -226,26 +178,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 stream,
                 timestamp,
                 payload,
-            } => {
-                if Some(*stream) == play_stream {
-                    got_audio += 1;
-                }
-                println!(
-                    "stream {stream} audio t={timestamp} {} bytes: {}",
-                    payload.len(),
-                    hex_encode(payload)
-                );
             }
-            NcEvent::Video {
+            | NcEvent::Video {
                 stream,
                 timestamp,
                 payload,
             } => {
+                let (kind, got) = match e {
+                    NcEvent::Audio { .. } => ("audio", &mut got_audio),
+                    _ => ("video", &mut got_video),
+                };
                 if Some(*stream) == play_stream {
-                    got_video += 1;
+                    *got += 1;
                 }
                 println!(
-                    "stream {stream} video t={timestamp} {} bytes: {}",
+                    "stream {stream} {kind} t={timestamp} {} bytes: {}",
                     payload.len(),
                     hex_encode(payload)
                 );
@@ -276,7 +223,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         if publishing && playing && !sent {
             let s = pub_stream.ok_or("no publish stream")?;
             sent = true;
-            host.with(move |m, now| publish_frames(m, now, s, frames))
+            host.with(move |m, now| publish_frames(&mut m.app, &mut m.ep, now, s, frames))
                 .await??;
             println!(
                 "published {frames} video + {frames} audio frames (+ headers, metadata) as {name:?} on stream {s}"
@@ -289,7 +236,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("received {got_video} video, {got_audio} audio, {got_data} data messages");
     if let Some(path) = &record {
         let trace: Vec<serde_json::Value> = host
-            .with(|m, _| m.nc.take_trace())
+            .with(|m, _| m.app.take_trace())
             .await?
             .into_iter()
             .map(|t| {
@@ -323,13 +270,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// Metadata, the AVC sequence header and the AAC config, then `frames`
 /// video and audio frames on stream `s`.
-fn publish_frames(m: &mut Client, now: Instant, s: u32, frames: u32) -> Result<(), rtmfp::Error> {
+fn publish_frames(
+    nc: &mut NetConnection,
+    ep: &mut Endpoint,
+    now: Instant,
+    s: u32,
+    frames: u32,
+) -> Result<(), rtmfp::Error> {
     let meta = Object::new()
         .with("width", 320.0)
         .with("height", 240.0)
         .with("videocodecid", 7.0)
         .with("audiocodecid", 10.0);
-    let (nc, ep) = (&mut m.nc, &mut m.ep);
     nc.send_data(
         ep,
         now,

@@ -71,12 +71,19 @@ proptest! {
 
 use sha2::Digest;
 
+/// Options `(type, value)` in wire form, one after the other.
+fn options(list: &[(u64, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (ty, value) in list {
+        rtmfp::wire::put_option(&mut out, *ty, value);
+    }
+    out
+}
+
 #[test]
 fn certificate_rules() {
     // two hostnames in the canonical section
-    let mut raw = Vec::new();
-    rtmfp::wire::put_option(&mut raw, CERT_HOSTNAME, b"a");
-    rtmfp::wire::put_option(&mut raw, CERT_HOSTNAME, b"b");
+    let raw = options(&[(CERT_HOSTNAME, b"a"), (CERT_HOSTNAME, b"b")]);
     assert_eq!(
         Certificate::parse(&raw),
         Err(CertificateError::DuplicateHostname)
@@ -97,14 +104,14 @@ fn certificate_rules() {
         Err(CertificateError::Malformed)
     );
     // a group option that is not one VLU
-    let mut raw = Vec::new();
-    rtmfp::wire::put_option(&mut raw, CERT_SUPPORTED_EPHEMERAL_GROUP, &[2, 3]);
+    let raw = options(&[(CERT_SUPPORTED_EPHEMERAL_GROUP, &[2, 3])]);
     assert_eq!(Certificate::parse(&raw), Err(CertificateError::Malformed));
     // unknown options are ignored; static key lookup takes the first
-    let mut raw = Vec::new();
-    rtmfp::wire::put_option(&mut raw, 0x77, b"??");
-    rtmfp::wire::put_option(&mut raw, CERT_STATIC_PUBLIC_KEY, &[2, 9, 9]);
-    rtmfp::wire::put_option(&mut raw, CERT_STATIC_PUBLIC_KEY, &[2, 8, 8]);
+    let raw = options(&[
+        (0x77, b"??"),
+        (CERT_STATIC_PUBLIC_KEY, &[2, 9, 9]),
+        (CERT_STATIC_PUBLIC_KEY, &[2, 8, 8]),
+    ]);
     let c = Certificate::parse(&raw).unwrap();
     assert_eq!(c.static_key(2), Some(&[9u8, 9][..]));
     assert!(c.supports_group(2) && !c.supports_group(14));
@@ -156,9 +163,7 @@ proptest! {
 
 #[test]
 fn epd_errors() {
-    let mut two = Vec::new();
-    rtmfp::wire::put_option(&mut two, EPD_ANCILLARY_DATA, b"a");
-    rtmfp::wire::put_option(&mut two, EPD_ANCILLARY_DATA, b"b");
+    let two = options(&[(EPD_ANCILLARY_DATA, b"a"), (EPD_ANCILLARY_DATA, b"b")]);
     assert_eq!(
         Epd::parse(&two),
         Err(EpdError::Duplicate(EPD_ANCILLARY_DATA))
@@ -255,15 +260,15 @@ proptest! {
 
 #[test]
 fn keying_component_errors() {
-    let mut two = Vec::new();
-    rtmfp::wire::put_option(&mut two, KEYING_EPHEMERAL_PUBLIC_KEY, &[2, 1]);
-    rtmfp::wire::put_option(&mut two, KEYING_EPHEMERAL_PUBLIC_KEY, &[2, 1]);
+    let two = options(&[
+        (KEYING_EPHEMERAL_PUBLIC_KEY, &[2, 1]),
+        (KEYING_EPHEMERAL_PUBLIC_KEY, &[2, 1]),
+    ]);
     assert_eq!(
         KeyingComponent::parse(&two),
         Err(KeyingError::Duplicate(KEYING_EPHEMERAL_PUBLIC_KEY))
     );
-    let mut empty_hmac = Vec::new();
-    rtmfp::wire::put_option(&mut empty_hmac, KEYING_HMAC_NEGOTIATION, &[]);
+    let empty_hmac = options(&[(KEYING_HMAC_NEGOTIATION, &[])]);
     assert_eq!(
         KeyingComponent::parse(&empty_hmac),
         Err(KeyingError::Malformed)

@@ -2,19 +2,23 @@
 //! [`PeerPlayer`] subscribing to a [`PeerPublisher`] over an RTMFP session,
 //! accepted or refused, and a hostile subscriber.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use flash_amf::{Command, DataMessage, Value};
+use common::{
+    arbitrary_argument, arbitrary_bytes, arbitrary_metadata, arbitrary_typed_message, cmd,
+};
+use flash_amf::{DataMessage, Value};
 use proptest::prelude::*;
 
 use nimbus_testkit::identity;
 use nimbus_testkit::sim::{Engine, Script, SimNode};
 use rtmfp::{Endpoint, Event, Priority, SessionId};
 use rtmfp_flash::message::{
-    Body, FlowMetadata, PeerEvent, PeerPlayer, PeerPublisher, PlayerEvent, RtmpMessage,
-    MAX_PEER_SUBSCRIBERS,
+    PeerEvent, PeerPlayer, PeerPublisher, PlayerEvent, RtmpMessage, MAX_PEER_SUBSCRIBERS,
 };
 use rtmfp_sim::{LinkConfig, Sim};
 
@@ -299,13 +303,7 @@ fn play_and_publish(seed: u64, link: LinkConfig) {
             .count(),
         0
     );
-    assert!(sim
-        .node(PLAYER)
-        .player_events
-        .contains(&PlayerEvent::Closed {
-            stream,
-            rejected: false
-        }));
+    assert!(player_closed(&sim, stream, false));
 }
 
 #[test]
@@ -332,13 +330,7 @@ fn refused_player_gets_rejected_status_and_flows_close() {
         .iter()
         .any(|e| matches!(e, PlayerEvent::Closed { .. }))));
     assert_eq!(sim.node(PLAYER).statuses(), ["NetStream.Connect.Rejected"]);
-    assert!(sim
-        .node(PLAYER)
-        .player_events
-        .contains(&PlayerEvent::Closed {
-            stream,
-            rejected: true
-        }));
+    assert!(player_closed(&sim, stream, true));
     let pe = sim.node(PUBLISHER).pub_events.clone();
     assert!(matches!(pe[0], PeerEvent::PlayRequest { .. }));
     assert!(matches!(pe[1], PeerEvent::Closed { .. }));
@@ -364,44 +356,14 @@ fn refused_player_gets_rejected_status_and_flows_close() {
 
 // ------------------------------------------------------------ hostile input
 
-fn cmd(name: &str, args: Vec<Value>) -> Bytes {
-    let mut c = Command::new(name, 0.0, Value::Null);
-    c.arguments = args;
-    RtmpMessage::from_body(0, &Body::command(c))
-        .unwrap()
-        .encode()
-}
-
 fn arbitrary_message() -> impl Strategy<Value = Bytes> {
-    let names = prop_oneof![
-        Just("play"),
-        Just("closeStream"),
-        Just("deleteStream"),
-        Just("receiveAudio"),
-        Just("x"),
-    ];
-    let value = prop_oneof![
-        any::<f64>().prop_map(Value::Number),
-        ".{0,12}".prop_map(Value::String),
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-    ];
+    let names = &["play", "closeStream", "deleteStream", "receiveAudio", "x"];
+    let names = proptest::sample::select(&names[..]);
+    let value = arbitrary_argument(vec![]);
     prop_oneof![
-        (names, proptest::collection::vec(value, 0..3)).prop_map(|(n, a)| cmd(n, a)),
-        (
-            any::<u8>(),
-            any::<u32>(),
-            proptest::collection::vec(any::<u8>(), 0..64)
-        )
-            .prop_map(|(ty, ts, p)| RtmpMessage::new(ty, ts, p).encode()),
-        proptest::collection::vec(any::<u8>(), 0..32).prop_map(Bytes::from),
-    ]
-}
-
-fn arbitrary_metadata() -> impl Strategy<Value = Vec<u8>> {
-    prop_oneof![
-        (0u32..4).prop_map(|s| FlowMetadata::new(s).encode()),
-        proptest::collection::vec(any::<u8>(), 0..6),
+        (names, proptest::collection::vec(value, 0..3)).prop_map(|(n, a)| cmd(n, 0.0, a)),
+        arbitrary_typed_message(any::<u8>()),
+        arbitrary_bytes(),
     ]
 }
 
@@ -451,4 +413,10 @@ proptest! {
         prop_assert!(n.pub_events.len() < 200);
         prop_assert!(sim.node(PLAYER).player_events.len() < 200);
     }
+}
+
+/// Whether the player saw `stream` close, refused by the publisher or not.
+fn player_closed(sim: &Sim<Peer>, stream: u32, rejected: bool) -> bool {
+    let closed = PlayerEvent::Closed { stream, rejected };
+    sim.node(PLAYER).player_events.contains(&closed)
 }

@@ -3,11 +3,16 @@
 //! and a small test application (accept / reject, echo, publish / play
 //! relay).
 
+mod common;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::{
+    arbitrary_argument, arbitrary_bytes, arbitrary_metadata, arbitrary_typed_message, cmd,
+};
 use flash_amf::{Command, DataMessage, Object, Value};
 use nimbus_testkit::identity;
 use nimbus_testkit::sim::{Engine, Script, SimNode};
@@ -306,6 +311,23 @@ fn nc(p: &mut Peer) -> (&mut NetConnection, &mut Endpoint) {
     (user.nc.as_mut().unwrap(), ep)
 }
 
+/// [`act`] on node `i`'s NetConnection.
+fn act_nc<R>(
+    sim: &mut Sim<Peer>,
+    i: usize,
+    f: impl FnOnce(&mut NetConnection, &mut Endpoint, Instant) -> R,
+) -> R {
+    act(sim, i, |p, now| {
+        let (nc, ep) = nc(p);
+        f(nc, ep, now)
+    })
+}
+
+/// Runs until node `i` has had status `code`, for at most `secs` seconds.
+fn wait_status(sim: &mut Sim<Peer>, i: usize, code: &str, secs: u64) -> bool {
+    sim.run_until(Duration::from_secs(secs), |s| s.node(i).has_status(code))
+}
+
 const SERVER: &str = "198.18.0.1:1935";
 
 fn client_addr(i: usize) -> SocketAddr {
@@ -366,8 +388,7 @@ fn connect_accepted_calls_keepalive_peer_info_and_server_calls() {
     };
     let mut sim = setup(1, LinkConfig::lan(), "rtmfp://server.example/app", 1, app);
     assert!(sim.run_until(Duration::from_secs(20), |s| s.node(1).connected()));
-    let (echo, fail) = act(&mut sim, 1, |p, now| {
-        let (nc, ep) = nc(p);
+    let (echo, fail) = act_nc(&mut sim, 1, |nc, ep, now| {
         let echo = nc.call(ep, now, "echo", vec!["hi".into()]).unwrap();
         let fail = nc.call(ep, now, "nope", vec![]).unwrap();
         (echo, fail)
@@ -440,8 +461,7 @@ fn connect_accepted_calls_keepalive_peer_info_and_server_calls() {
     assert!(conn.is_connected());
 
     // orderly close by the client: the server reports Closed and the session goes
-    act(&mut sim, 1, |p, now| {
-        let (nc, ep) = nc(p);
+    act_nc(&mut sim, 1, |nc, ep, now| {
         nc.close(ep, now);
     });
     assert!(sim.run_until(Duration::from_secs(30), |s| {
@@ -518,8 +538,7 @@ fn publish_play(seed: u64, link: LinkConfig, frames: u32) {
             && s.node(2).connected())
     );
     for i in [1, 2] {
-        act(&mut sim, i, |p, now| {
-            let (nc, ep) = nc(p);
+        act_nc(&mut sim, i, |nc, ep, now| {
             nc.create_stream(ep, now).unwrap();
         });
     }
@@ -528,24 +547,17 @@ fn publish_play(seed: u64, link: LinkConfig, frames: u32) {
     }));
     let play = sim.node(1).created_streams()[0];
     let publ = sim.node(2).created_streams()[0];
-    act(&mut sim, 1, |p, now| {
-        let (nc, ep) = nc(p);
+    act_nc(&mut sim, 1, |nc, ep, now| {
         nc.play(ep, now, play, "cam").unwrap();
     });
-    assert!(sim.run_until(Duration::from_secs(30), |s| s
-        .node(1)
-        .has_status("NetStream.Play.Start")));
-    act(&mut sim, 2, |p, now| {
-        let (nc, ep) = nc(p);
+    assert!(wait_status(&mut sim, 1, "NetStream.Play.Start", 30));
+    act_nc(&mut sim, 2, |nc, ep, now| {
         nc.publish(ep, now, publ, "cam").unwrap();
     });
-    assert!(sim.run_until(Duration::from_secs(30), |s| s
-        .node(2)
-        .has_status("NetStream.Publish.Start")));
+    assert!(wait_status(&mut sim, 2, "NetStream.Publish.Start", 30));
     // media: metadata, then interleaved video and audio frames, 40 ms apart
     let t0 = sim.now();
-    act(&mut sim, 2, |p, now| {
-        let (nc, ep) = nc(p);
+    act_nc(&mut sim, 2, |nc, ep, now| {
         let meta = DataMessage::set_data_frame(Value::Object(Object::new().with("width", 320.0)));
         nc.send_data(ep, now, publ, 0, meta).unwrap();
     });
@@ -553,8 +565,7 @@ fn publish_play(seed: u64, link: LinkConfig, frames: u32) {
         sim.run_until(Duration::from_millis(40), |s| {
             s.now() >= t0 + Duration::from_millis(40 * u64::from(k))
         });
-        act(&mut sim, 2, |p, now| {
-            let (nc, ep) = nc(p);
+        act_nc(&mut sim, 2, |nc, ep, now| {
             let ts = 40 * k;
             let key = if k % 10 == 0 { 0x17 } else { 0x27 };
             let mut v = vec![key, 1, 0, 0, 0];
@@ -668,13 +679,15 @@ fn publish_play(seed: u64, link: LinkConfig, frames: u32) {
     }));
 
     // unpublish: the player is told
-    act(&mut sim, 2, |p, now| {
-        let (nc, ep) = nc(p);
+    act_nc(&mut sim, 2, |nc, ep, now| {
         nc.close_stream(ep, now, publ).unwrap();
     });
-    assert!(sim.run_until(Duration::from_secs(30), |s| s
-        .node(1)
-        .has_status("NetStream.Play.UnpublishNotify")));
+    assert!(wait_status(
+        &mut sim,
+        1,
+        "NetStream.Play.UnpublishNotify",
+        30
+    ));
     assert!(server_events(&sim).contains(&ServerEvent::StreamClosed { stream: publ }));
 }
 
@@ -702,8 +715,7 @@ fn player_session_gone_reports_stream_closed_and_closed() {
         App::default(),
     );
     assert!(sim.run_until(Duration::from_secs(20), |s| s.node(1).connected()));
-    act(&mut sim, 1, |p, now| {
-        let (nc, ep) = nc(p);
+    act_nc(&mut sim, 1, |nc, ep, now| {
         nc.create_stream(ep, now).unwrap();
     });
     assert!(sim.run_until(Duration::from_secs(20), |s| s
@@ -712,13 +724,10 @@ fn player_session_gone_reports_stream_closed_and_closed() {
         .len()
         == 1));
     let st = sim.node(1).created_streams()[0];
-    act(&mut sim, 1, |p, now| {
-        let (nc, ep) = nc(p);
+    act_nc(&mut sim, 1, |nc, ep, now| {
         nc.play(ep, now, st, "x").unwrap();
     });
-    assert!(sim.run_until(Duration::from_secs(20), |s| s
-        .node(1)
-        .has_status("NetStream.Play.Start")));
+    assert!(wait_status(&mut sim, 1, "NetStream.Play.Start", 20));
     // the client vanishes (abort): the server times the session out
     act(&mut sim, 1, |p, now| {
         let s = p.nc.as_ref().unwrap().session();
@@ -766,12 +775,25 @@ fn raw_setup(seed: u64) -> (Sim<Peer>, SessionId) {
     (sim, s)
 }
 
-fn cmd(name: &str, txn: f64, args: Vec<Value>) -> Bytes {
-    let mut c = Command::new(name, txn, Value::Null);
-    c.arguments = args;
-    RtmpMessage::from_body(0, &Body::command(c))
+/// The client's `connect` command for app "app".
+fn connect_app() -> Bytes {
+    let connect = Command::connect(Object::new().with("app", "app"));
+    RtmpMessage::from_body(0, &Body::command(connect))
         .unwrap()
         .encode()
+}
+
+/// [`raw_setup`], then `connect` and `createStream` on a control flow until the
+/// server has created stream 1. Returns (sim, client session, control flow).
+fn raw_with_stream(seed: u64) -> (Sim<Peer>, SessionId, u64) {
+    let (mut sim, s) = raw_setup(seed);
+    let ctl = raw_open(&mut sim, s, &FlowMetadata::control().encode(), None);
+    let create = cmd("createStream", 2.0, vec![]);
+    raw_send(&mut sim, s, ctl, vec![connect_app(), create]);
+    assert!(sim.run_until(Duration::from_secs(10), |s| {
+        server_events(s).contains(&ServerEvent::StreamCreated { stream: 1 })
+    }));
+    (sim, s, ctl)
 }
 
 fn raw_open(sim: &mut Sim<Peer>, s: SessionId, md: &[u8], assoc: Option<u64>) -> u64 {
@@ -779,6 +801,20 @@ fn raw_open(sim: &mut Sim<Peer>, s: SessionId, md: &[u8], assoc: Option<u64>) ->
         p.ep.open_flow(now, s, md, assoc, Priority::ROUTINE)
             .unwrap()
     })
+}
+
+/// Opens a flow for `stream`, in return for the server's flow `assoc` if given.
+fn raw_open_stream(sim: &mut Sim<Peer>, s: SessionId, stream: u32, assoc: Option<u64>) -> u64 {
+    raw_open(sim, s, &FlowMetadata::new(stream).encode(), assoc)
+}
+
+/// The flow the server opened in return for the client's flow `ctl`.
+fn server_flow_for(sim: &Sim<Peer>, ctl: u64) -> Option<u64> {
+    let raw = sim.node(1).raw.as_ref().unwrap();
+    raw.flows
+        .iter()
+        .find(|(_, (_, a))| *a == Some(ctl))
+        .map(|(f, _)| *f)
 }
 
 fn raw_send(sim: &mut Sim<Peer>, s: SessionId, f: u64, msgs: Vec<Bytes>) {
@@ -903,24 +939,14 @@ fn hostile_client_garbage_and_stream_flood() {
             .unwrap()
             .0
     };
-    let unknown = raw_open(
-        &mut sim,
-        s,
-        &FlowMetadata::new(99_999).encode(),
-        Some(server_ctl),
-    );
+    let unknown = raw_open_stream(&mut sim, s, 99_999, Some(server_ctl));
     raw_send(
         &mut sim,
         s,
         unknown,
         vec![cmd("publish", 0.0, vec!["x".into()])],
     );
-    let known = raw_open(
-        &mut sim,
-        s,
-        &FlowMetadata::new(1).encode(),
-        Some(server_ctl),
-    );
+    let known = raw_open_stream(&mut sim, s, 1, Some(server_ctl));
     let mut junk: Vec<Bytes> = (0..200u32)
         .map(|i| {
             let mut v = vec![(i % 30) as u8, 0, 0, 0, 0];
@@ -1163,24 +1189,20 @@ fn tcserver_exchange_same_messages_and_flow_layout() {
 // ------------------------------------------------------------ property test
 
 fn arbitrary_message() -> impl Strategy<Value = Bytes> {
-    let names = prop_oneof![
-        Just("connect"),
-        Just("createStream"),
-        Just("deleteStream"),
-        Just("closeStream"),
-        Just("publish"),
-        Just("play"),
-        Just("setPeerInfo"),
-        Just("receiveAudio"),
-        Just("x"),
-    ];
-    let value = prop_oneof![
-        any::<f64>().prop_map(Value::Number),
-        ".{0,12}".prop_map(Value::String),
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        Just(Value::Object(Object::new().with("app", "app"))),
-    ];
+    let names = proptest::sample::select(
+        &[
+            "connect",
+            "createStream",
+            "deleteStream",
+            "closeStream",
+            "publish",
+            "play",
+            "setPeerInfo",
+            "receiveAudio",
+            "x",
+        ][..],
+    );
+    let value = arbitrary_argument(vec![Value::Object(Object::new().with("app", "app"))]);
     prop_oneof![
         // well-formed commands with arbitrary arguments
         (names, any::<u8>(), proptest::collection::vec(value, 0..4)).prop_map(|(n, t, a)| cmd(
@@ -1189,30 +1211,18 @@ fn arbitrary_message() -> impl Strategy<Value = Bytes> {
             a
         )),
         // arbitrary typed messages
-        (
-            prop_oneof![
-                Just(4u8),
-                Just(8),
-                Just(9),
-                Just(15),
-                Just(17),
-                Just(18),
-                Just(20),
-                any::<u8>()
-            ],
-            any::<u32>(),
-            proptest::collection::vec(any::<u8>(), 0..64)
-        )
-            .prop_map(|(ty, ts, p)| RtmpMessage::new(ty, ts, p).encode()),
+        arbitrary_typed_message(prop_oneof![
+            Just(4u8),
+            Just(8),
+            Just(9),
+            Just(15),
+            Just(17),
+            Just(18),
+            Just(20),
+            any::<u8>()
+        ]),
         // raw bytes
-        proptest::collection::vec(any::<u8>(), 0..32).prop_map(Bytes::from),
-    ]
-}
-
-fn arbitrary_metadata() -> impl Strategy<Value = Vec<u8>> {
-    prop_oneof![
-        (0u32..4).prop_map(|s| FlowMetadata::new(s).encode()),
-        proptest::collection::vec(any::<u8>(), 0..6),
+        arbitrary_bytes(),
     ]
 }
 
@@ -1233,12 +1243,10 @@ proptest! {
         let (mut sim, s) = raw_setup(51);
         let ctl = raw_open(&mut sim, s, &FlowMetadata::control().encode(), None);
         if connect_first {
-            let c = RtmpMessage::from_body(0, &Body::command(Command::connect(Object::new().with("app", "app")))).unwrap();
-            raw_send(&mut sim, s, ctl, vec![c.encode()]);
+            raw_send(&mut sim, s, ctl, vec![connect_app()]);
             sim.run_for(Duration::from_millis(200));
         }
-        let server_ctl = sim.node(1).raw.as_ref().unwrap().flows.iter()
-            .find(|(_, (_, a))| *a == Some(ctl)).map(|(f, _)| *f);
+        let server_ctl = server_flow_for(&sim, ctl);
         for (md, assoc, msgs) in flows {
             let f = if md == FlowMetadata::control().encode() && !assoc {
                 ctl
@@ -1262,24 +1270,8 @@ proptest! {
 /// not a broken server.
 #[test]
 fn publish_and_delete_in_one_packet() {
-    let (mut sim, s) = raw_setup(52);
-    let ctl = raw_open(&mut sim, s, &FlowMetadata::control().encode(), None);
-    let connect = RtmpMessage::from_body(
-        0,
-        &Body::command(Command::connect(Object::new().with("app", "app"))),
-    )
-    .unwrap()
-    .encode();
-    raw_send(
-        &mut sim,
-        s,
-        ctl,
-        vec![connect, cmd("createStream", 2.0, vec![])],
-    );
-    assert!(sim.run_until(Duration::from_secs(10), |s| {
-        server_events(s).contains(&ServerEvent::StreamCreated { stream: 1 })
-    }));
-    let f = raw_open(&mut sim, s, &FlowMetadata::new(1).encode(), None);
+    let (mut sim, s, _) = raw_with_stream(52);
+    let f = raw_open_stream(&mut sim, s, 1, None);
     let publish = RtmpMessage::from_body(
         1,
         &Body::command({
@@ -1309,42 +1301,11 @@ fn publish_and_delete_in_one_packet() {
 
 #[test]
 fn flow_synchronization_from_the_client_is_honoured() {
-    let (mut sim, s) = raw_setup(61);
-    let ctl = raw_open(&mut sim, s, &FlowMetadata::control().encode(), None);
-    let connect = RtmpMessage::from_body(
-        0,
-        &Body::command(Command::connect(Object::new().with("app", "app"))),
-    )
-    .unwrap()
-    .encode();
-    raw_send(
-        &mut sim,
-        s,
-        ctl,
-        vec![connect, cmd("createStream", 2.0, vec![])],
-    );
+    let (mut sim, s, ctl) = raw_with_stream(61);
     assert!(sim.run_until(Duration::from_secs(10), |s| {
-        server_events(s).contains(&ServerEvent::StreamCreated { stream: 1 })
+        server_flow_for(s, ctl).is_some()
     }));
-    assert!(sim.run_until(Duration::from_secs(10), |s| {
-        s.node(1)
-            .raw
-            .as_ref()
-            .unwrap()
-            .flows
-            .values()
-            .any(|(_, a)| *a == Some(ctl))
-    }));
-    let server_ctl = *sim
-        .node(1)
-        .raw
-        .as_ref()
-        .unwrap()
-        .flows
-        .iter()
-        .find(|(_, (_, a))| *a == Some(ctl))
-        .unwrap()
-        .0;
+    let server_ctl = server_flow_for(&sim, ctl).unwrap();
     let sync = RtmpMessage::from_body(
         0,
         &Body::UserControl(UserControl::FlowSync {
@@ -1354,12 +1315,7 @@ fn flow_synchronization_from_the_client_is_honoured() {
     )
     .unwrap()
     .encode();
-    let f1 = raw_open(
-        &mut sim,
-        s,
-        &FlowMetadata::new(1).encode(),
-        Some(server_ctl),
-    );
+    let f1 = raw_open_stream(&mut sim, s, 1, Some(server_ctl));
     raw_send(
         &mut sim,
         s,

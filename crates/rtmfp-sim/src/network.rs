@@ -512,6 +512,19 @@ mod tests {
         seq.windows(2).filter(|w| w[1].1 < w[0].1).count()
     }
 
+    /// A network with the default links, and the time it starts at.
+    fn new_net(seed: u64) -> (Network, Instant) {
+        let start = Instant::now();
+        (Network::new(seed, start), start)
+    }
+
+    /// A network with `link` as its default link, and the time it starts at.
+    fn net_with(seed: u64, link: LinkConfig) -> (Network, Instant) {
+        let (mut net, start) = new_net(seed);
+        net.set_default_link(link);
+        (net, start)
+    }
+
     #[test]
     fn deterministic_for_seed() {
         let start = Instant::now();
@@ -531,8 +544,7 @@ mod tests {
 
     #[test]
     fn perfect_link_delivers_everything_in_order_instantly() {
-        let start = Instant::now();
-        let mut net = Network::new(1, start);
+        let (mut net, _) = new_net(1);
         let seq = run_numbered(&mut net, 1000, Duration::from_millis(1));
         assert_eq!(seq.len(), 1000);
         for (i, (t, n)) in seq.iter().enumerate() {
@@ -547,9 +559,10 @@ mod tests {
 
     #[test]
     fn delay_applied() {
-        let start = Instant::now();
-        let mut net = Network::new(1, start);
-        net.set_default_link(LinkConfig::default().with_delay(Duration::from_millis(30)));
+        let (mut net, start) = net_with(
+            1,
+            LinkConfig::default().with_delay(Duration::from_millis(30)),
+        );
         net.send(start, Datagram::new(addr(A), addr(B), vec![1]));
         assert_eq!(net.next_delivery(), Some(start + Duration::from_millis(30)));
         assert!(net
@@ -563,9 +576,7 @@ mod tests {
 
     #[test]
     fn loss_rate_within_tolerance() {
-        let start = Instant::now();
-        let mut net = Network::new(99, start);
-        net.set_default_link(LinkConfig::default().with_loss(0.2));
+        let (mut net, start) = net_with(99, LinkConfig::default().with_loss(0.2));
         let n = 100_000u64;
         for _ in 0..n {
             net.send(start, Datagram::new(addr(A), addr(B), vec![0; 8]));
@@ -585,10 +596,8 @@ mod tests {
 
     #[test]
     fn gilbert_elliott_is_bursty() {
-        let start = Instant::now();
-        let mut net = Network::new(5, start);
         let ge = GilbertElliott::bursty(0.1, 5.0);
-        net.set_default_link(LinkConfig::default().with_gilbert_elliott(ge));
+        let (mut net, _) = net_with(5, LinkConfig::default().with_gilbert_elliott(ge));
         let seq = run_numbered(&mut net, 100_000, Duration::from_micros(10));
         let rate = 1.0 - seq.len() as f64 / 100_000.0;
         assert!((rate - 0.1).abs() < 0.02, "GE loss rate {rate}");
@@ -609,9 +618,8 @@ mod tests {
 
     #[test]
     fn jitter_alone_keeps_fifo() {
-        let start = Instant::now();
-        let mut net = Network::new(3, start);
-        net.set_default_link(
+        let (mut net, _) = net_with(
+            3,
             LinkConfig::default()
                 .with_delay(Duration::from_millis(10))
                 .with_jitter(Duration::from_millis(10)),
@@ -628,9 +636,8 @@ mod tests {
 
     #[test]
     fn reordering_happens_when_enabled() {
-        let start = Instant::now();
-        let mut net = Network::new(4, start);
-        net.set_default_link(
+        let (mut net, _) = net_with(
+            4,
             LinkConfig::default()
                 .with_delay(Duration::from_millis(10))
                 .with_reorder(0.1, Duration::from_millis(5)),
@@ -649,9 +656,7 @@ mod tests {
 
     #[test]
     fn duplication() {
-        let start = Instant::now();
-        let mut net = Network::new(11, start);
-        net.set_default_link(LinkConfig::default().with_duplicate(0.25));
+        let (mut net, _) = net_with(11, LinkConfig::default().with_duplicate(0.25));
         let seq = run_numbered(&mut net, 20_000, Duration::from_micros(10));
         let dups = net.stats().duplicated;
         assert_eq!(seq.len() as u64, 20_000 + dups);
@@ -665,10 +670,9 @@ mod tests {
 
     #[test]
     fn bandwidth_limits_throughput() {
-        let start = Instant::now();
-        let mut net = Network::new(2, start);
         // 1 Mbit/s => 125 datagrams of 1000 bytes per second.
-        net.set_default_link(
+        let (mut net, start) = net_with(
+            2,
             LinkConfig::default()
                 .with_bandwidth(1_000_000)
                 .with_queue_bytes(1_000_000_000),
@@ -693,9 +697,8 @@ mod tests {
 
     #[test]
     fn bandwidth_tail_drop_and_sustained_rate() {
-        let start = Instant::now();
-        let mut net = Network::new(2, start);
-        net.set_default_link(
+        let (mut net, start) = net_with(
+            2,
             LinkConfig::default()
                 .with_delay(Duration::from_millis(10))
                 .with_bandwidth(1_000_000)
@@ -733,9 +736,7 @@ mod tests {
 
     #[test]
     fn mtu_drop() {
-        let start = Instant::now();
-        let mut net = Network::new(1, start);
-        net.set_default_link(LinkConfig::default().with_mtu(1200));
+        let (mut net, start) = net_with(1, LinkConfig::default().with_mtu(1200));
         net.send(start, Datagram::new(addr(A), addr(B), vec![0; 1200]));
         net.send(start, Datagram::new(addr(A), addr(B), vec![0; 1201]));
         assert_eq!(net.stats().dropped_mtu, 1);
@@ -745,8 +746,7 @@ mod tests {
 
     #[test]
     fn per_link_override_is_directional() {
-        let start = Instant::now();
-        let mut net = Network::new(1, start);
+        let (mut net, start) = new_net(1);
         let a = addr(A);
         let b = addr(B);
         net.set_default_link(LinkConfig::default().with_delay(Duration::from_millis(1)));
@@ -774,8 +774,7 @@ mod tests {
 
     #[test]
     fn nat_rewrites_both_directions() {
-        let start = Instant::now();
-        let mut net = Network::new(1, start);
+        let (mut net, start) = new_net(1);
         let inner = addr("192.168.1.10:5000");
         let outer = addr("203.0.113.7:40000");
         let server = addr("198.51.100.1:1935");
@@ -808,8 +807,7 @@ mod tests {
 
     #[test]
     fn block_cuts_one_direction() {
-        let start = Instant::now();
-        let mut net = Network::new(1, start);
+        let (mut net, start) = new_net(1);
         let a = addr(A);
         let b = addr(B);
         net.block(a.ip(), b.ip(), true);
@@ -831,8 +829,7 @@ mod tests {
 
     #[test]
     fn ties_delivered_in_send_order() {
-        let start = Instant::now();
-        let mut net = Network::new(1, start);
+        let (mut net, start) = new_net(1);
         let c = addr("10.0.0.3:3000");
         for i in 0..100u8 {
             let (s, d) = if i % 2 == 0 {
@@ -849,9 +846,7 @@ mod tests {
 
     #[test]
     fn inject_bypasses_link() {
-        let start = Instant::now();
-        let mut net = Network::new(1, start);
-        net.set_default_link(LinkConfig::default().with_loss(1.0));
+        let (mut net, start) = net_with(1, LinkConfig::default().with_loss(1.0));
         net.block(addr(A).ip(), addr(B).ip(), true);
         let at = start + Duration::from_millis(3);
         net.inject(at, Datagram::new(addr(A), addr(B), vec![9]));

@@ -26,13 +26,18 @@ pub trait Node {
     fn handle_datagram(&mut self, now: Instant, src: SocketAddr, dst: SocketAddr, data: &[u8]);
     /// The deadline last reported by [`Node::poll_timeout`] has passed.
     /// Called with `now >= deadline` (a deadline in the past fires at the
-    /// current time).
-    fn handle_timeout(&mut self, now: Instant);
+    /// current time). By default nothing happens (a node without timers).
+    fn handle_timeout(&mut self, now: Instant) {
+        let _ = now;
+    }
     /// Next datagram to send, if any: (local source address, destination,
     /// bytes). Called repeatedly until it returns `None`.
     fn poll_transmit(&mut self, now: Instant) -> Option<Datagram>;
-    /// When the node next wants [`Node::handle_timeout`] called, if ever.
-    fn poll_timeout(&self) -> Option<Instant>;
+    /// When the node next wants [`Node::handle_timeout`] called, if ever
+    /// (by default never).
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -634,18 +639,23 @@ mod tests {
         }
     }
 
-    #[test]
-    fn run_for_is_bounded_in_virtual_time() {
+    /// A simulation of one [`Ticker`], first due `first` after the start (or
+    /// never), and its start time.
+    fn ticker_sim(first: Option<Duration>, period: Duration) -> (Sim<Ticker>, Instant) {
         let mut sim = Sim::new(1);
         let start = sim.start();
-        sim.add_node(
-            Ticker {
-                next: Some(start + Duration::from_millis(1)),
-                period: Duration::from_millis(1),
-                fired: Vec::new(),
-            },
-            &[],
-        );
+        let ticker = Ticker {
+            next: first.map(|d| start + d),
+            period,
+            fired: Vec::new(),
+        };
+        sim.add_node(ticker, &[]);
+        (sim, start)
+    }
+
+    #[test]
+    fn run_for_is_bounded_in_virtual_time() {
+        let (mut sim, start) = ticker_sim(Some(Duration::from_millis(1)), Duration::from_millis(1));
         sim.run_for(Duration::from_secs(1));
         assert_eq!(sim.elapsed(), Duration::from_secs(1));
         assert_eq!(sim.node(0).fired.len(), 1000);
@@ -658,16 +668,7 @@ mod tests {
 
     #[test]
     fn past_timeout_fires_at_now() {
-        let mut sim = Sim::new(1);
-        let start = sim.start();
-        sim.add_node(
-            Ticker {
-                next: None,
-                period: Duration::from_secs(3600),
-                fired: Vec::new(),
-            },
-            &[],
-        );
+        let (mut sim, start) = ticker_sim(None, Duration::from_secs(3600));
         assert!(!sim.step());
         sim.run_for(Duration::from_millis(10));
         sim.node_mut(0).next = Some(start + Duration::from_millis(2));
@@ -706,12 +707,8 @@ mod tests {
 
     impl Node for Chatty {
         fn handle_datagram(&mut self, _: Instant, _: SocketAddr, _: SocketAddr, _: &[u8]) {}
-        fn handle_timeout(&mut self, _now: Instant) {}
         fn poll_transmit(&mut self, _now: Instant) -> Option<Datagram> {
             Some(Datagram::new(self.0, self.0, vec![]))
-        }
-        fn poll_timeout(&self) -> Option<Instant> {
-            None
         }
     }
 
@@ -733,12 +730,8 @@ mod tests {
         fn handle_datagram(&mut self, _: Instant, src: SocketAddr, dst: SocketAddr, data: &[u8]) {
             self.0.push_back(Datagram::new(dst, src, data.to_vec()));
         }
-        fn handle_timeout(&mut self, _now: Instant) {}
         fn poll_transmit(&mut self, _now: Instant) -> Option<Datagram> {
             self.0.pop_front()
-        }
-        fn poll_timeout(&self) -> Option<Instant> {
-            None
         }
     }
 

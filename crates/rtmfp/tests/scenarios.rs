@@ -6,13 +6,26 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use rtmfp::{Address, AddressOrigin, CloseReason, EndpointConfig, Event, Priority};
-use rtmfp_sim::LinkConfig;
+use rtmfp::{Address, AddressOrigin, CloseReason, EndpointConfig, Event, Priority, SessionId};
+use rtmfp_sim::{LinkConfig, Sim};
 
 fn lossy(loss: f64) -> LinkConfig {
     LinkConfig::default()
         .with_delay(Duration::from_millis(20))
         .with_loss(loss)
+}
+
+/// Two peers with `config` over [`lossy`] links, node 0 connected to node 1
+/// within 10 s: (sim, node 0's session, node 1's session).
+fn connected_pair(
+    seed: u64,
+    config: EndpointConfig,
+    loss: f64,
+) -> (Sim<Peer>, SessionId, SessionId) {
+    let mut sim = pair(seed, config);
+    sim.net.set_default_link(lossy(loss));
+    let (sa, sb) = connect(&mut sim, 0, 1, Duration::from_secs(10)).expect("open");
+    (sim, sa, sb)
 }
 
 #[test]
@@ -38,16 +51,7 @@ fn bulk_20mb_arrives_byte_exact_at_10pct_loss_with_reordering() {
     let (sa, sb) = connect(&mut sim, 0, 1, Duration::from_secs(60)).expect("open");
     let flow = open_flow(&mut sim, 0, sa, b"bulk", Priority::BULK);
     const TOTAL: usize = 20 * 1024 * 1024;
-    sim.node_mut(0).source = Some(Source {
-        session: sa,
-        flow,
-        total: TOTAL,
-        sent: 0,
-        msg_size: 16 * 1024,
-        close_when_done: true,
-    });
-    let now = sim.now();
-    sim.node_mut(0).call(now, |_, _| ());
+    start_source(&mut sim, 0, sa, flow, TOTAL, 16 * 1024, true);
     let done = sim.run_until(Duration::from_secs(600), |s| {
         s.node(1)
             .has_event(|e| matches!(e, Event::RecvFlowComplete { session, .. } if *session == sb))
@@ -79,9 +83,7 @@ fn bulk_20mb_arrives_byte_exact_at_10pct_loss_with_reordering() {
 
 #[test]
 fn expired_messages_are_abandoned_instead_of_blocking_the_flow() {
-    let mut sim = pair(3, EndpointConfig::default());
-    sim.net.set_default_link(lossy(0.0));
-    let (sa, sb) = connect(&mut sim, 0, 1, Duration::from_secs(10)).expect("open");
+    let (mut sim, sa, sb) = connected_pair(3, EndpointConfig::default(), 0.0);
     let flow = open_flow(&mut sim, 0, sa, b"live", Priority::PRIORITY);
     let a_ip = sim.node(0).addr.ip();
     let b_ip = sim.node(1).addr.ip();
@@ -140,22 +142,11 @@ fn fast_sender_against_slow_reader_is_held_back_with_bounded_memory() {
         send_buffer: 512 * 1024,
         ..EndpointConfig::default()
     };
-    let mut sim = pair(5, config);
-    sim.net.set_default_link(lossy(0.0));
-    let (sa, sb) = connect(&mut sim, 0, 1, Duration::from_secs(10)).expect("open");
+    let (mut sim, sa, sb) = connected_pair(5, config, 0.0);
     sim.node_mut(1).auto_read = false;
     let flow = open_flow(&mut sim, 0, sa, b"bulk", Priority::BULK);
     const TOTAL: usize = 8 * 1024 * 1024;
-    sim.node_mut(0).source = Some(Source {
-        session: sa,
-        flow,
-        total: TOTAL,
-        sent: 0,
-        msg_size: 8 * 1024,
-        close_when_done: true,
-    });
-    let now = sim.now();
-    sim.node_mut(0).call(now, |_, _| ());
+    start_source(&mut sim, 0, sa, flow, TOTAL, 8 * 1024, true);
     let mut max_recv = 0;
     let mut max_send = 0;
     let mut read = 0;
@@ -192,9 +183,7 @@ fn fast_sender_against_slow_reader_is_held_back_with_bounded_memory() {
 
 #[test]
 fn keepalive_holds_an_idle_session_and_idle_timeout_ends_a_dead_one() {
-    let mut sim = pair(11, EndpointConfig::default());
-    sim.net.set_default_link(lossy(0.0));
-    let (sa, sb) = connect(&mut sim, 0, 1, Duration::from_secs(10)).expect("open");
+    let (mut sim, sa, sb) = connected_pair(11, EndpointConfig::default(), 0.0);
     // five idle minutes: keepalives keep it open
     sim.run_for(Duration::from_secs(300));
     assert!(sim.node(0).ep.session_info(sa).is_some_and(|i| i.open));
@@ -231,9 +220,7 @@ fn keepalive_holds_an_idle_session_and_idle_timeout_ends_a_dead_one() {
 fn per_session_keepalive_and_idle_timeout_override_the_configuration() {
     // as a client told by its server (RFC 7425 §5.3.4, Set Keepalive
     // Timers) to ping every 3 s instead of the configured 10 s
-    let mut sim = pair(21, EndpointConfig::default());
-    sim.net.set_default_link(lossy(0.0));
-    let (sa, sb) = connect(&mut sim, 0, 1, Duration::from_secs(10)).expect("open");
+    let (mut sim, sa, sb) = connected_pair(21, EndpointConfig::default(), 0.0);
     sim.run_for(Duration::from_secs(1));
     let now = sim.now();
     sim.node_mut(0)
@@ -269,9 +256,7 @@ fn per_session_keepalive_and_idle_timeout_override_the_configuration() {
 
 #[test]
 fn orderly_close_handshake() {
-    let mut sim = pair(12, EndpointConfig::default());
-    sim.net.set_default_link(lossy(0.0));
-    let (sa, sb) = connect(&mut sim, 0, 1, Duration::from_secs(10)).expect("open");
+    let (mut sim, sa, sb) = connected_pair(12, EndpointConfig::default(), 0.0);
     let now = sim.now();
     sim.node_mut(0)
         .call(now, |ep, now| ep.close_session(now, sa));
@@ -294,21 +279,10 @@ fn orderly_close_handshake() {
 
 #[test]
 fn session_survives_an_address_change() {
-    let mut sim = pair(13, EndpointConfig::default());
-    sim.net.set_default_link(lossy(0.01));
-    let (sa, sb) = connect(&mut sim, 0, 1, Duration::from_secs(10)).expect("open");
+    let (mut sim, sa, sb) = connected_pair(13, EndpointConfig::default(), 0.01);
     let flow = open_flow(&mut sim, 0, sa, b"bulk", Priority::ROUTINE);
     const TOTAL: usize = 4 * 1024 * 1024;
-    sim.node_mut(0).source = Some(Source {
-        session: sa,
-        flow,
-        total: TOTAL,
-        sent: 0,
-        msg_size: 4096,
-        close_when_done: true,
-    });
-    let now = sim.now();
-    sim.node_mut(0).call(now, |_, _| ());
+    start_source(&mut sim, 0, sa, flow, TOTAL, 4096, true);
     sim.run_for(Duration::from_millis(300));
     // A's NAT rebinds: A now appears from a new address
     let a = sim.node(0).addr;
@@ -350,12 +324,7 @@ fn glare_leaves_one_working_session() {
         assert!(ha == s_a && hb == s_b, "handles preserved");
         // data flows both ways
         let f = open_flow(&mut sim, 0, ha, b"x", Priority::ROUTINE);
-        let now = sim.now();
-        sim.node_mut(0)
-            .call(now, |ep, now| {
-                ep.send(now, ha, f, Bytes::from_static(b"hello"), None)
-            })
-            .unwrap();
+        send_now(&mut sim, 0, ha, f, Bytes::from_static(b"hello"));
         sim.run_for(Duration::from_secs(1));
         assert_eq!(
             sim.node(1).received.get(&(hb, f)).map(|v| &v[..]),
@@ -366,18 +335,11 @@ fn glare_leaves_one_working_session() {
 
 #[test]
 fn many_flows_metadata_association_and_rejection() {
-    let mut sim = pair(14, EndpointConfig::default());
-    sim.net.set_default_link(lossy(0.05));
-    let (sa, sb) = connect(&mut sim, 0, 1, Duration::from_secs(10)).expect("open");
+    let (mut sim, sa, sb) = connected_pair(14, EndpointConfig::default(), 0.05);
     let mut flows = Vec::new();
     for i in 0..20u8 {
         let f = open_flow(&mut sim, 0, sa, &[b'm', i], Priority(i % 7));
-        let now = sim.now();
-        sim.node_mut(0)
-            .call(now, |ep, now| {
-                ep.send(now, sa, f, Bytes::from(vec![i; 3000]), None)
-            })
-            .unwrap();
+        send_now(&mut sim, 0, sa, f, Bytes::from(vec![i; 3000]));
         flows.push(f);
     }
     sim.run_for(Duration::from_secs(5));
@@ -403,11 +365,7 @@ fn many_flows_metadata_association_and_rejection() {
             ep.open_flow(now, sb, b"reply", Some(flows[0]), Priority::ROUTINE)
         })
         .unwrap();
-    sim.node_mut(1)
-        .call(now, |ep, now| {
-            ep.send(now, sb, back, Bytes::from_static(b"pong"), None)
-        })
-        .unwrap();
+    send_now(&mut sim, 1, sb, back, Bytes::from_static(b"pong"));
     sim.run_for(Duration::from_secs(2));
     assert!(sim.node(0).has_event(|e| matches!(e,
         Event::IncomingFlow { association: Some(x), metadata, .. } if *x == flows[0] && &metadata[..] == b"reply")));
@@ -416,11 +374,7 @@ fn many_flows_metadata_association_and_rejection() {
     sim.node_mut(1)
         .call(now, |ep, now| ep.reject_flow(now, sb, flows[1], 42))
         .unwrap();
-    sim.node_mut(0)
-        .call(now, |ep, now| {
-            ep.send(now, sa, flows[1], Bytes::from_static(b"more"), None)
-        })
-        .unwrap();
+    send_now(&mut sim, 0, sa, flows[1], Bytes::from_static(b"more"));
     sim.run_for(Duration::from_secs(3));
     assert!(sim.node(0).has_event(|e| matches!(e,
         Event::SendFlowException { flow, code: 42, .. } if *flow == flows[1])));
@@ -512,9 +466,7 @@ fn introduction_through_a_forwarder_punches_through_nats() {
 
 #[test]
 fn reconnection_after_a_restart_overrides_the_stale_session_at_once() {
-    let mut sim = pair(15, EndpointConfig::default());
-    sim.net.set_default_link(lossy(0.0));
-    let (_sa, sb) = connect(&mut sim, 0, 1, Duration::from_secs(10)).expect("open");
+    let (mut sim, _sa, sb) = connected_pair(15, EndpointConfig::default(), 0.0);
     // A restarts: a new endpoint with the same identity, same address
     let now = sim.now();
     let a = sim.node(0).addr;
@@ -569,25 +521,18 @@ fn time_critical_flow_is_served_before_bulk() {
     let (sa, sb) = connect(&mut sim, 0, 1, Duration::from_secs(10)).expect("open");
     let bulk = open_flow(&mut sim, 0, sa, b"bulk", Priority::BULK);
     let audio = open_flow(&mut sim, 0, sa, b"audio", Priority::IMMEDIATE);
-    sim.node_mut(0).source = Some(Source {
-        session: sa,
-        flow: bulk,
-        total: 2 * 1024 * 1024,
-        sent: 0,
-        msg_size: 8192,
-        close_when_done: false,
-    });
-    let now = sim.now();
-    sim.node_mut(0).call(now, |_, _| ());
+    start_source(&mut sim, 0, sa, bulk, 2 * 1024 * 1024, 8192, false);
     sim.run_for(Duration::from_secs(2));
     let mut sent = Vec::new();
     for i in 0..50u32 {
         let now = sim.now();
-        sim.node_mut(0)
-            .call(now, |ep, now| {
-                ep.send(now, sa, audio, Bytes::from(i.to_be_bytes().to_vec()), None)
-            })
-            .unwrap();
+        send_now(
+            &mut sim,
+            0,
+            sa,
+            audio,
+            Bytes::from(i.to_be_bytes().to_vec()),
+        );
         sent.push(now);
         sim.run_for(Duration::from_millis(20));
     }
@@ -614,16 +559,9 @@ fn suspended_delivery_closes_the_window_and_resuming_delivers_everything() {
         recv_buffer: 128 * 1024,
         ..EndpointConfig::default()
     };
-    let mut sim = pair(17, config);
-    sim.net.set_default_link(lossy(0.0));
-    let (sa, sb) = connect(&mut sim, 0, 1, Duration::from_secs(10)).expect("open");
+    let (mut sim, sa, sb) = connected_pair(17, config, 0.0);
     let flow = open_flow(&mut sim, 0, sa, b"bulk", Priority::BULK);
-    let now = sim.now();
-    sim.node_mut(0)
-        .call(now, |ep, now| {
-            ep.send(now, sa, flow, Bytes::from_static(b"first"), None)
-        })
-        .unwrap();
+    send_now(&mut sim, 0, sa, flow, Bytes::from_static(b"first"));
     sim.run_for(Duration::from_millis(500));
     let now = sim.now();
     sim.node_mut(1)
@@ -631,15 +569,7 @@ fn suspended_delivery_closes_the_window_and_resuming_delivers_everything() {
             ep.set_recv_flow_options(sb, flow, None, None, Some(true))
         })
         .unwrap();
-    sim.node_mut(0).source = Some(Source {
-        session: sa,
-        flow,
-        total: 1024 * 1024,
-        sent: 0,
-        msg_size: 4096,
-        close_when_done: true,
-    });
-    sim.node_mut(0).call(now, |_, _| ());
+    start_source(&mut sim, 0, sa, flow, 1024 * 1024, 4096, true);
     sim.run_for(Duration::from_secs(5));
     let ri = sim.node(1).ep.session_info(sb).unwrap();
     assert!(

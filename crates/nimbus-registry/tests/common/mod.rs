@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use hyper::Method;
 use nimbus_registry::{Clock, ManualClock, Registry, RegistryConfig, ServeHandle, SystemClock};
-use nimbus_testkit::http::{self as testkit, TestResponse};
+use nimbus_testkit::http as testkit;
+pub use nimbus_testkit::http::TestResponse;
 
 #[allow(unused_imports)]
 pub use nimbus_testkit::http::{postgres_url_or_skip, Db, TestDb, PG_ENV};
@@ -99,31 +100,84 @@ impl Env {
         self.send(method, path, &headers, body).await
     }
 
+    /// A JSON request without a body, with a bearer token if given.
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>) -> TestResponse {
+        self.json(method, path, token, None).await
+    }
+
+    /// `POST /api/v1/users`: signs up (the response is not checked).
+    pub async fn post_user(&self, name: &str, password: &str) -> TestResponse {
+        let body = serde_json::json!({"name": name, "password": password});
+        self.json(Method::POST, "/api/v1/users", None, Some(body))
+            .await
+    }
+
+    /// `POST /api/v1/sessions`: logs in (the response is not checked).
+    pub async fn post_session(&self, name: &str, password: &str) -> TestResponse {
+        let body = serde_json::json!({"name": name, "password": password});
+        self.json(Method::POST, "/api/v1/sessions", None, Some(body))
+            .await
+    }
+
+    /// `PUT /api/v1/presence`: publishes `peer_id` for the owner of `token`.
+    pub async fn publish(&self, token: &str, peer_id: &str) -> TestResponse {
+        let body = serde_json::json!({"peer_id": peer_id});
+        self.json(Method::PUT, "/api/v1/presence", Some(token), Some(body))
+            .await
+    }
+
+    /// `GET /reg.cgi?username=…&identity=…` followed by `extra` (such as
+    /// `"&token=…"`, or `""`).
+    pub async fn register(&self, name: &str, identity: &str, extra: &str) -> TestResponse {
+        self.get(&format!(
+            "/reg.cgi?username={name}&identity={identity}{extra}"
+        ))
+        .await
+    }
+
+    /// [`register`](Self::register) with `token`.
+    pub async fn register_with(&self, name: &str, identity: &str, token: &str) -> TestResponse {
+        self.register(name, identity, &format!("&token={token}"))
+            .await
+    }
+
     /// Signs up and logs in through the JSON API; returns the token.
     pub async fn account(&self, name: &str, password: &str) -> String {
-        let r = self
-            .json(
-                Method::POST,
-                "/api/v1/users",
-                None,
-                Some(serde_json::json!({"name": name, "password": password})),
-            )
-            .await;
+        let r = self.post_user(name, password).await;
         assert_eq!(r.status, 201, "sign-up: {}", r.body);
         self.login(name, password).await
     }
 
+    /// Logs in through the JSON API; returns the token.
     pub async fn login(&self, name: &str, password: &str) -> String {
-        let r = self
-            .json(
-                Method::POST,
-                "/api/v1/sessions",
-                None,
-                Some(serde_json::json!({"name": name, "password": password})),
-            )
-            .await;
+        let r = self.post_session(name, password).await;
         assert_eq!(r.status, 200, "log-in: {}", r.body);
         r.json()["token"].as_str().unwrap().to_owned()
+    }
+}
+
+/// One behaviour on one backend; the test's name names its database.
+#[derive(Debug, Clone, Copy)]
+pub struct Case {
+    pub db: Db,
+    pub test: &'static str,
+}
+
+impl Case {
+    /// [`Env::start`] with the test configuration in legacy `mode`.
+    pub async fn start(self, mode: nimbus_registry::LegacyMode) -> Option<Env> {
+        self.start_with(mode, |_| {}).await
+    }
+
+    /// [`Env::start`] with the test configuration in legacy `mode`, changed by `adjust`.
+    pub async fn start_with(
+        self,
+        mode: nimbus_registry::LegacyMode,
+        adjust: impl FnOnce(&mut RegistryConfig),
+    ) -> Option<Env> {
+        let mut config = config(mode);
+        adjust(&mut config);
+        Env::start(self.db, self.test, config).await
     }
 }
 
@@ -132,9 +186,35 @@ pub fn peer(byte: u8) -> String {
     format!("{byte:02x}").repeat(32)
 }
 
+/// The XML prolog `reg.cgi` starts every answer with.
+pub const PROLOG: &str = "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n";
+
+/// The XML `reg.cgi` writes: the prolog, then `items` inside `<result>`.
+pub fn xml_result(items: &[String]) -> String {
+    format!("{PROLOG}<result>\n{}</result>\n", items.concat())
+}
+
+/// The `<update>` item of a registration.
+pub fn update_item(ok: bool) -> String {
+    format!("\t<update>{ok}</update>\n")
+}
+
+/// A `<friend>` item: the user looked up, the identity found (if any) and the name
+/// as registered (when its letter case differs).
+pub fn friend_item(user: &str, identity: Option<&str>, registered: Option<&str>) -> String {
+    let mut item = format!("\t<friend>\n\t\t<user>{user}</user>\n");
+    if let Some(identity) = identity {
+        item += &format!("\t\t<identity>{identity}</identity>\n");
+    }
+    if let Some(registered) = registered {
+        item += &format!("\t\t<registered>{registered}</registered>\n");
+    }
+    item + "\t</friend>\n"
+}
+
 /// The XML `reg.cgi` writes for a registration.
 pub fn xml_update(ok: bool) -> String {
-    format!("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<result>\n\t<update>{ok}</update>\n</result>\n")
+    xml_result(&[update_item(ok)])
 }
 
 /// Test configuration: no rate limits, cheap hashes, the given legacy mode.
@@ -153,7 +233,8 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name($crate::common::Db::Sqlite).await
+                    let db = $crate::common::Db::Sqlite;
+                    super::$name($crate::common::Case { db, test: stringify!($name) }).await
                 }
             )*
         }
@@ -161,7 +242,8 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name($crate::common::Db::Postgres).await
+                    let db = $crate::common::Db::Postgres;
+                    super::$name($crate::common::Case { db, test: stringify!($name) }).await
                 }
             )*
         }

@@ -4,13 +4,84 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rand_core::SeedableRng;
-use rtmfp::{CryptoProfile, Endpoint, EndpointConfig, Machine};
-use rtmfp_flash::{hex_encode, KeyLogEntry, KeyLogFn};
+use rtmfp::{CryptoProfile, Endpoint, EndpointConfig, Machine, SessionInfo};
+use rtmfp_flash::{
+    fingerprint, hex_encode, DhGroup, FlashProfile, FlashProfileBuilder, KeyLogEntry, KeyLogFn,
+};
+
+/// What an example runs beside its [`Endpoint`] in a [`Driven`] machine.
+pub trait EndpointApp {
+    type Event;
+
+    /// Reacts to what the engine did; runs after every datagram and timeout.
+    fn pump(&mut self, ep: &mut Endpoint, now: Instant);
+
+    /// The next event for the machine's owner.
+    fn poll_event(&mut self) -> Option<Self::Event>;
+
+    /// As [`Machine::handle_close`]: by default nothing happens.
+    fn handle_close(&mut self, ep: &mut Endpoint, now: Instant) {
+        let _ = (ep, now);
+    }
+
+    /// As [`Machine::is_done`].
+    fn is_done(&self, ep: &Endpoint) -> Option<bool> {
+        let _ = ep;
+        None
+    }
+}
+
+/// An engine with an [`EndpointApp`], as a [`Machine`] without commands
+/// (everything else is called on it through the host's `with`).
+#[derive(Debug)]
+pub struct Driven<A> {
+    pub ep: Endpoint,
+    pub app: A,
+}
+
+impl<A: EndpointApp> Machine for Driven<A> {
+    type Command = std::convert::Infallible;
+    type Event = A::Event;
+
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        self.ep.handle_datagram(now, from, data);
+        self.app.pump(&mut self.ep, now);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.ep.handle_timeout(now);
+        self.app.pump(&mut self.ep, now);
+    }
+
+    fn handle_command(&mut self, _now: Instant, command: Self::Command) {
+        match command {}
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<SocketAddr> {
+        self.ep.poll_transmit(now, buf)
+    }
+
+    fn poll_event(&mut self) -> Option<A::Event> {
+        self.app.poll_event()
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.ep.poll_timeout()
+    }
+
+    fn handle_close(&mut self, now: Instant) {
+        self.app.handle_close(&mut self.ep, now);
+    }
+
+    fn is_done(&self) -> Option<bool> {
+        self.app.is_done(&self.ep)
+    }
+}
 
 /// A datagram seen by a [`Recorder`]: `out` when its machine sent it.
 #[derive(Debug, Clone)]
@@ -150,6 +221,20 @@ pub fn keys_of(keys: &KeyRecord) -> Option<serde_json::Value> {
     keys.lock().ok().and_then(|g| g.clone())
 }
 
+/// Prints an opened session's details: the far end's peer ID (`far` names it),
+/// the nonces and, if recorded, the negotiated keys.
+pub fn print_session(far: &str, info: &SessionInfo, keys: &KeyRecord) {
+    println!("  {far} peer ID: {}", fingerprint(&info.far_certificate));
+    println!("  near nonce: {}", hex_encode(&info.near_nonce));
+    println!("  far nonce:  {}", hex_encode(&info.far_nonce));
+    if let Some(k) = keys_of(keys) {
+        println!(
+            "  group {}, send HMAC {} / recv HMAC {}, send SSEQ {} / recv SSEQ {}",
+            k["group"], k["send_hmac_len"], k["recv_hmac_len"], k["send_sseq"], k["recv_sseq"]
+        );
+    }
+}
+
 /// Writes a test vector: the recorded datagrams and the keys.
 pub fn write_vector(
     path: &str,
@@ -172,4 +257,79 @@ pub fn write_vector(
         "datagrams": datagrams,
     });
     std::fs::write(path, serde_json::to_string_pretty(&v)? + "\n")
+}
+
+/// An example's command line; a mistake prints its usage line and exits.
+#[derive(Debug)]
+pub struct Args {
+    args: std::iter::Skip<std::env::Args>,
+    usage: &'static str,
+}
+
+impl Args {
+    /// The arguments after the program name; `usage` lists the options.
+    pub fn new(usage: &'static str) -> Self {
+        Args {
+            args: std::env::args().skip(1),
+            usage,
+        }
+    }
+
+    /// The next argument.
+    pub fn next_arg(&mut self) -> Option<String> {
+        self.args.next()
+    }
+
+    /// The value after an option (the usage line when there is none).
+    pub fn value(&mut self) -> String {
+        self.next_arg().unwrap_or_else(|| self.usage())
+    }
+
+    /// Prints the usage line and exits with status 2.
+    pub fn usage(&self) -> ! {
+        eprintln!("usage: {}", self.usage);
+        std::process::exit(2)
+    }
+}
+
+/// The server address of an `rtmfp://HOST:PORT/…` URI, resolved.
+pub fn resolve_rtmfp_uri(uri: &str) -> Result<SocketAddr, Box<dyn std::error::Error>> {
+    let authority = uri["rtmfp://".len()..]
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let server = authority
+        .to_socket_addrs()?
+        .next()
+        .ok_or("cannot resolve the server address")?;
+    Ok(server)
+}
+
+/// The any-address of `server`'s family, port 0: where a client binds.
+pub fn any_address_for(server: SocketAddr) -> SocketAddr {
+    if server.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    }
+}
+
+/// Builds a profile with the example's `--group` choice and, with `key_log`,
+/// recording the session keys; prints its peer ID. Returns the random
+/// generator too, for the engine's seed.
+pub fn build_profile(
+    mut builder: FlashProfileBuilder,
+    groups: Option<&[DhGroup]>,
+    key_log: Option<KeyLogFn>,
+) -> Result<(FlashProfile, rand_chacha::ChaCha20Rng), Box<dyn std::error::Error>> {
+    if let Some(g) = groups {
+        builder = builder.groups(g);
+    }
+    if let Some(f) = key_log {
+        builder = builder.key_log(f);
+    }
+    let mut rng = rand_chacha::ChaCha20Rng::from_entropy();
+    let profile = builder.build(&mut rng)?;
+    println!("my peer ID: {}", profile.peer_id());
+    Ok((profile, rng))
 }

@@ -25,6 +25,38 @@ pub struct Source {
     pub close_when_done: bool,
 }
 
+/// Starts sending `total` bytes on `flow` of `session` from node `i`, in
+/// messages of `msg_size`; the flow closes when all are sent if
+/// `close_when_done`.
+pub fn start_source(
+    sim: &mut Sim<Peer>,
+    i: usize,
+    session: SessionId,
+    flow: u64,
+    total: usize,
+    msg_size: usize,
+    close_when_done: bool,
+) {
+    sim.node_mut(i).source = Some(Source {
+        session,
+        flow,
+        total,
+        sent: 0,
+        msg_size,
+        close_when_done,
+    });
+    let now = sim.now();
+    sim.node_mut(i).call(now, |_, _| ());
+}
+
+/// Node `i` sends `data` on `flow` of `session` now, as a reliable message.
+pub fn send_now(sim: &mut Sim<Peer>, i: usize, session: SessionId, flow: u64, data: Bytes) {
+    let now = sim.now();
+    sim.node_mut(i)
+        .call(now, |ep, now| ep.send(now, session, flow, data, None))
+        .unwrap();
+}
+
 pub fn pattern(offset: usize, len: usize) -> Vec<u8> {
     (offset..offset + len)
         .map(|i| (i * 31 % 251) as u8)
