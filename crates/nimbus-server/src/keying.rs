@@ -19,7 +19,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 
 use rand_core::SeedableRng;
-use rtmfp::KeyingJob;
+use rtmfp::{KeyingId, KeyingJob};
 use rtmfp_tokio::HostHandle;
 
 use crate::shard::{ShardCore, ShardMsg};
@@ -54,11 +54,11 @@ impl KeyingPool {
         Ok(Self { tx })
     }
 
-    /// Queues `job` for shard `shard`; gives it back when the queue is full
-    /// or the workers are gone.
-    pub(crate) fn submit(&self, shard: usize, job: KeyingJob) -> Result<(), KeyingJob> {
+    /// Queues `job` for shard `shard`; gives back its ID when the queue is
+    /// full or the workers are gone.
+    pub(crate) fn submit(&self, shard: usize, job: KeyingJob) -> Result<(), KeyingId> {
         self.tx.try_send((shard, job)).map_err(|e| match e {
-            TrySendError::Full((_, job)) | TrySendError::Disconnected((_, job)) => job,
+            TrySendError::Full((_, job)) | TrySendError::Disconnected((_, job)) => job.id(),
         })
     }
 }

@@ -370,10 +370,10 @@ impl ShardCore {
             return;
         };
         while let Some(job) = self.ep.poll_keying() {
-            if let Err(job) = pool.submit(self.id, job) {
+            if let Err(id) = pool.submit(self.id, job) {
                 Metrics::inc(&self.shared.metrics.limit_refusals_total, 1);
                 self.ep
-                    .handle_keying(now, rtmfp::KeyingResult::abandoned(job.id()));
+                    .handle_keying(now, rtmfp::KeyingResult::abandoned(id));
             }
         }
     }
