@@ -496,7 +496,10 @@ fn short_ihellos_are_answered_within_the_amplification_limit() {
     std::thread::sleep(Duration::from_millis(1500));
     let m = http_get(server.metrics_addr().unwrap(), "/metrics");
     assert_eq!(metric(&m, "nimbus_amplification_drops_total"), 0);
-    assert!(metric(&m, "nimbus_keyings_done_total") >= 1, "keyed on a worker");
+    assert!(
+        metric(&m, "nimbus_keyings_done_total") >= 1,
+        "keyed on a worker"
+    );
     rt.block_on(server.shutdown());
 }
 
@@ -548,7 +551,10 @@ fn a_thousand_clients_behind_one_address_connect_with_the_default_configuration(
     );
     // the figure (2 s on an idle machine) is `nimbus bench server
     // --source-addresses 1`'s; here: all admitted, none refused
-    eprintln!("1000 clients from one address connected in {:?}", started.elapsed());
+    eprintln!(
+        "1000 clients from one address connected in {:?}",
+        started.elapsed()
+    );
     let m = http_get(server.metrics_addr().unwrap(), "/metrics");
     assert_eq!(metric(&m, "nimbus_limit_refusals_total"), 0);
     assert_eq!(metric(&m, "nimbus_handshake_rate_drops_total"), 0);
