@@ -71,7 +71,9 @@
       case 'status': st.callStatus = m; renderStatus(); break;
       case 'answer':
         if (st.pc && m.id === st.offerId) {
-          st.pc.setRemoteDescription({ type: 'answer', sdp: m.sdp })
+          const pc = st.pc;
+          pc.setRemoteDescription({ type: 'answer', sdp: m.sdp })
+            .then(() => keepFrameRate(pc))
             .catch((e) => logLine('error', 'cannot use the phone\'s answer: ' + e));
         }
         break;
@@ -202,6 +204,7 @@
         st.localStream = await getMedia();
       }
       st.cameraTrack = st.localStream.getVideoTracks()[0] || null;
+      if (st.cameraTrack) st.cameraTrack.contentHint = 'motion';
       st.micTrack = st.localStream.getAudioTracks()[0] || null;
       ui.local.srcObject = st.localStream;
       listDevices();
@@ -242,6 +245,17 @@
     await pc.setLocalDescription(offer);
     st.offerId += 1;
     send({ type: 'offer', id: st.offerId, sdp: pc.localDescription.sdp });
+  }
+
+  // a busy machine makes the encoder give up resolution, not frame rate
+  // (the screen, marked 'detail', keeps its resolution)
+  function keepFrameRate(pc) {
+    try {
+      const s = videoSender(pc);
+      const p = s.getParameters();
+      p.degradationPreference = st.screenTrack ? 'maintain-resolution' : 'maintain-framerate';
+      return s.setParameters(p).catch(() => {});
+    } catch (e) { return undefined; /* not supported: the browser's default */ }
   }
 
   function videoSender(pc) {
@@ -344,8 +358,9 @@
       const s = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: 15 } }, audio: false });
       const track = s.getVideoTracks()[0];
       st.screenTrack = track;
+      track.contentHint = 'detail';
       track.onended = () => stopScreen();
-      if (st.pc) await videoSender(st.pc).replaceTrack(track);
+      if (st.pc) { await videoSender(st.pc).replaceTrack(track); keepFrameRate(st.pc); }
       ui.local.srcObject = new MediaStream([track]);
       ui.local.classList.add('screen');
       ui.share.setAttribute('aria-pressed', 'true');
@@ -362,7 +377,7 @@
     if (!t) return;
     st.screenTrack = null;
     t.stop();
-    if (st.pc) await videoSender(st.pc).replaceTrack(st.cameraTrack);
+    if (st.pc) { await videoSender(st.pc).replaceTrack(st.cameraTrack); keepFrameRate(st.pc); }
     ui.local.srcObject = st.localStream;
     ui.local.classList.remove('screen');
     ui.share.setAttribute('aria-pressed', 'false');

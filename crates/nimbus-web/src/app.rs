@@ -902,6 +902,12 @@ impl App {
     /// A tag from the peer, for the page.
     async fn downlink(&mut self, tag: MediaTag, received: Instant) {
         let Some((_, law)) = self.page_conn else {
+            // no page: the video converter still follows the sequence
+            // headers, so that a page opened later in the call gets
+            // pictures from the next key frame on
+            if tag.kind == MediaKind::Video {
+                let _ = self.down.video.push(&tag);
+            }
             self.stats.down_dropped += 1;
             return;
         };
@@ -1003,7 +1009,12 @@ impl App {
                 // start with a key frame
                 self.test = None;
                 self.up = Uplink::default();
-                self.down = Downlink::default();
+                // the new page's decoder starts at the next key frame; the
+                // peer's parameter sets (sent once, at the start of its
+                // stream) are kept
+                self.down.video.restart();
+                self.down.audio = None;
+                self.down.base = None;
                 if self.media_t0.is_some() {
                     self.ask_page_keyframe();
                     self.ask_peer_keyframe(rtmfp_tokio::now());

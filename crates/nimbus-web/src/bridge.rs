@@ -286,6 +286,9 @@ struct Conn {
     video_pt: Option<Pt>,
     audio_pt: Option<(Pt, Law)>,
     connected: bool,
+    /// [`BridgeEvent::Connected`] was reported (once the output that came
+    /// with DTLS's completion, media lines included, is drained).
+    announced: bool,
     /// Replaced or closed: drained until str0m lets go of it.
     closing: bool,
     /// Why it closes (reported once it is gone).
@@ -483,6 +486,7 @@ impl Bridge {
             video_pt: None,
             audio_pt: None,
             connected: false,
+            announced: false,
             closing: false,
             reason: None,
             timeout: None,
@@ -584,16 +588,10 @@ impl Bridge {
                 c.learn_params();
             }
             Event::Connected => {
+                // announced once the media lines are known: str0m reports
+                // them after DTLS's completion (see `announce`)
                 c.connected = true;
                 c.learn_params();
-                let (video, audio) = (c.video_pt.is_some(), c.audio_pt.map(|(_, l)| l));
-                if !c.closing {
-                    self.push(BridgeEvent::Connected {
-                        conn: id,
-                        video,
-                        audio,
-                    });
-                }
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 c.fail("the page went silent".into());
@@ -634,6 +632,25 @@ impl Bridge {
             }
             _ => {}
         }
+    }
+
+    /// Reports a connection that is up, once its output is drained (the
+    /// media lines str0m reports after `Connected` are known by then).
+    fn announce(&mut self, i: usize) {
+        let Some(c) = self.conns.get_mut(i) else {
+            return;
+        };
+        if !c.connected || c.announced || c.closing {
+            return;
+        }
+        c.announced = true;
+        c.learn_params();
+        let e = BridgeEvent::Connected {
+            conn: c.id,
+            video: c.video_pt.is_some(),
+            audio: c.audio_pt.map(|(_, l)| l),
+        };
+        self.push(e);
     }
 
     /// Drops connections str0m has let go of, reporting each.
@@ -749,6 +766,7 @@ impl Machine for Bridge {
                     Ok(Output::Timeout(t)) => {
                         c.timeout = Some(t);
                         c.dirty = false;
+                        self.announce(i);
                     }
                     Err(e) => {
                         c.fail(format!("WebRTC error: {e}"));

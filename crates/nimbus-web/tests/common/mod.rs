@@ -286,11 +286,22 @@ impl Browser {
             );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+        // the first second is the encoder's start (its rate control
+        // settles); then `secs` seconds are counted
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let a = self.remote_frames().await;
         let t0 = std::time::Instant::now();
         tokio::time::sleep(Duration::from_secs(secs)).await;
         let b = self.remote_frames().await;
-        (b - a) as f64 / t0.elapsed().as_secs_f64()
+        let fps = b.saturating_sub(a) as f64 / t0.elapsed().as_secs_f64();
+        println!(
+            "remote video: {fps:.1} pictures/s over {secs} s; playback {}",
+            self.js("const q = document.getElementById('remote').getVideoPlaybackQuality(); \
+                     const v = document.getElementById('remote'); \
+                     return {total: q.totalVideoFrames, dropped: q.droppedVideoFrames, w: v.videoWidth, h: v.videoHeight};")
+                .await
+        );
+        fps
     }
 
     /// The remote audio's level.
