@@ -195,18 +195,9 @@ pub enum BridgeEvent {
 }
 
 /// Latency figures in milliseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
-pub struct LatencySummary {
-    /// Samples taken (all of them; the percentiles are over the last
-    /// few thousand).
-    pub samples: u64,
-    /// Median.
-    pub p50_ms: f64,
-    /// 99th percentile.
-    pub p99_ms: f64,
-    /// Largest kept.
-    pub max_ms: f64,
-}
+/// Latency percentiles: the phone's summary, so the page and the call
+/// status read one shape.
+pub use nimbus_phone::phone::LatencySummary;
 
 /// The last [`LATENCY_SAMPLES`] latencies.
 #[derive(Debug, Default, Clone)]
