@@ -379,6 +379,63 @@ impl Default for Downlink {
     }
 }
 
+/// The page connection's media clock towards the page: one RTP timeline
+/// (in milliseconds) across calls and restarts of the peer's stream.
+///
+/// The peer's FLV timestamps start again at every call (and may jump back
+/// when its stream restarts), but the page's connection — its SSRCs and
+/// jitter buffers — lives on. A timeline that went backwards would make the
+/// browser drop the new pictures as late; so each new segment continues from
+/// the last time sent, advanced by the wall-clock time since.
+#[derive(Debug, Default)]
+struct PageTimeline {
+    /// page ms = FLV ms + offset, for the current segment.
+    offset: Option<i64>,
+    /// The highest FLV timestamp of the current segment.
+    last_flv: u32,
+    /// The highest page time sent, and when.
+    last: Option<(i64, Instant)>,
+}
+
+impl PageTimeline {
+    /// How far back a timestamp may go within one segment (audio and
+    /// video interleave) before it counts as a restart.
+    const BACK: u32 = 1000;
+
+    /// The next tag starts a new segment.
+    fn cut(&mut self) {
+        self.offset = None;
+    }
+
+    /// The page time (ms) of a tag's timestamp `flv`, received `at`.
+    fn map(&mut self, flv: u32, at: Instant) -> u64 {
+        if self.offset.is_some() && flv.saturating_add(Self::BACK) < self.last_flv {
+            self.offset = None;
+        }
+        let offset = match self.offset {
+            Some(o) => o,
+            None => {
+                self.last_flv = flv;
+                let o = match self.last {
+                    Some((ms, t)) => {
+                        let waited = i64::try_from(at.saturating_duration_since(t).as_millis())
+                            .unwrap_or(i64::MAX / 4);
+                        ms.saturating_add(waited).saturating_add(1) - i64::from(flv)
+                    }
+                    None => 0,
+                };
+                *self.offset.insert(o)
+            }
+        };
+        self.last_flv = self.last_flv.max(flv);
+        let ms = (i64::from(flv) + offset).max(0);
+        if self.last.is_none_or(|(last, _)| ms > last) {
+            self.last = Some((ms, at));
+        }
+        ms.unsigned_abs()
+    }
+}
+
 /// The app task's state.
 struct App {
     cfg: WebConfig,
@@ -404,6 +461,8 @@ struct App {
     media_t0: Option<Instant>,
     up: Uplink,
     down: Downlink,
+    /// The RTP timeline of the page's connection.
+    timeline: PageTimeline,
     test: Option<SourceThread>,
     stats: MediaStats,
     last_peer_keyframe: Option<Instant>,
@@ -437,6 +496,7 @@ impl App {
             media_t0: None,
             up: Uplink::default(),
             down: Downlink::default(),
+            timeline: PageTimeline::default(),
             test: None,
             stats: MediaStats::default(),
             last_peer_keyframe: None,
@@ -911,6 +971,9 @@ impl App {
             self.stats.down_dropped += 1;
             return;
         };
+        if self.down.base.is_none() {
+            self.timeline.cut();
+        }
         let (base_ts, base_at) = *self.down.base.get_or_insert((tag.timestamp, received));
         let wallclock =
             base_at + Duration::from_millis(u64::from(tag.timestamp.saturating_sub(base_ts)));
@@ -918,7 +981,7 @@ impl App {
             MediaKind::Video => match self.down.video.push(&tag) {
                 Ok(Some(frame)) => {
                     let f = FrameOut {
-                        rtp_time: u64::from(frame.timestamp) * 90,
+                        rtp_time: self.timeline.map(frame.timestamp, received) * 90,
                         wallclock,
                         received,
                         data: frame.data,
@@ -960,7 +1023,7 @@ impl App {
                     let at = base_at
                         + Duration::from_millis(u64::from(fr.timestamp.saturating_sub(base_ts)));
                     let f = FrameOut {
-                        rtp_time: u64::from(fr.timestamp) * 8,
+                        rtp_time: self.timeline.map(fr.timestamp, received) * 8,
                         wallclock: at,
                         received,
                         data: fr.data,
@@ -996,6 +1059,7 @@ impl App {
             }
             BridgeEvent::Connected { conn, video, audio } => {
                 self.page_conn = Some((conn, audio));
+                self.timeline = PageTimeline::default();
                 if !video {
                     self.line("error", "this browser offers no H.264 (Constrained Baseline): the camera cannot be sent");
                 }
@@ -1164,5 +1228,36 @@ impl App {
             test_source: self.test.is_some(),
         };
         self.send(PhoneMsg::Status(v));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_timeline_never_goes_back_across_calls() {
+        let t0 = Instant::now();
+        let mut tl = PageTimeline::default();
+        // first call: FLV 0..10 s
+        assert_eq!(tl.map(0, t0), 0);
+        assert_eq!(tl.map(40, t0 + Duration::from_millis(40)), 40);
+        assert_eq!(tl.map(10_000, t0 + Duration::from_secs(10)), 10_000);
+        // audio slightly behind video stays in the segment
+        assert_eq!(tl.map(9_980, t0 + Duration::from_secs(10)), 9_980);
+        // the second call starts at FLV 0, 2 s later: the timeline goes on
+        tl.cut();
+        let t1 = t0 + Duration::from_secs(12);
+        assert_eq!(tl.map(0, t1), 12_001);
+        assert_eq!(tl.map(5_000, t1 + Duration::from_secs(5)), 17_001);
+        // the peer's stream restarts within the call (a jump back): a new segment
+        let t2 = t1 + Duration::from_millis(5_500);
+        assert_eq!(tl.map(3, t2), 17_502);
+        assert_eq!(tl.map(43, t2 + Duration::from_millis(40)), 17_542);
+        // a timeline that starts high keeps its timestamps
+        let mut tl = PageTimeline::default();
+        assert_eq!(tl.map(50_000, t0), 50_000);
+        tl.cut();
+        assert_eq!(tl.map(10, t0 + Duration::from_millis(5)), 50_006);
     }
 }
