@@ -128,7 +128,10 @@
     if (p.user && document.activeElement !== ui.user && !ui.user.value) ui.user.value = p.user;
     ui.passwordBox.hidden = !p.passwordWanted;
     ui.logout.hidden = !p.loggedIn;
+    // logged in, the name is fixed until Log out
+    ui.login.hidden = p.loggedIn;
     ui.login.disabled = p.loggingIn;
+    ui.user.readOnly = p.loggedIn || p.loggingIn;
     if (p.loggedIn) {
       ui.who.textContent = `${p.user}${p.online ? '' : ' (reconnecting to the server…)'}`;
     } else if (p.loggingIn) {

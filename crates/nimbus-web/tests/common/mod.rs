@@ -263,6 +263,13 @@ impl Browser {
         self.click("login").await;
         self.wait_state("logged in", |s| s["loggedIn"] == true)
             .await;
+        // logged in, the name is fixed until Log out
+        let fixed = self
+            .js("return document.getElementById('login').hidden \
+                 && document.getElementById('user').readOnly \
+                 && !document.getElementById('logout').hidden;")
+            .await;
+        assert_eq!(fixed, Value::Bool(true), "the login row after logging in");
     }
 
     /// Pictures shown in `#remote`.
