@@ -207,9 +207,8 @@ impl Envelope {
             }
             Message::SendToUser { user, sender, args } => {
                 check_user_name(user).map_err(|_| Malformed::Field("user"))?;
-                if sender.is_empty() || sender.len() > crate::model::MAX_USER_NAME.max(64) {
-                    return Err(Malformed::Field("sender"));
-                }
+                // a user name, or a peer ID's 64 hexadecimal digits
+                check_user_name(sender).map_err(|_| Malformed::Field("sender"))?;
                 if args.0.len() > MAX_PAYLOAD {
                     return Err(Malformed::Field("args"));
                 }
