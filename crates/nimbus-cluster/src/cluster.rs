@@ -294,10 +294,12 @@ pub type Incoming = mpsc::Receiver<Envelope>;
 
 impl Cluster {
     /// Joins: starts the heartbeat and the channel listener on the current
-    /// tokio runtime. Returns at once; the node registers itself when Redis
+    /// tokio runtime (an error outside one). Returns at once; the node registers itself when Redis
     /// answers (see [`Cluster::state`]) and keeps trying while it does not.
     pub fn start(cfg: ClusterConfig) -> Result<(Cluster, Incoming), ClusterError> {
         check_node_name(&cfg.node)?;
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| ClusterError::Redis("Cluster::start needs a tokio runtime".into()))?;
         if cfg.prefix.len() > 64 || cfg.prefix.chars().any(char::is_control) {
             return Err(ClusterError::Url("prefix too long".into()));
         }
@@ -323,8 +325,8 @@ impl Cluster {
             ops: ops_tx,
             cfg,
         });
-        let writer = tokio::spawn(run_writer(shared.clone(), ops_rx));
-        let listener = tokio::spawn(run_listener(shared.clone(), in_tx));
+        let writer = runtime.spawn(run_writer(shared.clone(), ops_rx));
+        let listener = runtime.spawn(run_listener(shared.clone(), in_tx));
         Ok((
             Cluster {
                 shared,
@@ -768,16 +770,25 @@ impl Cluster {
     }
 }
 
-async fn live_nodes(
+/// The names to look at: the most recently heartbeating first, so the
+/// names of nodes long gone cannot crowd out live ones.
+async fn node_names(
     keys: &Keys,
     conn: &mut MultiplexedConnection,
-) -> Result<Vec<NodeInfo>, ClusterError> {
-    let names: Vec<String> = redis::cmd("ZRANGE")
+) -> Result<Vec<String>, ClusterError> {
+    Ok(redis::cmd("ZREVRANGE")
         .arg(keys.nodes())
         .arg(0)
         .arg(MAX_NODES as i64 - 1)
         .query_async(conn)
-        .await?;
+        .await?)
+}
+
+async fn live_nodes(
+    keys: &Keys,
+    conn: &mut MultiplexedConnection,
+) -> Result<Vec<NodeInfo>, ClusterError> {
+    let names = node_names(keys, conn).await?;
     if names.is_empty() {
         return Ok(Vec::new());
     }
@@ -786,11 +797,13 @@ async fn live_nodes(
         get.arg(keys.node(n));
     }
     let values: Vec<Option<String>> = get.query_async(conn).await?;
-    Ok(values
+    let mut nodes: Vec<NodeInfo> = values
         .into_iter()
         .flatten()
         .filter_map(|v| serde_json::from_str::<NodeInfo>(&v).ok())
-        .collect())
+        .collect();
+    nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(nodes)
 }
 
 async fn field_everywhere(
@@ -799,12 +812,7 @@ async fn field_everywhere(
     kind: Kind,
     field: &str,
 ) -> Result<Vec<(NodeInfo, String)>, ClusterError> {
-    let names: Vec<String> = redis::cmd("ZRANGE")
-        .arg(keys.nodes())
-        .arg(0)
-        .arg(MAX_NODES as i64 - 1)
-        .query_async(conn)
-        .await?;
+    let names = node_names(keys, conn).await?;
     if names.is_empty() {
         return Ok(Vec::new());
     }
@@ -1242,8 +1250,25 @@ async fn run_listener(s: Arc<Shared>, incoming: mpsc::Sender<Envelope>) {
         match tokio::time::timeout(s.cfg.timeout, sub).await {
             Ok(Ok(ps)) => {
                 let mut stream = ps.into_on_message();
-                while let Some(msg) = stream.next().await {
-                    deliver(&s, &incoming, msg.get_payload_bytes());
+                // a connection that died silently is noticed by the writer's
+                // timeouts: subscribe again when it says Redis was lost
+                let mut state = s.state.subscribe();
+                state.mark_unchanged();
+                loop {
+                    tokio::select! {
+                        msg = stream.next() => match msg {
+                            Some(msg) => deliver(&s, &incoming, msg.get_payload_bytes()),
+                            None => break,
+                        },
+                        changed = state.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                            if *state.borrow_and_update() == ConnState::Lost {
+                                break;
+                            }
+                        }
+                    }
                 }
                 tracing::debug!("cluster: channel subscription ended");
             }
