@@ -494,3 +494,44 @@ async fn state_is_resynced_after_redis_restarts() {
     .await
     .expect("test timed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_write_queue_becomes_a_resync() {
+    let Some(redis) = Redis::start() else { return };
+    tokio::time::timeout(LIMIT, async {
+        let mut cfg = config(&redis, "a", 1);
+        cfg.outgoing_queue = 16;
+        let (a, _ra) = Cluster::start(cfg).unwrap();
+        assert!(a.wait_up(Duration::from_secs(5)).await);
+        let (b, _rb) = node(&redis, "b", 2).await;
+        // far more changes at once than the queue holds
+        for i in 0..=255u8 {
+            a.register_peer(peer(i), record(u16::from(i) + 1000))
+                .unwrap();
+        }
+        for i in 0..100u8 {
+            a.unregister_peer(&peer(i));
+        }
+        assert_eq!(
+            a.metrics().peers.load(std::sync::atomic::Ordering::Relaxed),
+            156
+        );
+        // the next heartbeat writes the whole local copy
+        assert!(
+            eventually(Duration::from_secs(5), || async {
+                matches!(b.find_peer(&peer(255)).await, Ok(Some(_)))
+                    && matches!(b.find_peer(&peer(100)).await, Ok(Some(_)))
+            })
+            .await
+        );
+        for i in [0u8, 50, 99] {
+            assert!(b.find_peer(&peer(i)).await.unwrap().is_none());
+        }
+        for i in [100u8, 180, 254] {
+            let p = b.find_peer(&peer(i)).await.unwrap().expect("registered");
+            assert_eq!(p.record.public.port(), u16::from(i) + 1000);
+        }
+    })
+    .await
+    .expect("test timed out");
+}
