@@ -61,6 +61,14 @@ impl Redis {
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
+        // ours answered, not another process that took the port meanwhile
+        std::thread::sleep(Duration::from_millis(50));
+        let exited = self.child.as_mut().map(|c| c.try_wait());
+        assert!(
+            matches!(exited, Some(Ok(None))),
+            "redis-server exited (port {} taken?)",
+            self.port
+        );
     }
 
     fn kill(&mut self) {
