@@ -147,6 +147,17 @@ pub trait CryptoProfile: Send + Sync + Debug {
         iikeying: IIKeyingInput<'_>,
         rng: &mut dyn RngCore,
     ) -> Result<Box<dyn ResponderHandshake>, CryptoError>;
+    /// A responder answered our IHello but then went silent after our
+    /// IIKeying, or sent an RIKeying we could not use: switch this end, for
+    /// this and every later handshake, to an identity more responders
+    /// understand, if the profile has one and has not switched yet
+    /// (Flash: a certificate with one static key, the way MonaServer2
+    /// reads it). Returns a description for the log; `None` (the default)
+    /// when there is nothing to fall back to. The engine then starts the
+    /// opening again, once, with a new IHello.
+    fn fall_back(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A profile without confidentiality, for tests, benchmarks and trusted

@@ -48,8 +48,15 @@ enum Phase {
         next: Instant,
         interval: Duration,
         cookie_changed: bool,
+        /// IIKeyings sent (first and retransmissions).
+        sends: u32,
     },
 }
+
+/// IIKeyings sent without an answer before the opening falls back (see
+/// [`CryptoProfile::fall_back`]) instead of retransmitting again: with the
+/// default 1.5 s retry the fallback comes 4.5 s after the first IIKeying.
+const KEYING_SENDS_BEFORE_FALLBACK: u32 = 2;
 
 /// An opening session as initiator (S_IHELLO_SENT / S_KEYING_SENT).
 #[derive(Debug)]
@@ -61,6 +68,8 @@ struct Opening {
     phase: Phase,
     /// Time of this opening's live entry in the timer heap.
     armed: Option<Instant>,
+    /// Whether the profile already fell back during this opening.
+    fell_back: bool,
 }
 
 #[derive(Debug)]
@@ -1025,6 +1034,7 @@ impl Endpoint {
             next: now + retry,
             interval: retry,
             cookie_changed: false,
+            sends: 1,
         };
         self.by_addr.entry(from).or_insert(sid);
         self.queue_startup(from, 0, &iikeying);
@@ -1424,12 +1434,12 @@ impl Endpoint {
         if rsid == 0 {
             return;
         }
-        let o = self.remove_opening(sid).expect("present");
+        let mut o = self.remove_opening(sid).expect("present");
         let Phase::Keying {
             handshake,
             far_cert,
             ..
-        } = o.phase
+        } = std::mem::replace(&mut o.phase, Phase::IHello)
         else {
             return;
         };
@@ -1464,12 +1474,57 @@ impl Endpoint {
                 self.schedule(sid);
             }
             Err(e) => {
+                if !o.fell_back {
+                    if let Some(what) = self.profile.fall_back() {
+                        tracing::warn!(
+                            responder = %dest,
+                            error = %e,
+                            "RIKeying refused; retrying with {what}"
+                        );
+                        o.armed = None;
+                        self.openings.insert(sid, o);
+                        self.restart_opening(now, sid, dest);
+                        return;
+                    }
+                }
                 self.push_event(Event::SessionFailed {
                     session: SessionId(sid),
                     error: OpenError::Keying(e.to_string()),
                 });
             }
         }
+    }
+
+    /// Starts an opening again from a new IHello to `dest` (the responder
+    /// that answered the first one), after the profile fell back; the open
+    /// timeout still counts from the first IHello.
+    fn restart_opening(&mut self, now: Instant, sid: u32, dest: SocketAddr) {
+        let mut tag = [0u8; TAG_LEN];
+        loop {
+            self.rng.0.fill_bytes(&mut tag);
+            if !self.tags.contains_key(&tag) {
+                break;
+            }
+        }
+        let retry = self.config.handshake_retry;
+        let Some(o) = self.openings.get_mut(&sid) else {
+            return;
+        };
+        let old = std::mem::replace(&mut o.tag, tag);
+        o.fell_back = true;
+        o.phase = Phase::IHello;
+        o.candidates = vec![Candidate {
+            addr: dest,
+            next: now + retry,
+            interval: retry,
+        }];
+        let epd = o.epd.clone();
+        self.tags.remove(&old);
+        self.tags.insert(tag, sid);
+        self.by_addr.retain(|_, v| *v != sid);
+        self.by_addr.entry(dest).or_insert(sid);
+        self.send_ihello(dest, &epd, &tag);
+        self.schedule(sid);
     }
 
     fn on_cookie_change(&mut self, now: Instant, sid: u32, old: &[u8], new: &[u8]) {
@@ -1533,6 +1588,26 @@ impl Endpoint {
         };
         let mut ihellos = Vec::new();
         let mut iikeying = None;
+        if let Phase::Keying {
+            dest, next, sends, ..
+        } = &o.phase
+        {
+            if *next <= now && *sends >= KEYING_SENDS_BEFORE_FALLBACK && !o.fell_back {
+                let dest = *dest;
+                let sends = *sends;
+                if let Some(what) = self.profile.fall_back() {
+                    tracing::warn!(
+                        responder = %dest,
+                        "no answer to {sends} IIKeyings; retrying with {what}"
+                    );
+                    self.restart_opening(now, sid, dest);
+                    return;
+                }
+            }
+        }
+        let Some(o) = self.openings.get_mut(&sid) else {
+            return;
+        };
         match &mut o.phase {
             Phase::IHello => {
                 for c in &mut o.candidates {
@@ -1548,9 +1623,11 @@ impl Endpoint {
                 iikeying: ik,
                 next,
                 interval,
+                sends,
                 ..
             } => {
                 if *next <= now {
+                    *sends += 1;
                     iikeying = Some((*dest, ik.clone()));
                     *interval = grow(*interval);
                     *next = now + *interval;
@@ -1621,6 +1698,7 @@ impl Endpoint {
             candidates: Vec::new(),
             phase: Phase::IHello,
             armed: None,
+            fell_back: false,
         };
         for &a in candidates.iter().take(self.config.redirect_threshold) {
             if !o.candidates.iter().any(|c| c.addr == a) {

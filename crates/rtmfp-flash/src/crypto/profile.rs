@@ -2,7 +2,7 @@
 //! [`rtmfp::CryptoProfile`], its builder and the handshake state.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use rand_core::{CryptoRng, RngCore};
@@ -578,11 +578,11 @@ impl FlashProfileBuilder {
             }
         }
         groups.dedup();
-        let raw = cert.encode();
+        let compat = compat_identity(&cert);
         Ok(FlashProfile {
-            peer_id: fingerprint(&raw),
-            cert: raw,
-            info: cert,
+            primary: Identity::new(cert),
+            compat,
+            fallen_back: AtomicBool::new(false),
             groups,
             static_keys,
             policy: Policy {
@@ -600,6 +600,41 @@ impl FlashProfileBuilder {
             ancillary_filter: self.ancillary_filter,
         })
     }
+}
+
+/// A certificate, decoded, and its fingerprint.
+#[derive(Debug)]
+struct Identity {
+    cert: Vec<u8>,
+    info: Certificate,
+    peer_id: PeerId,
+}
+
+impl Identity {
+    fn new(info: Certificate) -> Self {
+        let cert = info.encode();
+        Identity {
+            peer_id: fingerprint(&cert),
+            cert,
+            info,
+        }
+    }
+}
+
+/// The identity a static-key profile falls back to when a responder goes
+/// silent after IIKeying: a certificate that is exactly one option, the
+/// group 2 static key (`81 02 1D 02` + key), the only layout MonaServer2
+/// reads right (it takes the initiator's key from the certificate's first
+/// option, computes only group 2, and reads the SKIC from where the second
+/// option would begin). `None` when the certificate has no group 2 key
+/// (group 2 not allowed) or already is that.
+fn compat_identity(cert: &Certificate) -> Option<Identity> {
+    let key = cert.static_key(DhGroup::Modp1024.id())?;
+    let compat = Certificate {
+        static_keys: vec![(DhGroup::Modp1024.id(), key.to_vec())],
+        ..Certificate::default()
+    };
+    (compat != *cert).then(|| Identity::new(compat))
 }
 
 #[derive(Debug)]
@@ -626,9 +661,11 @@ struct CachedKey {
 /// assert_ne!(client.peer_id(), server.peer_id());
 /// ```
 pub struct FlashProfile {
-    cert: Vec<u8>,
-    info: Certificate,
-    peer_id: PeerId,
+    primary: Identity,
+    /// See [`compat_identity`].
+    compat: Option<Identity>,
+    /// Whether [`CryptoProfile::fall_back`] switched to `compat`.
+    fallen_back: AtomicBool,
     groups: Vec<DhGroup>,
     static_keys: Vec<Arc<DhKeyPair>>,
     policy: Policy,
@@ -642,7 +679,7 @@ pub struct FlashProfile {
 impl fmt::Debug for FlashProfile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FlashProfile")
-            .field("peer_id", &self.peer_id)
+            .field("peer_id", &self.peer_id())
             .field("groups", &self.groups)
             .field("static", &!self.static_keys.is_empty())
             .field("hmac", &self.policy.hmac)
@@ -700,14 +737,37 @@ impl FlashProfile {
         Self::builder(true).hostname(hostname)
     }
 
-    /// Our peer ID (certificate fingerprint).
+    /// The identity in use: the compatible one once the profile fell back.
+    fn identity(&self) -> &Identity {
+        match &self.compat {
+            Some(c) if self.fallen_back.load(Ordering::Acquire) => c,
+            _ => &self.primary,
+        }
+    }
+
+    /// Our peer ID (certificate fingerprint). It changes if the profile
+    /// falls back (see [`has_fallen_back`](Self::has_fallen_back)).
     pub fn peer_id(&self) -> PeerId {
-        self.peer_id
+        self.identity().peer_id
     }
 
     /// Our decoded certificate.
     pub fn certificate_info(&self) -> &Certificate {
-        &self.info
+        &self.identity().info
+    }
+
+    /// The peer ID we fall back to when a responder goes silent after our
+    /// IIKeying ([`CryptoProfile::fall_back`]): that of a certificate with
+    /// only our group 2 static key, which MonaServer2 understands. `None`
+    /// with ephemeral keys, without group 2, or when our certificate is
+    /// that already.
+    pub fn fallback_peer_id(&self) -> Option<PeerId> {
+        self.compat.as_ref().map(|c| c.peer_id)
+    }
+
+    /// Whether the profile fell back to [`fallback_peer_id`](Self::fallback_peer_id).
+    pub fn has_fallen_back(&self) -> bool {
+        self.compat.is_some() && self.fallen_back.load(Ordering::Acquire)
     }
 
     /// The enabled groups, strongest first.
@@ -723,7 +783,7 @@ impl FlashProfile {
 
     /// Our Canonical EPD (§4.4.4).
     pub fn near_canonical_epd(&self) -> [u8; 34] {
-        canonical_epd(&self.peer_id)
+        canonical_epd(&self.peer_id())
     }
 
     fn static_key(&self, g: DhGroup) -> Option<&Arc<DhKeyPair>> {
@@ -731,11 +791,12 @@ impl FlashProfile {
     }
 
     /// The strongest enabled group the far certificate supports and for
-    /// which we have a key.
+    /// which we have a key (in our certificate in use).
     fn choose_group(&self, far: &Certificate) -> Option<DhGroup> {
+        let near = &self.identity().info;
         self.groups.iter().copied().find(|&g| {
             far.supports_group(g.id())
-                && (self.static_keys.is_empty() || self.static_key(g).is_some())
+                && (self.static_keys.is_empty() || near.static_key(g.id()).is_some())
         })
     }
 
@@ -773,14 +834,15 @@ impl CryptoProfile for FlashProfile {
     }
 
     fn certificate(&self) -> &[u8] {
-        &self.cert
+        &self.identity().cert
     }
 
     fn epd_selects_near(&self, epd: &[u8]) -> bool {
         let Ok(e) = Epd::parse(epd) else {
             return false;
         };
-        if !e.selects_certificate(&self.info, &self.peer_id) {
+        let me = self.identity();
+        if !e.selects_certificate(&me.info, &me.peer_id) {
             return false;
         }
         match (&e.fingerprint, &e.ancillary_data, &self.ancillary_filter) {
@@ -806,7 +868,7 @@ impl CryptoProfile for FlashProfile {
     fn far_prevails(&self, far_certificate: &[u8]) -> bool {
         // §4.3.6: the near end prevails if its certificate orders before or
         // equals the far one (byte-wise, shorter first on a common prefix)
-        far_certificate < self.cert.as_slice()
+        far_certificate < self.identity().cert.as_slice()
     }
 
     fn overrides(&self, existing: &[u8], new: &[u8]) -> bool {
@@ -854,6 +916,18 @@ impl CryptoProfile for FlashProfile {
             far_static,
             skic: skic.encode(),
         }))
+    }
+
+    fn fall_back(&self) -> Option<String> {
+        let compat = self.compat.as_ref()?;
+        if self.fallen_back.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        Some(format!(
+            "a certificate with only our DH group 2 static key, the layout MonaServer2 reads \
+             (peer ID {} instead of {})",
+            compat.peer_id, self.primary.peer_id
+        ))
     }
 
     fn respond(
