@@ -652,6 +652,11 @@ impl Driver {
                 None
             }
             e @ PhoneEvent::LoggedIn { .. } => {
+                if let PhoneEvent::LoggedIn { peer_id, .. } = &e {
+                    // the Flash profile may have fallen back to another
+                    // certificate for this server (MonaServer2)
+                    self.peer_id.clone_from(peer_id);
+                }
                 if self.registry.is_some() {
                     self.register();
                     self.refresh_at = Some(tokio::time::Instant::now() + REFRESH_INTERVAL);

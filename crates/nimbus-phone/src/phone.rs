@@ -779,6 +779,32 @@ fn valid_peer_hex(s: &str) -> bool {
     s.parse::<PeerId>().is_ok()
 }
 
+/// The sender's peer ID (lowercase hex) and the relayed strings of an
+/// `onRelay` command's arguments (after the transaction ID and command
+/// object), in either form servers deliver:
+///
+/// * Cirrus (and `nimbus server`): `onRelay(senderPeerID, args...)`;
+/// * rtmfp-cpp's `tcserver`: `onRelay({sender: connectionID, senderName?},
+///   args...)`, the header object first. Its connection ID is the sender's
+///   peer ID, the address its `relay` takes, unless the server runs with
+///   `-m` (random connection IDs): then it is no peer ID, and we cannot
+///   open the call's direct session to it, so the message is dropped.
+///
+/// `None` when the sender is not a peer ID.
+pub fn parse_on_relay(arguments: &[Value]) -> Option<(String, Vec<&str>)> {
+    let (first, rest) = arguments.split_first()?;
+    let sender = match first.as_str() {
+        Some(s) => s,
+        None => first.get("sender")?.as_str()?,
+    };
+    let sender = sender.to_ascii_lowercase();
+    if !valid_peer_hex(&sender) {
+        return None;
+    }
+    let args = rest.iter().map(|v| v.as_str().unwrap_or("")).collect();
+    Some((sender, args))
+}
+
 /// Stream name on the server's relay for one side of a call.
 pub fn relay_stream_name(caller_hex: &str, callee_hex: &str, publisher_is_caller: bool) -> String {
     let side = if publisher_is_caller {
@@ -1480,6 +1506,24 @@ impl PhoneCore {
                 }
                 Action::Event(e) => self.on_call_event(now, e),
             }
+        }
+    }
+
+    /// Takes the peer ID of the certificate the engine uses now: it
+    /// changes when the Flash profile fell back to its group 2 certificate
+    /// for a server that did not understand the default one (MonaServer2),
+    /// and that server, the registry and our peers must know us by it.
+    fn adopt_identity(&mut self) {
+        let id = rtmfp_flash::fingerprint(self.ep.profile().certificate());
+        if id != self.peer_id {
+            self.push(PhoneEvent::Notice(format!(
+                "the server did not answer our keying with the default certificate (DH \
+                 groups 16, 14, 2); fell back to one with only our group 2 key: peer ID {id} \
+                 (was {})",
+                self.peer_hex
+            )));
+            self.peer_id = id;
+            self.peer_hex = id.to_hex();
         }
     }
 
@@ -2185,6 +2229,7 @@ impl PhoneCore {
                         .set_keepalive(nc.session(), (idle / 3).max(Duration::from_secs(1)));
                 }
                 self.backoff = Duration::from_millis(500);
+                self.adopt_identity();
                 let reconnected = self.was_online;
                 self.was_online = true;
                 self.push(PhoneEvent::LoggedIn {
@@ -2276,14 +2321,11 @@ impl PhoneCore {
                 self.on_stream_created(now, transaction_id, stream);
             }
             NcEvent::Command { command, .. } if command.name == "onRelay" => {
-                let mut strs = command.arguments.iter().map(|v| v.as_str().unwrap_or(""));
-                let from = strs.next().unwrap_or("").to_ascii_lowercase();
-                if !valid_peer_hex(&from) {
-                    // every server relays from a peer ID; anything else is
-                    // a server we cannot call back through
+                let Some((from, args)) = parse_on_relay(&command.arguments) else {
+                    // every server we know relays from a peer ID; anything
+                    // else is a server we cannot call back through
                     return;
-                }
-                let args: Vec<&str> = strs.collect();
+                };
                 let acts = self.call.on_relay(now, &from, &args);
                 self.apply(now, acts);
             }
@@ -2485,6 +2527,42 @@ mod tests {
         assert_eq!(e, 300);
     }
     use rand_core::SeedableRng;
+
+    #[test]
+    fn on_relay_in_both_forms() {
+        let peer = "AB".repeat(32);
+        let lower = peer.to_ascii_lowercase();
+        // Cirrus: the sender's peer ID first
+        let cirrus = vec![
+            Value::from(peer.as_str()),
+            Value::from("invite"),
+            Value::from("alice"),
+        ];
+        let (from, args) = parse_on_relay(&cirrus).unwrap();
+        assert_eq!(from, lower);
+        assert_eq!(args, ["invite", "alice"]);
+        // tcserver: a header object with the sender's connection ID (its
+        // peer ID) and, when it published, its name
+        for named in [false, true] {
+            let mut h = Object::new();
+            h.insert("sender", Value::from(peer.as_str()));
+            if named {
+                h.insert("senderName", Value::from("someone"));
+            }
+            let tc = vec![Value::Object(h), Value::from("accept"), Value::from("bob")];
+            let (from, args) = parse_on_relay(&tc).unwrap();
+            assert_eq!(from, lower);
+            assert_eq!(args, ["accept", "bob"]);
+        }
+        // tcserver -m: a random 24-byte connection ID is no peer ID
+        let mut h = Object::new();
+        h.insert("sender", Value::from("cd".repeat(24).as_str()));
+        assert!(parse_on_relay(&[Value::Object(h), Value::from("invite")]).is_none());
+        // neither form
+        assert!(parse_on_relay(&[]).is_none());
+        assert!(parse_on_relay(&[Value::Null, Value::from("invite")]).is_none());
+        assert!(parse_on_relay(&[Value::from("not a peer"), Value::from("invite")]).is_none());
+    }
 
     fn core(seed: u64, now: Instant) -> PhoneCore {
         let server: SocketAddr = "127.0.0.1:1935".parse().unwrap();
