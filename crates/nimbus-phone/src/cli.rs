@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use clap::Args;
 use serde_json::json;
 use tokio::io::AsyncBufReadExt;
 
@@ -15,73 +14,55 @@ use crate::phone::{PhoneConfig, PhoneEvent, PhoneStatus};
 use nimbus_media::audio::AudioCodec;
 use nimbus_media::TestSourceConfig;
 
-/// Arguments of `nimbus phone`.
-#[derive(Args, Debug, Clone)]
+/// Options of `nimbus phone` (the command line itself is the `nimbus`
+/// binary's; this crate carries no CLI parser).
+#[derive(Debug, Clone)]
 pub struct PhoneArgs {
     /// The rendezvous server: rtmfp://HOST[:PORT]/APP.
-    #[arg(long, default_value = "rtmfp://127.0.0.1:1935/phone")]
     pub server: String,
     /// Our user name (with --web: logs in at start; otherwise required).
-    #[arg(long)]
     pub user: Option<String>,
     /// Password (or registry token) for servers with the `registry` policy.
-    #[arg(long, env = "NIMBUS_PHONE_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
     /// reg.cgi registry URL (http://HOST:PORT/reg.cgi[?token=…]): register
     /// our name, look names up that the server does not know.
-    #[arg(long)]
     pub registry: Option<String>,
     /// Local UDP address (default: any address, a free port).
-    #[arg(long)]
     pub bind: Option<SocketAddr>,
     /// Outgoing media: `test` (built-in H.264 test pattern and tone), `none`,
     /// an FLV file, or `-` for FLV on standard input (e.g. ffmpeg reading a
     /// camera).
-    #[arg(long, default_value = "test")]
     pub source: String,
     /// Audio codec of the test source: `pcm`, or `speex` (needs the `speex`
     /// feature).
-    #[arg(long, default_value = "pcm")]
     pub audio_codec: String,
     /// Record the peer's media: an FLV file, or `-` for standard output
     /// (e.g. `| ffplay -`).
-    #[arg(long)]
     pub record: Option<String>,
     /// Call this user (or peer ID) once logged in.
-    #[arg(long)]
     pub call: Option<String>,
     /// Accept incoming calls by themselves.
-    #[arg(long)]
     pub answer: bool,
     /// Hang up this many seconds after a call is established, then quit.
-    #[arg(long)]
     pub seconds: Option<f64>,
     /// Chat lines to send once a call is established (repeatable).
-    #[arg(long)]
     pub say: Vec<String>,
     /// Print a JSON summary at the end (and no event lines).
-    #[arg(long)]
     pub json: bool,
     /// Milliseconds to wait for a direct path before using the server relay.
-    #[arg(long, default_value_t = 4000)]
     pub direct_timeout_ms: u64,
     /// Never use the server's stream relay.
-    #[arg(long)]
     pub no_relay: bool,
     /// Seconds to wait for an answer before giving up.
-    #[arg(long, default_value_t = 30)]
     pub ring_seconds: u64,
     /// Quit after this many seconds whatever happens (scripted runs).
-    #[arg(long)]
     pub max_seconds: Option<f64>,
     /// Serve the web phone (camera, microphone and screen in the browser,
     /// bridged by WebRTC) on ADDR (default 127.0.0.1:8935); prints one line
     /// `web: URL` to open. The test source stands in while no page is open
     /// (`--source none` to send nothing then).
-    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = DEFAULT_WEB_ADDR)]
     pub web: Option<String>,
     /// With --web: open the page in the system browser.
-    #[arg(long, requires = "web")]
     pub open: bool,
 }
 

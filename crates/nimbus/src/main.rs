@@ -51,7 +51,7 @@ enum Command {
     },
     /// The P2P video phone: log in, call by name, talk (interactive or
     /// scripted with --call/--answer/--seconds/--json).
-    Phone(nimbus_phone::PhoneArgs),
+    Phone(cmd::phone::PhoneCli),
     /// A NetGroup member: join a group through a server, publish a
     /// multicast stream into it, play one, post.
     Group(cmd::group::GroupArgs),
@@ -100,8 +100,7 @@ fn run(cli: Cli) -> Result<()> {
             chat_lines,
             dir,
         }),
-        Command::Phone(args) if args.web.is_some() => runtime()?.block_on(nimbus_web::run(args)),
-        Command::Phone(args) => runtime()?.block_on(nimbus_phone::run(args)),
+        Command::Phone(args) => runtime()?.block_on(cmd::phone::run(args)),
         Command::Group(args) => runtime()?.block_on(cmd::group::run(args)),
         Command::Server(args) => runtime()?.block_on(cmd::server::run(args)),
         Command::Registry(args) => runtime()?.block_on(cmd::registry::run(args)),

@@ -3,5 +3,6 @@
 
 pub(crate) mod bench;
 pub(crate) mod group;
+pub(crate) mod phone;
 pub(crate) mod registry;
 pub(crate) mod server;
