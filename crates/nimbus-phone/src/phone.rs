@@ -698,9 +698,15 @@ enum Login {
 
 #[derive(Debug, Clone)]
 enum Pending {
-    Lookup(String),
+    /// A `lookup` of this name, unanswered until the instant.
+    Lookup(String, Instant),
     Relay(String),
 }
+
+/// How long the server has to answer a `lookup` (MonaServer2's sample
+/// apps acknowledge one and never answer it): then the registry is asked,
+/// or the call ends as offline.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Default)]
 struct Stats {
@@ -959,7 +965,51 @@ impl PhoneCore {
             min(Some(at));
         }
         min(self.media.as_ref().and_then(|m| m.direct_deadline));
+        min(self.lookup_deadline());
         t
+    }
+
+    /// The earliest deadline of an unanswered `lookup`.
+    fn lookup_deadline(&self) -> Option<Instant> {
+        self.pending
+            .values()
+            .filter_map(|p| match p {
+                Pending::Lookup(_, at) => Some(*at),
+                Pending::Relay(_) => None,
+            })
+            .min()
+    }
+
+    /// Lookups the server left unanswered are answered as "not found".
+    fn expire_lookups(&mut self, now: Instant) {
+        let expired: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| matches!(p, Pending::Lookup(_, at) if *at <= now))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in expired {
+            if let Some(Pending::Lookup(name, _)) = self.pending.remove(&k) {
+                self.push(PhoneEvent::Notice(format!(
+                    "the server did not answer the lookup of {name} within {} s",
+                    LOOKUP_TIMEOUT.as_secs()
+                )));
+                self.lookup_not_found(now, name);
+            }
+        }
+    }
+
+    /// The server does not know `name`: ask the registry, or end the call
+    /// attempt as offline.
+    fn lookup_not_found(&mut self, now: Instant, name: String) {
+        if self.cfg.registry_lookup {
+            self.push(PhoneEvent::RegistryLookup { name });
+        } else {
+            self.push(PhoneEvent::Notice(format!("{name} is not online")));
+            let user = self.cfg.user.clone();
+            let acts = self.call.call(now, &user, "");
+            self.apply(now, acts);
+        }
     }
 
     /// Starts logging in.
@@ -1033,6 +1083,7 @@ impl PhoneCore {
         if expired {
             self.direct_timed_out(now);
         }
+        self.expire_lookups(now);
         self.process(now);
     }
 
@@ -1072,8 +1123,10 @@ impl PhoneCore {
         };
         match nc.call(&mut self.ep, now, "lookup", vec![Value::from(name)]) {
             Ok(t) => {
-                self.pending
-                    .insert(tid_key(t), Pending::Lookup(name.to_string()));
+                self.pending.insert(
+                    tid_key(t),
+                    Pending::Lookup(name.to_string(), now + LOOKUP_TIMEOUT),
+                );
             }
             Err(e) => self.push(PhoneEvent::Notice(format!("lookup failed: {e}"))),
         }
@@ -2286,7 +2339,7 @@ impl PhoneCore {
                     return;
                 };
                 match p {
-                    Pending::Lookup(name) => {
+                    Pending::Lookup(name, _) => {
                         let id = values
                             .get(1)
                             .and_then(Value::as_str)
@@ -2294,15 +2347,7 @@ impl PhoneCore {
                             .map(str::to_ascii_lowercase);
                         match id {
                             Some(id) if ok => self.place_call(now, name, id),
-                            _ if self.cfg.registry_lookup => {
-                                self.push(PhoneEvent::RegistryLookup { name });
-                            }
-                            _ => {
-                                self.push(PhoneEvent::Notice(format!("{name} is not online")));
-                                let user = self.cfg.user.clone();
-                                let acts = self.call.call(now, &user, "");
-                                self.apply(now, acts);
-                            }
+                            _ => self.lookup_not_found(now, name),
                         }
                     }
                     Pending::Relay(to) => {
@@ -2665,5 +2710,31 @@ mod tests {
         );
         // below the first bound nothing was dropped: the oldest come first
         assert!(matches!(m.poll_event(), Some(PhoneEvent::Media { .. })));
+    }
+
+    #[test]
+    fn an_unanswered_lookup_goes_to_the_registry_after_its_timeout() {
+        let t0 = Instant::now();
+        for registry in [true, false] {
+            let mut m = core(4, t0);
+            m.cfg.registry_lookup = registry;
+            m.pending
+                .insert(7, Pending::Lookup("bob".into(), t0 + LOOKUP_TIMEOUT));
+            assert!(m.poll_timeout().is_some_and(|t| t <= t0 + LOOKUP_TIMEOUT));
+            // not yet
+            m.handle_timeout(t0 + LOOKUP_TIMEOUT - Duration::from_millis(1));
+            assert_eq!(m.pending.len(), 1);
+            m.handle_timeout(t0 + LOOKUP_TIMEOUT);
+            assert!(m.pending.is_empty());
+            let events: Vec<PhoneEvent> = std::iter::from_fn(|| m.poll_event()).collect();
+            let asked = events
+                .iter()
+                .any(|e| matches!(e, PhoneEvent::RegistryLookup { name } if name == "bob"));
+            let offline = events
+                .iter()
+                .any(|e| matches!(e, PhoneEvent::Notice(n) if n == "bob is not online"));
+            assert_eq!((asked, offline), (registry, !registry), "{events:?}");
+            assert!(m.lookup_deadline().is_none());
+        }
     }
 }
