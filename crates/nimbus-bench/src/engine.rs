@@ -330,6 +330,39 @@ fn transfer_host() -> HostConfig {
     HostConfig::default().socket_buffer(Some(BIG_SOCKET_BUFFER))
 }
 
+/// What [`host_thread`] starts: the socket's address, the host's handle and
+/// events, the thread.
+type HostThread<M> = (
+    SocketAddr,
+    HostHandle<M>,
+    mpsc::Receiver<<M as Machine>::Event>,
+    std::thread::JoinHandle<()>,
+);
+
+/// A machine on a host with a loopback socket of its own, run on a thread
+/// (and runtime) of its own, `bench-{role}`.
+fn host_thread<M>(role: &str, machine: M) -> Result<HostThread<M>>
+where
+    M: Machine + Send + 'static,
+    M::Command: Send,
+    M::Event: Send,
+{
+    let rt = runtime()?;
+    let sock = bind_udp(loopback(), false, Some(BIG_SOCKET_BUFFER))?;
+    let addr = sock.local_addr()?;
+    let (host, handle, events) = {
+        let _rt = rt.enter();
+        Host::new(machine, vec![sock], transfer_host())?
+    };
+    let thread = std::thread::Builder::new()
+        .name(format!("bench-{role}"))
+        .spawn(move || {
+            rt.block_on(host.run());
+        })
+        .with_context(|| format!("cannot start the {role} thread"))?;
+    Ok((addr, handle, events, thread))
+}
+
 /// Moves `total` bytes over `flows` flows from one endpoint to another over
 /// loopback UDP, each endpoint on its own host, runtime and thread.
 pub fn udp_transfer(total: usize, flows: usize, msg_size: usize) -> Result<TransferResult> {
@@ -342,23 +375,11 @@ pub fn udp_transfer(total: usize, flows: usize, msg_size: usize) -> Result<Trans
     let per_flow = total / flows;
 
     // the receiver, on a thread of its own
-    let rx_rt = runtime()?;
-    let rx_sock = bind_udp(loopback(), false, Some(BIG_SOCKET_BUFFER))?;
-    let rx_addr = rx_sock.local_addr()?;
     let receiver = Bulk::receiver(
         engine(config.clone(), Box::new(PlainProfile::new("receiver")), 2),
         flows,
     );
-    let (rx_host, rx, mut rx_events) = {
-        let _rt = rx_rt.enter();
-        Host::new(receiver, vec![rx_sock], transfer_host())?
-    };
-    let rx_thread = std::thread::Builder::new()
-        .name("bench-receiver".into())
-        .spawn(move || {
-            rx_rt.block_on(rx_host.run());
-        })
-        .context("cannot start the receiver thread")?;
+    let (rx_addr, rx, mut rx_events, rx_thread) = host_thread("receiver", receiver)?;
 
     // the sender, on this one
     let result = runtime()?.block_on(async {
@@ -563,21 +584,9 @@ struct Responder {
 
 impl Responder {
     fn start(config: EndpointConfig, profile: Box<dyn CryptoProfile>, seed: u64) -> Result<Self> {
-        let rt = runtime()?;
-        let sock = bind_udp(loopback(), false, Some(BIG_SOCKET_BUFFER))?;
-        let addr = sock.local_addr()?;
-        let ep = engine(config, profile, seed);
         // its events are not wanted: the host discards them
-        let (host, handle, _events) = {
-            let _rt = rt.enter();
-            Host::new(ep, vec![sock], transfer_host())?
-        };
-        let thread = std::thread::Builder::new()
-            .name("bench-responder".into())
-            .spawn(move || {
-                rt.block_on(host.run());
-            })
-            .context("cannot start the responder thread")?;
+        let (addr, handle, _events, thread) =
+            host_thread("responder", engine(config, profile, seed))?;
         Ok(Self {
             addr,
             handle: Some(handle),

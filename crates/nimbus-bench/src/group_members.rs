@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use nimbus_media::{MediaSource, MediaTag, TestSource, TestSourceConfig};
 use rand_core::{RngCore, SeedableRng};
-use rtmfp::{Endpoint, EndpointConfig};
 use rtmfp_flash::{fingerprint, DhGroup, FlashProfile};
 use rtmfp_netgroup::{
     GroupConfig, GroupEvent, GroupSpecifier, GroupStats, Member, MemberCommand, MemberConfig,
@@ -115,12 +114,7 @@ async fn member(
     let sock = bind_udp("127.0.0.1:0".parse()?, false, None).context("bind a member socket")?;
     let local = sock.local_addr()?;
     let now = rtmfp_tokio::now();
-    let ep = Endpoint::new(
-        EndpointConfig::default(),
-        Box::new(profile),
-        Box::new(rand_chacha::ChaCha20Rng::seed_from_u64(rng.next_u64())),
-        now,
-    );
+    let ep = Member::new_endpoint(profile, &mut rng, now);
     let cfg = MemberConfig {
         url: plan.url.clone(),
         servers: vec![plan.server],

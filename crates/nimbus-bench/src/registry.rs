@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use serde_json::{json, Map, Value};
 
+use bytes::Bytes;
 use nimbus_registry::{serve, LegacyMode, Registry, RegistryConfig, SqliteSync};
 use nimbus_testkit::http::{create_temp_schema, drop_temp_schema, HttpConn};
 
@@ -128,12 +129,74 @@ impl PhaseResult {
         (self.ok > 0).then(|| cpu * 1e6 / self.ok as f64)
     }
 
+    /// Adds the counts and latencies of a worker.
+    fn add(&mut self, r: PhaseResult) {
+        self.ok += r.ok;
+        self.errors += r.errors;
+        self.misses += r.misses;
+        self.latencies_us.extend(r.latencies_us);
+    }
+
+    /// Closes a phase that began at `started` with `cpu0` CPU seconds used.
+    fn finish(&mut self, started: Instant, cpu0: Option<f64>) {
+        self.elapsed = started.elapsed();
+        self.cpu_secs = cpu0.zip(process_cpu_secs()).map(|(a, b)| b - a);
+        self.latencies_us.sort_unstable();
+    }
+
     fn percentile_ms(&self, p: f64) -> f64 {
         if self.latencies_us.is_empty() {
             return 0.0;
         }
         let idx = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
         f64::from(self.latencies_us[idx.min(self.latencies_us.len() - 1)]) / 1000.0
+    }
+}
+
+/// One load-generating HTTP connection and what it measured.
+struct Worker {
+    addr: SocketAddr,
+    conn: HttpConn,
+    res: PhaseResult,
+}
+
+impl Worker {
+    async fn connect(addr: SocketAddr) -> anyhow::Result<Self> {
+        Ok(Self {
+            addr,
+            conn: Self::open(addr).await?,
+            res: PhaseResult::default(),
+        })
+    }
+
+    async fn open(addr: SocketAddr) -> anyhow::Result<HttpConn> {
+        HttpConn::connect(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// GETs `path`. A 200 answer whose body `accept`s is a success (its
+    /// latency recorded) and returns the body; anything else counts as an
+    /// error (a failed connection is replaced).
+    async fn get(
+        &mut self,
+        path: &str,
+        accept: impl Fn(&[u8]) -> bool,
+    ) -> anyhow::Result<Option<Bytes>> {
+        let t0 = Instant::now();
+        match self.conn.get_lean(path).await {
+            Ok((200, body)) if accept(&body) => {
+                self.res
+                    .latencies_us
+                    .push(u32::try_from(t0.elapsed().as_micros()).unwrap_or(u32::MAX));
+                self.res.ok += 1;
+                return Ok(Some(body));
+            }
+            Ok(_) => {}
+            Err(_) => self.conn = Self::open(self.addr).await?,
+        }
+        self.res.errors += 1;
+        Ok(None)
     }
 }
 
@@ -179,14 +242,11 @@ async fn run_updates(
     for w in 0..concurrency {
         let run_id = run_id.to_owned();
         tasks.push(tokio::spawn(async move {
-            let mut conn = HttpConn::connect(addr)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let mut res = PhaseResult::default();
+            let mut worker = Worker::connect(addr).await?;
             let mut acked: HashMap<usize, String> = HashMap::new();
             let mine: Vec<usize> = (w..users).step_by(concurrency).collect();
             if mine.is_empty() {
-                return Ok::<_, anyhow::Error>((res, acked));
+                return Ok::<_, anyhow::Error>((worker.res, acked));
             }
             let mut seq = 0u64;
             while Instant::now() < deadline {
@@ -194,38 +254,22 @@ async fn run_updates(
                 seq += 1;
                 let id = identity_for(name, seq);
                 let path = format!("/reg.cgi?username=b{run_id}u{name}&identity={id}&time={seq}");
-                let t0 = Instant::now();
-                match conn.get_lean(&path).await {
-                    Ok((200, body)) if contains(&body, b"<update>true</update>") => {
-                        res.latencies_us
-                            .push(u32::try_from(t0.elapsed().as_micros()).unwrap_or(u32::MAX));
-                        res.ok += 1;
-                        acked.insert(name, id);
-                    }
-                    Ok(_) => res.errors += 1,
-                    Err(_) => {
-                        res.errors += 1;
-                        conn = HttpConn::connect(addr)
-                            .await
-                            .map_err(|e| anyhow::anyhow!("{e}"))?;
-                    }
+                let updated = |body: &[u8]| contains(body, b"<update>true</update>");
+                if worker.get(&path, updated).await?.is_some() {
+                    acked.insert(name, id);
                 }
             }
-            Ok((res, acked))
+            Ok((worker.res, acked))
         }));
     }
     let mut total = PhaseResult::default();
     let mut acked = HashMap::new();
     for t in tasks {
         let (r, a) = t.await.context("update worker panicked")??;
-        total.ok += r.ok;
-        total.errors += r.errors;
-        total.latencies_us.extend(r.latencies_us);
+        total.add(r);
         acked.extend(a);
     }
-    total.elapsed = started.elapsed();
-    total.cpu_secs = cpu0.zip(process_cpu_secs()).map(|(a, b)| b - a);
-    total.latencies_us.sort_unstable();
+    total.finish(started, cpu0);
     Ok((total, acked))
 }
 
@@ -244,10 +288,7 @@ async fn run_lookups(
         let names = Arc::clone(&names);
         let run_id = run_id.to_owned();
         tasks.push(tokio::spawn(async move {
-            let mut conn = HttpConn::connect(addr)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let mut res = PhaseResult::default();
+            let mut worker = Worker::connect(addr).await?;
             // A cheap per-worker pseudo-random walk over the names.
             let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ (w as u64 + 1);
             let mut seq = 0u64;
@@ -258,39 +299,20 @@ async fn run_lookups(
                 seq += 1;
                 let name = names[(x % names.len() as u64) as usize];
                 let path = format!("/reg.cgi?friends=b{run_id}u{name}&time={seq}");
-                let t0 = Instant::now();
-                match conn.get_lean(&path).await {
-                    Ok((200, body)) => {
-                        res.latencies_us
-                            .push(u32::try_from(t0.elapsed().as_micros()).unwrap_or(u32::MAX));
-                        res.ok += 1;
-                        if !contains(&body, b"<identity>") {
-                            res.misses += 1;
-                        }
-                    }
-                    Ok(_) => res.errors += 1,
-                    Err(_) => {
-                        res.errors += 1;
-                        conn = HttpConn::connect(addr)
-                            .await
-                            .map_err(|e| anyhow::anyhow!("{e}"))?;
+                if let Some(body) = worker.get(&path, |_| true).await? {
+                    if !contains(&body, b"<identity>") {
+                        worker.res.misses += 1;
                     }
                 }
             }
-            Ok::<_, anyhow::Error>(res)
+            Ok::<_, anyhow::Error>(worker.res)
         }));
     }
     let mut total = PhaseResult::default();
     for t in tasks {
-        let r = t.await.context("lookup worker panicked")??;
-        total.ok += r.ok;
-        total.errors += r.errors;
-        total.misses += r.misses;
-        total.latencies_us.extend(r.latencies_us);
+        total.add(t.await.context("lookup worker panicked")??);
     }
-    total.elapsed = started.elapsed();
-    total.cpu_secs = cpu0.zip(process_cpu_secs()).map(|(a, b)| b - a);
-    total.latencies_us.sort_unstable();
+    total.finish(started, cpu0);
     Ok(total)
 }
 

@@ -621,12 +621,7 @@ impl PhaseAgg {
         *got += 1;
         self.started(started);
         match result {
-            Ok(done) => {
-                self.ok += 1;
-                self.done(done);
-                self.lat_us
-                    .push(done.duration_since(started).as_micros() as u64);
-            }
+            Ok(done) => self.succeeded(started, done),
             Err(why) => {
                 self.error(why);
                 if self.failed_idx.len() < MAX_REPORTED_FAILURES {
@@ -638,6 +633,35 @@ impl PhaseAgg {
 
     fn done(&mut self, t: Instant) {
         self.end = Some(self.end.map_or(t, |e| e.max(t)));
+    }
+
+    /// One success: started at `started`, done at `done`.
+    fn succeeded(&mut self, started: Instant, done: Instant) {
+        self.ok += 1;
+        self.done(done);
+        self.lat_us
+            .push(done.duration_since(started).as_micros() as u64);
+    }
+
+    /// Counts the reports that never came (`got` of `total`) as failures.
+    fn missing(&mut self, got: usize, total: usize) {
+        for _ in got..total {
+            self.error("no report from the client".into());
+        }
+    }
+
+    /// The worker's line at the end of phase `ev`: counts, latencies, the
+    /// time span and the errors (the caller adds what is particular to it).
+    fn summary(&self, ev: &str, clock: &Clock) -> Json {
+        json!({
+            "ev": ev,
+            "ok": self.ok,
+            "failed": self.failed,
+            "lat_us": self.lat_us,
+            "start_us": self.start.map(|t| clock.unix_us(t)),
+            "end_us": self.end.map(|t| clock.unix_us(t)),
+            "errors": self.errors,
+        })
     }
 
     fn error(&mut self, why: String) {
@@ -801,20 +825,11 @@ async fn worker_loop(
                         Ok(None) | Err(_) => break,
                     }
                 }
-                for _ in got..total {
-                    agg.error("no report from the client".into());
-                }
-                out(json!({
-                    "ev": "connect_done",
-                    "ok": agg.ok,
-                    "failed": agg.failed,
-                    "lat_us": agg.lat_us,
-                    "start_us": agg.start.map(|t| clock.unix_us(t)),
-                    "last_start_us": agg.last_start.map(|t| clock.unix_us(t)),
-                    "end_us": agg.end.map(|t| clock.unix_us(t)),
-                    "errors": agg.errors,
-                    "failed_idx": agg.failed_idx,
-                }));
+                agg.missing(got, total);
+                let mut done = agg.summary("connect_done", &clock);
+                done["last_start_us"] = json!(agg.last_start.map(|t| clock.unix_us(t)));
+                done["failed_idx"] = json!(agg.failed_idx);
+                out(done);
             }
             "intro" => {
                 let pairs = cmd["pairs"].as_array().cloned().unwrap_or_default();
@@ -861,10 +876,7 @@ async fn worker_loop(
                             }
                             match result {
                                 Ok((done, peer)) => {
-                                    agg.ok += 1;
-                                    agg.done(done);
-                                    agg.lat_us
-                                        .push(done.duration_since(started).as_micros() as u64);
+                                    agg.succeeded(started, done);
                                     if peer == args.server {
                                         via_server += 1;
                                     }
@@ -876,22 +888,13 @@ async fn worker_loop(
                         Ok(None) | Err(_) => break,
                     }
                 }
-                for _ in got..total {
-                    agg.error("no report from the client".into());
-                }
-                out(json!({
-                    "ev": "intro_done",
-                    "ok": agg.ok,
-                    "failed": agg.failed,
-                    "lookup_ok": lookup_ok,
-                    "lookup_null": lookup_null,
-                    "via_server": via_server,
-                    "lat_us": agg.lat_us,
-                    "lookup_us": lookup_us,
-                    "start_us": agg.start.map(|t| clock.unix_us(t)),
-                    "end_us": agg.end.map(|t| clock.unix_us(t)),
-                    "errors": agg.errors,
-                }));
+                agg.missing(got, total);
+                let mut done = agg.summary("intro_done", &clock);
+                done["lookup_ok"] = json!(lookup_ok);
+                done["lookup_null"] = json!(lookup_null);
+                done["via_server"] = json!(via_server);
+                done["lookup_us"] = json!(lookup_us);
+                out(done);
             }
             "status" => {
                 let mut io = IoStats::default();
@@ -1952,119 +1955,165 @@ fn pass(v: &Json) -> &'static str {
     }
 }
 
+/// One line of the text report: each `{}` of `template` takes, in order, the
+/// value of `v` at the slash-separated path in `paths` (`"latency/p50_ms"`),
+/// printed by [`fmt_num`].
+fn report_line(template: &str, v: &Json, paths: &[&str]) -> String {
+    let mut values = paths.iter().map(|path| {
+        let at = path
+            .split('/')
+            .fold(v, |v, key| match key.parse::<usize>() {
+                Ok(i) => &v[i],
+                Err(_) => &v[key],
+            });
+        fmt_num(at)
+    });
+    let mut pieces = template.split("{}");
+    let mut out = pieces.next().unwrap_or_default().to_string();
+    for piece in pieces {
+        out.push_str(&values.next().unwrap_or_else(|| "?".into()));
+        out.push_str(piece);
+    }
+    out
+}
+
 fn print_text(r: &Json) {
     let c = &r["config"];
     let s = &r["server"];
+    let text = |v: &Json| v.as_str().unwrap_or("?").to_string();
     println!(
-        "nimbus bench server: {} sessions, burst {}, hold {} s, {} pairs",
-        fmt_num(&c["sessions"]),
-        fmt_num(&c["burst"]),
-        fmt_num(&c["hold_secs"]),
-        fmt_num(&c["pairs"])
+        "{}",
+        report_line(
+            "nimbus bench server: {} sessions, burst {}, hold {} s, {} pairs",
+            c,
+            &["sessions", "burst", "hold_secs", "pairs"],
+        )
     );
     if s["kind"] == "external" {
         println!(
             "server    external at {} (pid {})",
-            s["address"].as_str().unwrap_or("?"),
+            text(&s["address"]),
             fmt_num(&s["pid"])
         );
     } else {
-        let l = &s["raised_limits"];
         println!(
             "server    nimbus server at {}, pid {}, {} shards, DH group {}, packet auth {}",
-            s["address"].as_str().unwrap_or("?"),
+            text(&s["address"]),
             fmt_num(&s["pid"]),
             fmt_num(&s["shards"]),
             fmt_num(&s["dh_groups"][0]),
-            s["packet_auth"].as_str().unwrap_or("?"),
+            text(&s["packet_auth"]),
         );
         println!(
-            "          limits raised for the bench: sessions_per_address = {}, handshakes_per_second_per_address = {}, max_sessions = {}",
-            fmt_num(&l["sessions_per_address"]),
-            fmt_num(&l["handshakes_per_second_per_address"]),
-            fmt_num(&l["max_sessions"])
+            "{}",
+            report_line(
+                "          limits raised for the bench: sessions_per_address = {}, handshakes_per_second_per_address = {}, max_sessions = {}",
+                &s["raised_limits"],
+                &["sessions_per_address", "handshakes_per_second_per_address", "max_sessions"],
+            )
         );
     }
     let cl = &c["client"];
     println!(
-        "clients   {} worker processes (≤ {} clients each, set up in {} s), sources {}",
-        fmt_num(&c["workers"]),
-        fmt_num(&c["clients_per_worker"]),
-        fmt_num(&c["worker_setup_s"]),
-        c["source_addresses"].as_str().unwrap_or("?")
+        "{}{}",
+        report_line(
+            "clients   {} worker processes (≤ {} clients each, set up in {} s), sources ",
+            c,
+            &["workers", "clients_per_worker", "worker_setup_s"],
+        ),
+        text(&c["source_addresses"])
     );
     println!(
         "          each: own Endpoint + FlashProfile::client() identity + UDP socket on its own host; {} DH keys, groups {}; HMAC/SSEQ {}",
-        cl["dh_keys"].as_str().unwrap_or("?"),
+        text(&cl["dh_keys"]),
         cl["dh_groups_offered"],
-        cl["hmac_sseq"].as_str().unwrap_or("?")
+        text(&cl["hmac_sseq"])
     );
     println!(
-        "machine   {} cores, load average {} at start, {} at end (the clients share the cores)",
-        fmt_num(&c["cores"]),
-        fmt_num(&c["load_average_start"]),
-        fmt_num(&c["load_average_end"])
+        "{}",
+        report_line(
+            "machine   {} cores, load average {} at start, {} at end (the clients share the cores)",
+            c,
+            &["cores", "load_average_start", "load_average_end"],
+        )
     );
     println!();
     let b = &r["burst"];
     if !b.is_null() {
         println!(
-            "burst     {} simultaneous connects (started within {} ms): {} ok, {} failed; all connected in {} ms (last success {} ms)",
-            fmt_num(&b["clients"]),
-            fmt_num(&b["start_spread_ms"]),
-            fmt_num(&b["ok"]),
-            fmt_num(&b["failed"]),
-            fmt_num(&b["all_connected_ms"]),
-            fmt_num(&b["last_success_ms"]),
+            "{}",
+            report_line(
+                "burst     {} simultaneous connects (started within {} ms): {} ok, {} failed; all connected in {} ms (last success {} ms)",
+                b,
+                &["clients", "start_spread_ms", "ok", "failed", "all_connected_ms", "last_success_ms"],
+            )
         );
         println!(
-            "          CPU used meanwhile: server {} ms, clients {} ms (same {} cores)",
-            fmt_num(&b["server_cpu_ms"]),
-            fmt_num(&b["client_cpu_ms"]),
-            fmt_num(&c["cores"]),
+            "{}",
+            report_line(
+                "          CPU used meanwhile: server {} ms, clients {} ms (same {} cores)",
+                r,
+                &["burst/server_cpu_ms", "burst/client_cpu_ms", "config/cores"],
+            )
         );
         println!(
-            "          connect latency p50 {} ms, p99 {} ms, max {} ms; {} handshakes/s; server CPU {} ms per connect, clients {} ms{}",
-            fmt_num(&b["latency"]["p50_ms"]),
-            fmt_num(&b["latency"]["p99_ms"]),
-            fmt_num(&b["latency"]["max_ms"]),
-            fmt_num(&b["handshakes_per_s"]),
-            fmt_num(&b["server_cpu_ms_per_connect"]),
-            fmt_num(&b["client_cpu_ms_per_connect"]),
+            "{}{}",
+            report_line(
+                "          connect latency p50 {} ms, p99 {} ms, max {} ms; {} handshakes/s; server CPU {} ms per connect, clients {} ms",
+                b,
+                &[
+                    "latency/p50_ms",
+                    "latency/p99_ms",
+                    "latency/max_ms",
+                    "handshakes_per_s",
+                    "server_cpu_ms_per_connect",
+                    "client_cpu_ms_per_connect",
+                ],
+            ),
             fmt_errors(&b["errors"]),
         );
     }
     let m = &r["ramp"];
     if !m.is_null() {
         println!(
-            "ramp      {} connects at ≤ {}/s, ≤ {} outstanding: {} ok, {} failed in {} s = {} handshakes/s",
-            fmt_num(&m["clients"]),
-            fmt_num(&m["target_rate_per_s"]),
-            fmt_num(&m["inflight_cap"]),
-            fmt_num(&m["ok"]),
-            fmt_num(&m["failed"]),
-            fmt_num(&m["span_s"]),
-            fmt_num(&m["handshakes_per_s"]),
+            "{}",
+            report_line(
+                "ramp      {} connects at ≤ {}/s, ≤ {} outstanding: {} ok, {} failed in {} s = {} handshakes/s",
+                m,
+                &["clients", "target_rate_per_s", "inflight_cap", "ok", "failed", "span_s", "handshakes_per_s"],
+            )
         );
         println!(
-            "          connect latency p50 {} ms, p99 {} ms, max {} ms; server CPU {} ms per connect, clients {} ms{}",
-            fmt_num(&m["latency"]["p50_ms"]),
-            fmt_num(&m["latency"]["p99_ms"]),
-            fmt_num(&m["latency"]["max_ms"]),
-            fmt_num(&m["server_cpu_ms_per_connect"]),
-            fmt_num(&m["client_cpu_ms_per_connect"]),
+            "{}{}",
+            report_line(
+                "          connect latency p50 {} ms, p99 {} ms, max {} ms; server CPU {} ms per connect, clients {} ms",
+                m,
+                &[
+                    "latency/p50_ms",
+                    "latency/p99_ms",
+                    "latency/max_ms",
+                    "server_cpu_ms_per_connect",
+                    "client_cpu_ms_per_connect",
+                ],
+            ),
             fmt_errors(&m["errors"]),
         );
     }
     let hd = &r["hold"];
     println!(
-        "hold      {} s: {} sessions held by the clients ({} lost), server reports {} sessions / {} connections (min {} during the hold)",
-        fmt_num(&hd["secs"]),
-        fmt_num(&hd["sessions_held"]),
-        fmt_num(&hd["lost_so_far"]),
-        fmt_num(&hd["server_sessions"]),
-        fmt_num(&hd["server_connections"]),
-        fmt_num(&hd["server_connections_min_during_hold"]),
+        "{}",
+        report_line(
+            "hold      {} s: {} sessions held by the clients ({} lost), server reports {} sessions / {} connections (min {} during the hold)",
+            hd,
+            &[
+                "secs",
+                "sessions_held",
+                "lost_so_far",
+                "server_sessions",
+                "server_connections",
+                "server_connections_min_during_hold",
+            ],
+        )
     );
     let mib = |v: &Json| {
         v.as_f64()
@@ -2078,56 +2127,84 @@ fn print_text(r: &Json) {
         mib(&hd["server_rss_peak_bytes"]),
         fmt_num(&hd["bytes_per_idle_session"]),
     );
-    let io = &r["client_io"];
     println!(
-        "client io {} datagrams sent in {} calls ({} per call), {} received in {} calls ({} per call)",
-        fmt_num(&io["datagrams_sent"]),
-        fmt_num(&io["send_calls"]),
-        fmt_num(&io["datagrams_per_send_call"]),
-        fmt_num(&io["datagrams_received"]),
-        fmt_num(&io["recv_calls"]),
-        fmt_num(&io["datagrams_per_recv_call"]),
+        "{}",
+        report_line(
+            "client io {} datagrams sent in {} calls ({} per call), {} received in {} calls ({} per call)",
+            &r["client_io"],
+            &[
+                "datagrams_sent",
+                "send_calls",
+                "datagrams_per_send_call",
+                "datagrams_received",
+                "recv_calls",
+                "datagrams_per_recv_call",
+            ],
+        )
     );
     println!(
-        "cpu       server {} ms per handshake + connect (clients {} ms); idle: {} µs server CPU per session per second",
-        fmt_num(&r["server_cpu_ms_per_handshake_connect"]),
-        fmt_num(&r["client_cpu_ms_per_handshake_connect"]),
-        fmt_num(&hd["server_cpu_us_per_idle_session_per_s"]),
+        "{}",
+        report_line(
+            "cpu       server {} ms per handshake + connect (clients {} ms); idle: {} µs server CPU per session per second",
+            r,
+            &[
+                "server_cpu_ms_per_handshake_connect",
+                "client_cpu_ms_per_handshake_connect",
+                "hold/server_cpu_us_per_idle_session_per_s",
+            ],
+        )
     );
     let i = &r["introductions"];
     if !i.is_null() {
         println!(
-            "intro     {} pairs: {} lookups ok ({} null), {} direct sessions ({} via the server's address), {} failed; {} introductions/s",
-            fmt_num(&i["pairs"]),
-            fmt_num(&i["lookup_ok"]),
-            fmt_num(&i["lookup_null"]),
-            fmt_num(&i["direct_sessions"]),
-            fmt_num(&i["via_server_address"]),
-            fmt_num(&i["failed"]),
-            fmt_num(&i["introductions_per_s"]),
+            "{}",
+            report_line(
+                "intro     {} pairs: {} lookups ok ({} null), {} direct sessions ({} via the server's address), {} failed; {} introductions/s",
+                i,
+                &[
+                    "pairs",
+                    "lookup_ok",
+                    "lookup_null",
+                    "direct_sessions",
+                    "via_server_address",
+                    "failed",
+                    "introductions_per_s",
+                ],
+            )
         );
         println!(
-            "          lookup p50 {} ms, p99 {} ms; lookup → direct session p50 {} ms, p99 {} ms, max {} ms; server introductions {}, server CPU {} ms each{}",
-            fmt_num(&i["lookup_latency"]["p50_ms"]),
-            fmt_num(&i["lookup_latency"]["p99_ms"]),
-            fmt_num(&i["time_to_direct_session"]["p50_ms"]),
-            fmt_num(&i["time_to_direct_session"]["p99_ms"]),
-            fmt_num(&i["time_to_direct_session"]["max_ms"]),
-            fmt_num(&i["server_introductions"]),
-            fmt_num(&i["server_cpu_ms_per_lookup_and_introduction"]),
+            "{}{}",
+            report_line(
+                "          lookup p50 {} ms, p99 {} ms; lookup → direct session p50 {} ms, p99 {} ms, max {} ms; server introductions {}, server CPU {} ms each",
+                i,
+                &[
+                    "lookup_latency/p50_ms",
+                    "lookup_latency/p99_ms",
+                    "time_to_direct_session/p50_ms",
+                    "time_to_direct_session/p99_ms",
+                    "time_to_direct_session/max_ms",
+                    "server_introductions",
+                    "server_cpu_ms_per_lookup_and_introduction",
+                ],
+            ),
             fmt_errors(&i["errors"]),
         );
     }
-    let sm = &r["server_metrics"];
     println!(
-        "metrics   server: {} sessions opened, {} connects accepted, {} rejected, {} limit refusals, {} closed, {} protocol errors, {} socket errors",
-        fmt_num(&sm["sessions_opened_total"]),
-        fmt_num(&sm["connects_accepted_total"]),
-        fmt_num(&sm["connects_rejected_total"]),
-        fmt_num(&sm["limit_refusals_total"]),
-        fmt_num(&sm["sessions_closed_total"]),
-        fmt_num(&sm["protocol_errors_total"]),
-        fmt_num(&sm["socket_errors_total"]),
+        "{}",
+        report_line(
+            "metrics   server: {} sessions opened, {} connects accepted, {} rejected, {} limit refusals, {} closed, {} protocol errors, {} socket errors",
+            &r["server_metrics"],
+            &[
+                "sessions_opened_total",
+                "connects_accepted_total",
+                "connects_rejected_total",
+                "limit_refusals_total",
+                "sessions_closed_total",
+                "protocol_errors_total",
+                "socket_errors_total",
+            ],
+        )
     );
     let t = &r["targets"];
     println!();
@@ -2157,6 +2234,15 @@ mod tests {
         assert_eq!(b[0], (0, 0, 10));
         let (b, _) = plan(&[(0, 3), (3, 3)], 5);
         assert_eq!(b.iter().map(|x| x.2 - x.1).sum::<usize>(), 5);
+    }
+
+    #[test]
+    fn report_line_fills_the_paths_in_order() {
+        let v = json!({"a": 3, "b": {"c": 1.5, "d": [7]}});
+        assert_eq!(
+            report_line("{} and {} / {}, {}", &v, &["a", "b/c", "b/d/0", "missing"]),
+            "3 and 1.50 / 7, n/a"
+        );
     }
 
     #[test]

@@ -64,7 +64,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use flash_amf::{amf0, Value};
 use rand_core::{RngCore, SeedableRng};
-use rtmfp::{Endpoint, EndpointConfig, Machine as _};
+use rtmfp::Machine as _;
 use rtmfp_flash::message::parse_connect_url;
 use rtmfp_flash::{DhGroup, FlashProfile};
 use rtmfp_netgroup::{GroupConfig, GroupSpecifier, Member, MemberConfig};
@@ -410,12 +410,7 @@ impl GroupMember {
             .map_err(|e| anyhow::anyhow!("cannot build an identity: {e:?}"))?;
         let me = profile.peer_id();
         let now = rtmfp_tokio::now();
-        let ep = Endpoint::new(
-            EndpointConfig::default(),
-            Box::new(profile),
-            Box::new(rand_chacha::ChaCha20Rng::seed_from_u64(rng.next_u64())),
-            now,
-        );
+        let ep = Member::new_endpoint(profile, &mut rng, now);
         let member_cfg = MemberConfig {
             url: cfg.url.clone(),
             servers: cfg.servers.clone(),

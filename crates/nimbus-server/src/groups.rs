@@ -532,9 +532,10 @@ mod tests {
             .find(|x| x.to.peer == first)
             .unwrap()
             .peers;
-        for want in [
+        let neighbours = [
             order[1], order[2], order[3], order[19], order[18], order[17],
-        ] {
+        ];
+        for want in neighbours {
             assert!(to_new.contains(&want));
         }
         // plus two long-range hints from the middle
@@ -546,12 +547,7 @@ mod tests {
             .filter(|x| x.to.peer != first)
             .map(|x| x.to.peer)
             .collect();
-        let want: BTreeSet<_> = [
-            order[1], order[2], order[3], order[19], order[18], order[17],
-        ]
-        .into_iter()
-        .collect();
-        assert_eq!(told, want);
+        assert_eq!(told, BTreeSet::from(neighbours));
         assert!(j
             .introductions
             .iter()

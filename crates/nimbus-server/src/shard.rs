@@ -243,6 +243,27 @@ struct Player {
     needs_headers: bool,
 }
 
+/// Refusal of a publish request where streams are not allowed: status code
+/// and description.
+const PUBLISH_NOT_ALLOWED: (&str, &str) = (
+    "NetStream.Publish.BadName",
+    "publishing is not allowed here",
+);
+/// Refusal of a play request where streams are not allowed.
+const PLAY_NOT_ALLOWED: (&str, &str) = (
+    "NetStream.Play.StreamNotFound",
+    "playing is not allowed here",
+);
+
+/// Where a NetStream status goes: a stream of a session, and the stream
+/// name it is about.
+#[derive(Debug, Clone, Copy)]
+struct StreamAt<'a> {
+    sid: SessionId,
+    stream: u32,
+    name: &'a str,
+}
+
 #[derive(Debug, Default)]
 struct Audience {
     headers: Headers,
@@ -814,14 +835,7 @@ impl ShardCore {
 
     // ----- calls ---------------------------------------------------------------
 
-    fn on_call(
-        &mut self,
-        now: Instant,
-        sid: SessionId,
-        txn: f64,
-        name: &str,
-        mut args: Vec<Value>,
-    ) {
+    fn on_call(&mut self, now: Instant, sid: SessionId, txn: f64, name: &str, args: Vec<Value>) {
         Metrics::inc(&self.shared.metrics.calls_total, 1);
         let Some(relay_allowed) = self.app_of(sid).map(|a| a.relay) else {
             return;
@@ -834,45 +848,23 @@ impl ShardCore {
         let answer = match name {
             // Cirrus sample: relay(targetPeerID, args...) -> onRelay(senderPeerID, args...)
             "relay" if relay_allowed => {
-                let target = parse_peer_id(args.first());
-                match target.and_then(|t| self.shared.directory.get(&t)) {
-                    Some(t) => {
-                        args[0] = Value::String(hex(&me));
-                        self.deliver(now, t.shard, t.session, "onRelay", args);
-                        Metrics::inc(&self.shared.metrics.relays_total, 1);
-                        Ok(Value::Null)
-                    }
-                    None => {
-                        Metrics::inc(&self.shared.metrics.relays_failed_total, 1);
-                        Err((
-                            "NetConnection.Call.Failed",
-                            "relay target is not connected".to_string(),
-                        ))
-                    }
-                }
+                let target = parse_peer_id(args.first())
+                    .and_then(|t| self.shared.directory.get(&t))
+                    .map(|t| (t.shard, t.session));
+                let sender = Value::String(hex(&me));
+                let missing = "relay target is not connected";
+                self.relay(now, target, missing, "onRelay", sender, args)
             }
             // sendToUser(name, args...) -> onMessage(senderName or peer ID, args...)
             "sendToUser" if relay_allowed => {
                 let target = args
                     .first()
                     .and_then(Value::as_str)
-                    .and_then(|n| self.shared.directory.name(n));
-                match target {
-                    Some(t) => {
-                        args[0] =
-                            Value::String(my_name.map(String::from).unwrap_or_else(|| hex(&me)));
-                        self.deliver(now, t.shard, t.session, "onMessage", args);
-                        Metrics::inc(&self.shared.metrics.relays_total, 1);
-                        Ok(Value::Null)
-                    }
-                    None => {
-                        Metrics::inc(&self.shared.metrics.relays_failed_total, 1);
-                        Err((
-                            "NetConnection.Call.Failed",
-                            "user is not connected".to_string(),
-                        ))
-                    }
-                }
+                    .and_then(|n| self.shared.directory.name(n))
+                    .map(|t| (t.shard, t.session));
+                let sender = Value::String(my_name.map(String::from).unwrap_or_else(|| hex(&me)));
+                let missing = "user is not connected";
+                self.relay(now, target, missing, "onMessage", sender, args)
             }
             // lookup(name) -> peer ID (hex) or null
             "lookup" | "lookupUser" => match args.first().and_then(Value::as_str) {
@@ -915,6 +907,28 @@ impl ShardCore {
                 c.nc.send_error(&mut self.ep, now, txn, code, &why)
             }
         };
+    }
+
+    /// Relays a call to `target` (shard and session) as `command`, with
+    /// `sender` in place of the first argument; without a target, the call
+    /// fails with `missing`. Counted as a relay or a failed one.
+    fn relay(
+        &mut self,
+        now: Instant,
+        target: Option<(usize, SessionId)>,
+        missing: &str,
+        command: &str,
+        sender: Value,
+        mut args: Vec<Value>,
+    ) -> Result<Value, (&'static str, String)> {
+        let Some((shard, session)) = target else {
+            Metrics::inc(&self.shared.metrics.relays_failed_total, 1);
+            return Err(("NetConnection.Call.Failed", missing.to_string()));
+        };
+        args[0] = sender;
+        self.deliver(now, shard, session, command, args);
+        Metrics::inc(&self.shared.metrics.relays_total, 1);
+        Ok(Value::Null)
     }
 
     fn deliver(
@@ -1087,51 +1101,66 @@ impl ShardCore {
         Some(format!("{app}/{name}").into())
     }
 
-    fn status(
-        &mut self,
-        now: Instant,
-        sid: SessionId,
-        stream: u32,
-        code: &str,
-        level: &str,
-        desc: &str,
-        details: Option<&str>,
-    ) {
-        if let Some(c) = self.conns.get_mut(&sid) {
-            let _ =
-                c.nc.stream_status(&mut self.ep, now, stream, code, level, desc, details);
+    /// Sends a NetStream status to the stream of `at`, its details the
+    /// stream name.
+    fn status(&mut self, now: Instant, at: StreamAt<'_>, code: &str, level: &str, desc: &str) {
+        if let Some(c) = self.conns.get_mut(&at.sid) {
+            let _ = c.nc.stream_status(
+                &mut self.ep,
+                now,
+                at.stream,
+                code,
+                level,
+                desc,
+                Some(at.name),
+            );
         }
     }
 
+    /// A status of level "error": the request of `at` is refused.
+    fn refuse(&mut self, now: Instant, at: StreamAt<'_>, code: &str, desc: &str) {
+        self.status(now, at, code, "error", desc);
+    }
+
+    /// A status of level "status".
+    fn notify(&mut self, now: Instant, at: StreamAt<'_>, code: &str, desc: &str) {
+        self.status(now, at, code, "status", desc);
+    }
+
+    /// Begins a publish or play request when the session's application
+    /// allows streams: ends what the stream did before and returns its key.
+    /// Otherwise refuses it with `refusal` (code and description).
+    fn begin_stream(
+        &mut self,
+        now: Instant,
+        at: StreamAt<'_>,
+        (code, desc): (&str, &str),
+    ) -> Option<StreamKey> {
+        let allowed = self.app_of(at.sid).is_some_and(|a| a.streams);
+        let key = self.stream_key(at.sid, at.name).filter(|_| allowed);
+        match key {
+            Some(_) => self.end_stream(now, at.sid, at.stream),
+            None => self.refuse(now, at, code, desc),
+        }
+        key
+    }
+
     fn on_publish(&mut self, now: Instant, sid: SessionId, stream: u32, name: &str) {
-        let allowed = self.app_of(sid).is_some_and(|a| a.streams);
-        let Some(key) = self.stream_key(sid, name).filter(|_| allowed) else {
-            self.status(
-                now,
-                sid,
-                stream,
-                "NetStream.Publish.BadName",
-                "error",
-                "publishing is not allowed here",
-                Some(name),
-            );
+        let at = StreamAt { sid, stream, name };
+        let Some(key) = self.begin_stream(now, at, PUBLISH_NOT_ALLOWED) else {
             return;
         };
-        self.end_stream(now, sid, stream);
         let p = Publisher {
             shard: self.id,
             session: sid,
             stream,
         };
         let Some(subscribers) = self.shared.streams.publish(&key, p) else {
-            self.status(
+            self.refuse(
                 now,
-                sid,
-                stream,
+                at,
                 "NetStream.Publish.BadName",
-                "error",
                 "stream is already being published",
-                Some(name),
             );
             return;
         };
@@ -1148,14 +1177,11 @@ impl ShardCore {
             c.streams.push((stream, Role::Publishing(key.clone())));
         }
         Metrics::add(&self.shared.metrics.streams_published, 1);
-        self.status(
+        self.notify(
             now,
-            sid,
-            stream,
+            at,
             "NetStream.Publish.Start",
-            "status",
             &format!("{name} is now published"),
-            Some(name),
         );
         for shard in bits(subscribers) {
             self.route_state(now, shard, key.clone(), true);
@@ -1164,20 +1190,10 @@ impl ShardCore {
     }
 
     fn on_play(&mut self, now: Instant, sid: SessionId, stream: u32, name: &str) {
-        let allowed = self.app_of(sid).is_some_and(|a| a.streams);
-        let Some(key) = self.stream_key(sid, name).filter(|_| allowed) else {
-            self.status(
-                now,
-                sid,
-                stream,
-                "NetStream.Play.StreamNotFound",
-                "error",
-                "playing is not allowed here",
-                Some(name),
-            );
+        let at = StreamAt { sid, stream, name };
+        let Some(key) = self.begin_stream(now, at, PLAY_NOT_ALLOWED) else {
             return;
         };
-        self.end_stream(now, sid, stream);
         let limit = self.shared.config.limits.players_per_stream;
         if self
             .audiences
@@ -1185,15 +1201,7 @@ impl ShardCore {
             .is_some_and(|a| a.players.len() >= limit)
         {
             Metrics::inc(&self.shared.metrics.limit_refusals_total, 1);
-            self.status(
-                now,
-                sid,
-                stream,
-                "NetStream.Play.Failed",
-                "error",
-                "too many players",
-                Some(name),
-            );
+            self.refuse(now, at, "NetStream.Play.Failed", "too many players");
             return;
         }
         let publisher = self.shared.streams.play(&key, self.id);
@@ -1201,23 +1209,17 @@ impl ShardCore {
             c.streams.push((stream, Role::Playing(key.clone())));
             let _ = c.nc.stream_begin(&mut self.ep, now, stream);
         }
-        self.status(
+        self.notify(
             now,
-            sid,
-            stream,
+            at,
             "NetStream.Play.Reset",
-            "status",
             &format!("Playing and resetting {name}"),
-            Some(name),
         );
-        self.status(
+        self.notify(
             now,
-            sid,
-            stream,
+            at,
             "NetStream.Play.Start",
-            "status",
             &format!("Started playing {name}"),
-            Some(name),
         );
         let audience = self.audiences.entry(key.clone()).or_default();
         audience.players.push(Player {
@@ -1229,14 +1231,11 @@ impl ShardCore {
         Metrics::add(&self.shared.metrics.stream_players, 1);
         if let Some(p) = publisher {
             // the publisher's shard answers with the cached configuration
-            self.status(
+            self.notify(
                 now,
-                sid,
-                stream,
+                at,
                 "NetStream.Play.PublishNotify",
-                "status",
                 &format!("{name} is now published"),
-                Some(name),
             );
             self.route_subscribe(now, p.shard, key.clone());
         }
@@ -1371,7 +1370,7 @@ impl ShardCore {
             )
         };
         for (sid, stream) in players {
-            self.status(now, sid, stream, code, "status", &desc, Some(name));
+            self.notify(now, StreamAt { sid, stream, name }, code, &desc);
         }
     }
 

@@ -9,23 +9,13 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::{pump, runtime, Client};
-use nimbus_server::{AppConfig, GroupJoin, Metrics, Server, ServerConfig};
+use common::{connect_all, loopback_config as config, pump, start, Client};
+use nimbus_server::{AppConfig, GroupJoin, Metrics};
 use rtmfp_netgroup::wire::group_address;
 use rtmfp_netgroup::GroupSpec;
 
 const T: Duration = Duration::from_secs(15);
 const SPEC: &str = "G:027f0201010103010c050e74657374011b00";
-
-fn config(shards: usize) -> ServerConfig {
-    ServerConfig {
-        listen: vec!["127.0.0.1:0".parse().unwrap()],
-        shards,
-        dh_groups: vec![2],
-        shutdown_grace_secs: 1,
-        ..ServerConfig::default()
-    }
-}
 
 fn gauge(m: &Metrics, f: impl Fn(&Metrics) -> &std::sync::atomic::AtomicI64) -> i64 {
     f(m).load(Ordering::Relaxed)
@@ -41,12 +31,13 @@ fn members(n: usize, server: SocketAddr, app: &str, seed: u64) -> Vec<Client> {
     for c in &mut cs {
         c.connect(&format!("rtmfp://{server}/{app}"), server, vec![]);
     }
-    let mut refs: Vec<&mut Client> = cs.iter_mut().collect();
-    assert!(
-        pump(&mut refs, T, |cs| cs.iter().all(|c| c.connected())),
-        "connect failed"
-    );
+    connect_all(&mut cs.iter_mut().collect::<Vec<_>>(), T);
     cs
+}
+
+/// Every client joins `group`; their join flows.
+fn join_all(cs: &mut [Client], group: &[u8; 32]) -> Vec<u64> {
+    cs.iter_mut().map(|c| c.join_group(group)).collect()
 }
 
 fn pump_all(
@@ -89,6 +80,21 @@ fn introductions_connect(cs: &[Client]) -> bool {
     ids.iter().all(|i| seen.contains(i))
 }
 
+/// How many introductions each client has had so far.
+fn marks(cs: &[Client]) -> Vec<usize> {
+    cs.iter().map(|c| c.introductions.len()).collect()
+}
+
+/// Whether `l` and `r` were introduced to each other since `marks`.
+fn reintroduced(c: &[&mut Client], marks: &[usize], l: usize, r: usize) -> bool {
+    let since = |i: usize, peer: &Client| {
+        c[i].introductions[marks[i]..]
+            .iter()
+            .any(|(_, p)| *p == id(peer))
+    };
+    since(l, c[r]) && since(r, c[l])
+}
+
 /// Indices of `cs` in ring order (by group address).
 fn ring_order(cs: &[Client]) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..cs.len()).collect();
@@ -98,15 +104,11 @@ fn ring_order(cs: &[Client]) -> Vec<usize> {
 
 #[test]
 fn two_members_learn_each_other() {
-    let rt = runtime();
-    let server = rt.block_on(Server::start(config(1))).unwrap();
-    let addr = server.local_addrs()[0];
+    let (rt, server, addr) = start(config(1));
     let m = server.metrics().clone();
     let group = [0x42; 32];
     let mut cs = members(2, addr, "app", 10);
-    for c in &mut cs {
-        c.join_group(&group);
-    }
+    join_all(&mut cs, &group);
     let (a, b) = (id(&cs[0]), id(&cs[1]));
     assert!(
         pump_all(&mut cs, T, |c| c[0].introduced().contains(&b)
@@ -139,14 +141,12 @@ fn two_members_learn_each_other() {
 
 #[test]
 fn twenty_members_get_few_introductions_and_a_connected_graph() {
-    let rt = runtime();
-    let server = rt.block_on(Server::start(config(1))).unwrap();
-    let addr = server.local_addrs()[0];
+    let (rt, server, addr) = start(config(1));
     let m = server.metrics().clone();
     let group = [0x17; 32];
     let mut cs = members(20, addr, "app", 100);
     for n in 0..cs.len() {
-        let before: Vec<usize> = cs.iter().map(|c| c.introductions.len()).collect();
+        let before = marks(&cs);
         cs[n].join_group(&group);
         let want = n.min(6);
         // the newcomer hears about its ring neighbours; wait until every
@@ -192,16 +192,11 @@ fn twenty_members_get_few_introductions_and_a_connected_graph() {
 
 #[test]
 fn leaving_members_are_removed_and_their_neighbours_introduced() {
-    let rt = runtime();
-    let server = rt.block_on(Server::start(config(1))).unwrap();
-    let addr = server.local_addrs()[0];
+    let (rt, server, addr) = start(config(1));
     let m = server.metrics().clone();
     let group = [0x99; 32];
     let mut cs = members(10, addr, "app", 300);
-    let mut flows = Vec::new();
-    for c in &mut cs {
-        flows.push(c.join_group(&group));
-    }
+    let flows = join_all(&mut cs, &group);
     assert!(pump_all(&mut cs, T, |_| gauge(&m, |m| &m.group_members) == 10));
     settle(&mut cs, Duration::from_millis(300));
     let order = ring_order(&cs);
@@ -209,14 +204,11 @@ fn leaving_members_are_removed_and_their_neighbours_introduced() {
     // 1. a member closes its join flow
     let gone = order[3];
     let (l, r) = (order[2], order[4]);
-    let mark: Vec<usize> = cs.iter().map(|c| c.introductions.len()).collect();
+    let mark = marks(&cs);
     cs[gone].leave_group(flows[gone]);
-    let (lid, rid) = (id(&cs[l]), id(&cs[r]));
     assert!(
         pump_all(&mut cs, T, |c| {
-            gauge(&m, |m| &m.group_members) == 9
-                && c[l].introductions[mark[l]..].iter().any(|(_, p)| *p == rid)
-                && c[r].introductions[mark[r]..].iter().any(|(_, p)| *p == lid)
+            gauge(&m, |m| &m.group_members) == 9 && reintroduced(c, &mark, l, r)
         }),
         "leave by closing the flow: members {}",
         gauge(&m, |m| &m.group_members)
@@ -226,14 +218,11 @@ fn leaving_members_are_removed_and_their_neighbours_introduced() {
     // 2. a member ends its session
     let gone2 = order[7];
     let (l, r) = (order[6], order[8]);
-    let mark: Vec<usize> = cs.iter().map(|c| c.introductions.len()).collect();
+    let mark = marks(&cs);
     cs[gone2].with_nc(|nc, ep, now| nc.close(ep, now));
-    let (lid, rid) = (id(&cs[l]), id(&cs[r]));
     assert!(
         pump_all(&mut cs, T, |c| {
-            gauge(&m, |m| &m.group_members) == 8
-                && c[l].introductions[mark[l]..].iter().any(|(_, p)| *p == rid)
-                && c[r].introductions[mark[r]..].iter().any(|(_, p)| *p == lid)
+            gauge(&m, |m| &m.group_members) == 8 && reintroduced(c, &mark, l, r)
         }),
         "leave by closing the session: members {}",
         gauge(&m, |m| &m.group_members)
@@ -260,7 +249,6 @@ fn leaving_members_are_removed_and_their_neighbours_introduced() {
 
 #[test]
 fn listed_groups_and_limits_refuse_joins() {
-    let rt = runtime();
     let mut cfg = config(1);
     cfg.limits.max_group_members = 2;
     cfg.apps = vec![
@@ -276,15 +264,12 @@ fn listed_groups_and_limits_refuse_joins() {
             ..AppConfig::default()
         },
     ];
-    let server = rt.block_on(Server::start(cfg)).unwrap();
-    let addr = server.local_addrs()[0];
+    let (rt, server, addr) = start(cfg);
     let m = server.metrics().clone();
     let mut cs = members(3, addr, "mesh", 500);
 
     // an unlisted group: refused, nobody introduced
-    for c in &mut cs {
-        c.join_group(&[0x11; 32]);
-    }
+    join_all(&mut cs, &[0x11; 32]);
     assert!(pump_all(&mut cs, T, |_| counter(&m, |m| &m
         .group_join_refusals_total)
         == 3));
@@ -316,9 +301,7 @@ fn listed_groups_and_limits_refuse_joins() {
 
     // an app without groups
     let mut q = members(2, addr, "nogroups", 600);
-    for c in &mut q {
-        c.join_group(&listed);
-    }
+    join_all(&mut q, &listed);
     assert!(pump_all(&mut q, T, |_| counter(&m, |m| &m
         .group_join_refusals_total)
         == 6));
@@ -329,16 +312,12 @@ fn listed_groups_and_limits_refuse_joins() {
 
 #[test]
 fn same_group_id_in_two_apps_is_two_groups() {
-    let rt = runtime();
-    let server = rt.block_on(Server::start(config(1))).unwrap();
-    let addr = server.local_addrs()[0];
+    let (rt, server, addr) = start(config(1));
     let m = server.metrics().clone();
     let group = [0x55; 32];
     let mut cs = members(2, addr, "one", 700);
     cs.extend(members(2, addr, "two", 710));
-    for c in &mut cs {
-        c.join_group(&group);
-    }
+    join_all(&mut cs, &group);
     let ids: Vec<[u8; 32]> = cs.iter().map(id).collect();
     assert!(pump_all(&mut cs, T, |c| c[0]
         .introduced()
@@ -353,10 +332,8 @@ fn same_group_id_in_two_apps_is_two_groups() {
 
 #[test]
 fn members_on_different_shards_are_introduced() {
-    let rt = runtime();
-    let server = rt.block_on(Server::start(config(2))).unwrap();
+    let (rt, server, addr) = start(config(2));
     assert_eq!(server.shards(), 2);
-    let addr = server.local_addrs()[0];
     let m = server.metrics().clone();
     // the kernel spreads clients over the shards by address: connect until
     // both shards hold some
@@ -414,13 +391,9 @@ fn members_on_different_shards_are_introduced() {
         order[(pos + order.len() - 1) % order.len()],
         order[(pos + 1) % order.len()],
     );
-    let mark: Vec<usize> = cs.iter().map(|c| c.introductions.len()).collect();
+    let mark = marks(&cs);
     cs[a].with_nc(|nc, ep, now| nc.close(ep, now));
-    let (lid, rid) = (id(&cs[l]), id(&cs[r]));
-    assert!(pump_all(&mut cs, T, |c| c[l].introductions[mark[l]..]
-        .iter()
-        .any(|(_, p)| *p == rid)
-        && c[r].introductions[mark[r]..].iter().any(|(_, p)| *p == lid)));
+    assert!(pump_all(&mut cs, T, |c| reintroduced(c, &mark, l, r)));
     assert_eq!(gauge(&m, |m| &m.group_members), n - 1);
     rt.block_on(server.shutdown());
 }

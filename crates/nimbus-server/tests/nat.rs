@@ -16,8 +16,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{pump, runtime, Client};
-use nimbus_server::{Server, ServerConfig};
+use common::{connect_all, loopback_config, pump, runtime, Client};
+use nimbus_server::Server;
 use nimbus_testkit::netns::{in_netns, TwoNat};
 use rtmfp::Event;
 use rtmfp_flash::Epd;
@@ -42,13 +42,8 @@ fn clients_behind_two_nats_are_introduced_and_talk_directly() {
     let rt = runtime();
     let handle = rt.handle().clone();
     let server = in_netns(&topo.server, move || {
-        let mut c = ServerConfig {
-            listen: vec!["198.18.1.1:0".parse().unwrap()],
-            shards: 2,
-            dh_groups: vec![2],
-            ..ServerConfig::default()
-        };
-        c.shutdown_grace_secs = 1;
+        let mut c = loopback_config(2);
+        c.listen = vec!["198.18.1.1:0".parse().unwrap()];
         handle.block_on(Server::start(c)).unwrap()
     });
     let addr = server.local_addrs()[0];
@@ -60,14 +55,7 @@ fn clients_behind_two_nats_are_introduced_and_talk_directly() {
     });
     a.connect(&format!("rtmfp://{addr}/p2p"), addr, vec![]);
     b.connect(&format!("rtmfp://{addr}/p2p"), addr, vec![]);
-    assert!(
-        pump(&mut [&mut a, &mut b], T, |c| c
-            .iter()
-            .all(|c| c.connected())),
-        "connect through the NATs failed: {:?} {:?}",
-        a.connect_failed(),
-        b.connect_failed()
-    );
+    connect_all(&mut [&mut a, &mut b], T);
 
     // b opens a session to a's peer ID with only the server as candidate
     let epd = Epd::peer(a.peer_id).encode();
@@ -86,23 +74,11 @@ fn clients_behind_two_nats_are_introduced_and_talk_directly() {
     // the direct session goes to a's NAT (its public side), not via the server
     assert_eq!(peer.ip().to_string(), "198.18.1.2", "direct path: {peer}");
 
-    let flow =
-        b.ep.open_flow(Instant::now(), sid, b"direct", None, Default::default())
-            .unwrap();
     let payload = Bytes::from(vec![7u8; 50_000]);
-    b.ep.send(Instant::now(), sid, flow, payload.clone(), None)
-        .unwrap();
+    b.send_direct(sid, payload.clone());
     let mut got = Vec::new();
     assert!(pump(&mut [&mut a, &mut b], T, |c| {
-        let readable: Vec<(rtmfp::SessionId, u64)> = c[0]
-            .events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Readable { session, flow } => Some((*session, *flow)),
-                _ => None,
-            })
-            .collect();
-        for (s, f) in readable {
+        for (s, f) in c[0].readable() {
             while let Some(m) = c[0].ep.read(Instant::now(), s, f) {
                 got.extend_from_slice(&m.data);
             }

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{pump, runtime, Client};
+use common::{loopback_config, pump, start, Client};
 use flash_amf::Value;
 use nimbus_server::{AppConfig, Policy, Server, ServerConfig};
 use rtmfp::Event;
@@ -19,13 +19,8 @@ use rtmfp_flash::Epd;
 const T: Duration = Duration::from_secs(10);
 
 fn config(shards: usize) -> ServerConfig {
-    let mut c = ServerConfig {
-        listen: vec!["127.0.0.1:0".parse().unwrap()],
-        shards,
-        dh_groups: vec![2],
-        shutdown_grace_secs: 2,
-        ..ServerConfig::default()
-    };
+    let mut c = loopback_config(shards);
+    c.shutdown_grace_secs = 2;
     c.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
     c
 }
@@ -35,14 +30,37 @@ fn url(server: SocketAddr, path: &str) -> String {
 }
 
 fn connect_all(clients: &mut [&mut Client]) {
-    assert!(
-        pump(clients, T, |cs| cs.iter().all(|c| c.connected())),
-        "connect failed: {:?}",
-        clients
-            .iter()
-            .map(|c| c.connect_failed())
-            .collect::<Vec<_>>()
-    );
+    common::connect_all(clients, T);
+}
+
+/// A client with seed `seed`, connecting to `rtmfp://addr/path`.
+fn client_at(addr: SocketAddr, path: &str, seed: u64) -> Client {
+    let mut c = Client::new(seed);
+    c.connect(&url(addr, path), addr, vec![]);
+    c
+}
+
+/// The server's metrics page.
+fn metrics_page(server: &Server) -> String {
+    http_get(server.metrics_addr().unwrap(), "/metrics")
+}
+
+/// Creates a NetStream on `c`, waits for the server's answer; its number.
+fn new_stream(c: &mut Client) -> u32 {
+    let t = c.with_nc(|nc, ep, now| nc.create_stream(ep, now).unwrap());
+    assert!(pump(&mut [&mut *c], T, |c| created(c[0], t).is_some()));
+    created(c, t).unwrap()
+}
+
+/// The stream the server created for transaction `t`.
+fn created(c: &Client, t: f64) -> Option<u32> {
+    c.nc_events.iter().find_map(|e| match e {
+        NcEvent::StreamCreated {
+            transaction_id,
+            stream,
+        } if *transaction_id == t => Some(*stream),
+        _ => None,
+    })
 }
 
 fn http_get(addr: SocketAddr, path: &str) -> String {
@@ -67,13 +85,9 @@ fn metric(text: &str, name: &str) -> i64 {
 
 #[test]
 fn connect_calls_relay_and_lookup() {
-    let rt = runtime();
-    let server = rt.block_on(Server::start(config(2))).unwrap();
-    let addr = server.local_addrs()[0];
-    let mut alice = Client::new(1);
-    let mut bob = Client::new(2);
-    alice.connect(&url(addr, "app?user=alice"), addr, vec![]);
-    bob.connect(&url(addr, "app?user=bob"), addr, vec![]);
+    let (rt, server, addr) = start(config(2));
+    let mut alice = client_at(addr, "app?user=alice", 1);
+    let mut bob = client_at(addr, "app?user=bob", 2);
     connect_all(&mut [&mut alice, &mut bob]);
 
     // the server told the clients their keepalive periods (RFC 7425 §5.3.4)
@@ -86,9 +100,8 @@ fn connect_calls_relay_and_lookup() {
     )));
 
     // lookup by name
-    let t = alice.with_nc(|nc, ep, now| nc.call(ep, now, "lookup", vec!["BOB".into()]).unwrap());
-    let t2 =
-        alice.with_nc(|nc, ep, now| nc.call(ep, now, "lookup", vec!["nobody".into()]).unwrap());
+    let t = alice.call("lookup", vec!["BOB".into()]);
+    let t2 = alice.call("lookup", vec!["nobody".into()]);
     assert!(pump(&mut [&mut alice, &mut bob], T, |c| c[0]
         .call_result(t)
         .is_some()
@@ -103,15 +116,10 @@ fn connect_calls_relay_and_lookup() {
 
     // Cirrus relay: relay(target, args) -> onRelay(sender, args)
     let bob_id = bob.peer_id.to_hex();
-    let t = alice.with_nc(|nc, ep, now| {
-        nc.call(
-            ep,
-            now,
-            "relay",
-            vec![bob_id.as_str().into(), "invite".into(), 7.0.into()],
-        )
-        .unwrap()
-    });
+    let t = alice.call(
+        "relay",
+        vec![bob_id.as_str().into(), "invite".into(), 7.0.into()],
+    );
     assert!(pump(&mut [&mut alice, &mut bob], T, |c| !c[1]
         .commands("onRelay")
         .is_empty()
@@ -123,20 +131,14 @@ fn connect_calls_relay_and_lookup() {
     assert!(alice.call_result(t).unwrap().0);
 
     // relay to a peer that is not connected: an error for the sender
-    let t = alice.with_nc(|nc, ep, now| {
-        nc.call(ep, now, "relay", vec!["00".repeat(32).into(), "x".into()])
-            .unwrap()
-    });
+    let t = alice.call("relay", vec!["00".repeat(32).into(), "x".into()]);
     assert!(pump(&mut [&mut alice], T, |c| c[0]
         .call_result(t)
         .is_some()));
     assert!(!alice.call_result(t).unwrap().0);
 
     // message a user by name
-    let t = bob.with_nc(|nc, ep, now| {
-        nc.call(ep, now, "sendToUser", vec!["alice".into(), "hi".into()])
-            .unwrap()
-    });
+    let t = bob.call("sendToUser", vec!["alice".into(), "hi".into()]);
     assert!(pump(&mut [&mut alice, &mut bob], T, |c| !c[0]
         .commands("onMessage")
         .is_empty()
@@ -146,19 +148,18 @@ fn connect_calls_relay_and_lookup() {
     assert_eq!(args[1].as_str(), Some("hi"));
 
     // unknown method
-    let t = bob.with_nc(|nc, ep, now| nc.call(ep, now, "noSuchMethod", vec![]).unwrap());
+    let t = bob.call("noSuchMethod", vec![]);
     assert!(pump(&mut [&mut bob], T, |c| c[0].call_result(t).is_some()));
     assert!(!bob.call_result(t).unwrap().0);
 
     // a second client cannot take a connected user's name
-    let mut mallory = Client::new(3);
-    mallory.connect(&url(addr, "app?user=Alice"), addr, vec![]);
+    let mut mallory = client_at(addr, "app?user=Alice", 3);
     assert!(pump(&mut [&mut mallory], T, |c| c[0]
         .connect_failed()
         .is_some()));
     assert!(mallory.connect_failed().unwrap().contains("Rejected"));
 
-    let m = http_get(server.metrics_addr().unwrap(), "/metrics");
+    let m = metrics_page(&server);
     assert!(m.starts_with("HTTP/1.1 200"), "{m}");
     assert_eq!(metric(&m, "nimbus_connections"), 2);
     assert!(metric(&m, "nimbus_relays_total") >= 2);
@@ -167,14 +168,13 @@ fn connect_calls_relay_and_lookup() {
 
     // graceful shutdown closes the sessions: the clients are told
     rt.block_on(server.shutdown());
-    assert!(pump(&mut [&mut alice, &mut bob], T, |c| c.iter().all(
-        |c| c.nc_events.iter().any(|e| matches!(e, NcEvent::Closed))
-    )));
+    assert!(pump(&mut [&mut alice, &mut bob], T, |c| c
+        .iter()
+        .all(|c| c.closed())));
 }
 
 #[test]
 fn policies_refuse_with_a_description() {
-    let rt = runtime();
     let mut c = config(1);
     c.apps = vec![
         AppConfig {
@@ -190,15 +190,12 @@ fn policies_refuse_with_a_description() {
             ..AppConfig::default()
         },
     ];
-    let server = rt.block_on(Server::start(c)).unwrap();
-    let addr = server.local_addrs()[0];
+    let (rt, server, addr) = start(c);
 
-    let mut good = Client::new(10);
-    good.connect(&url(addr, "0123456789abcdef01234567"), addr, vec![]);
+    let mut good = client_at(addr, "0123456789abcdef01234567", 10);
     let mut bad = Client::new(11);
     bad.connect(&url(addr, "cirrus"), addr, vec!["wrong-key".into()]);
-    let mut unknown = Client::new(12);
-    unknown.connect(&url(addr, "elsewhere"), addr, vec![]);
+    let mut unknown = client_at(addr, "elsewhere", 12);
     let token = nimbus_server::policy::make_token(
         "a-secret-of-enough-length",
         "secure",
@@ -223,22 +220,15 @@ fn policies_refuse_with_a_description() {
     let why = unknown.connect_failed().unwrap();
     assert!(why.contains("unknown application"), "{why}");
     // the rejected session is closed by the server after the answer
-    assert!(pump(&mut [&mut bad], T, |c| c[0]
-        .nc_events
-        .iter()
-        .any(|e| matches!(e, NcEvent::Closed))));
+    assert!(pump(&mut [&mut bad], T, |c| c[0].closed()));
     rt.block_on(server.shutdown());
 }
 
 #[test]
 fn introduction_opens_a_direct_session() {
-    let rt = runtime();
-    let server = rt.block_on(Server::start(config(2))).unwrap();
-    let addr = server.local_addrs()[0];
-    let mut a = Client::new(21);
-    let mut b = Client::new(22);
-    a.connect(&url(addr, "p2p"), addr, vec![]);
-    b.connect(&url(addr, "p2p"), addr, vec![]);
+    let (rt, server, addr) = start(config(2));
+    let mut a = client_at(addr, "p2p", 21);
+    let mut b = client_at(addr, "p2p", 22);
     connect_all(&mut [&mut a, &mut b]);
 
     // a opens a session to b's peer ID with the server as the only candidate
@@ -253,38 +243,17 @@ fn introduction_opens_a_direct_session() {
         a.events,
         b.events
     );
-    let flow =
-        a.ep.open_flow(Instant::now(), sid, b"direct", None, Default::default())
-            .unwrap();
-    a.ep.send(
-        Instant::now(),
-        sid,
-        flow,
-        Bytes::from_static(b"hello, bob"),
-        None,
-    )
-    .unwrap();
+    a.send_direct(sid, Bytes::from_static(b"hello, bob"));
     assert!(
-        pump(&mut [&mut a, &mut b], T, |c| {
-            c[1].events
-                .iter()
-                .any(|e| matches!(e, Event::Readable { .. }))
-        }),
+        pump(&mut [&mut a, &mut b], T, |c| !c[1].readable().is_empty()),
         "b: {:?}",
         b.events
     );
-    let (s, f) = b
-        .events
-        .iter()
-        .find_map(|e| match e {
-            Event::Readable { session, flow } => Some((*session, *flow)),
-            _ => None,
-        })
-        .unwrap();
+    let (s, f) = b.readable()[0];
     let msg = b.ep.read(Instant::now(), s, f).unwrap();
     assert_eq!(&msg.data[..], b"hello, bob");
 
-    let m = http_get(server.metrics_addr().unwrap(), "/metrics");
+    let m = metrics_page(&server);
     assert!(metric(&m, "nimbus_introductions_total") >= 1, "{m}");
     rt.block_on(server.shutdown());
 }
@@ -295,50 +264,22 @@ fn video(key: bool, n: u8) -> Bytes {
 
 #[test]
 fn stream_relay_one_publisher_many_players() {
-    let rt = runtime();
-    let server = rt.block_on(Server::start(config(2))).unwrap();
-    let addr = server.local_addrs()[0];
-    let mut publisher = Client::new(31);
-    let mut early = Client::new(32);
-    let mut late = Client::new(33);
-    for c in [&mut publisher, &mut early, &mut late] {
-        c.connect(&url(addr, "live"), addr, vec![]);
-    }
+    let (rt, server, addr) = start(config(2));
+    let mut publisher = client_at(addr, "live", 31);
+    let mut early = client_at(addr, "live", 32);
+    let mut late = client_at(addr, "live", 33);
     connect_all(&mut [&mut publisher, &mut early, &mut late]);
 
-    let tp = publisher.with_nc(|nc, ep, now| nc.create_stream(ep, now).unwrap());
-    let te = early.with_nc(|nc, ep, now| nc.create_stream(ep, now).unwrap());
-    let created = |c: &Client, t: f64| {
-        c.nc_events.iter().find_map(|e| match e {
-            NcEvent::StreamCreated {
-                transaction_id,
-                stream,
-            } if *transaction_id == t => Some(*stream),
-            _ => None,
-        })
-    };
-    assert!(pump(&mut [&mut publisher, &mut early], T, |c| created(
-        c[0], tp
-    )
-    .is_some()
-        && created(c[1], te).is_some()));
-    let ps = created(&publisher, tp).unwrap();
-    let es = created(&early, te).unwrap();
+    let ps = new_stream(&mut publisher);
+    let es = new_stream(&mut early);
     // a player may come before the publisher
     early.with_nc(|nc, ep, now| nc.play(ep, now, es, "cam").unwrap());
     assert!(pump(&mut [&mut early], T, |c| c[0]
-        .statuses(es)
-        .iter()
-        .any(|s| s == "NetStream.Play.Start")));
+        .has_status(es, "NetStream.Play.Start")));
     publisher.with_nc(|nc, ep, now| nc.publish(ep, now, ps, "cam").unwrap());
     assert!(pump(&mut [&mut publisher, &mut early], T, |c| c[0]
-        .statuses(ps)
-        .iter()
-        .any(|s| s == "NetStream.Publish.Start")
-        && c[1]
-            .statuses(es)
-            .iter()
-            .any(|s| s == "NetStream.Play.PublishNotify")));
+        .has_status(ps, "NetStream.Publish.Start")
+        && c[1].has_status(es, "NetStream.Play.PublishNotify")));
 
     // AVC sequence header, AAC config, then frames
     let seq = Bytes::from_static(&[0x17, 0, 0, 0, 0, 1, 0x42, 0, 0x1e]);
@@ -373,15 +314,11 @@ fn stream_relay_one_publisher_many_players() {
     );
 
     // a late joiner gets the cached headers, then starts at the next keyframe
-    let tl = late.with_nc(|nc, ep, now| nc.create_stream(ep, now).unwrap());
-    assert!(pump(&mut [&mut late], T, |c| created(c[0], tl).is_some()));
-    let ls = created(&late, tl).unwrap();
+    let ls = new_stream(&mut late);
     late.with_nc(|nc, ep, now| nc.play(ep, now, ls, "cam").unwrap());
     assert!(pump(&mut [&mut publisher, &mut early, &mut late], T, |c| c
         [2]
-    .statuses(ls)
-    .iter()
-    .any(|s| s == "NetStream.Play.Start")
+    .has_status(ls, "NetStream.Play.Start")
         && !videos(c[2], ls).is_empty()));
     publisher.with_nc(|nc, ep, now| {
         nc.send_video(ep, now, ps, 80, video(false, 3)).unwrap();
@@ -399,27 +336,18 @@ fn stream_relay_one_publisher_many_players() {
     );
 
     // a second publisher of the same name is refused
-    let t2 = late.with_nc(|nc, ep, now| nc.create_stream(ep, now).unwrap());
-    assert!(pump(&mut [&mut late], T, |c| created(c[0], t2).is_some()));
-    let s2 = created(&late, t2).unwrap();
+    let s2 = new_stream(&mut late);
     late.with_nc(|nc, ep, now| nc.publish(ep, now, s2, "cam").unwrap());
     assert!(pump(&mut [&mut late], T, |c| c[0]
-        .statuses(s2)
-        .iter()
-        .any(|s| s == "NetStream.Publish.BadName")));
+        .has_status(s2, "NetStream.Publish.BadName")));
 
     // unpublish: the players are told
     publisher.with_nc(|nc, ep, now| nc.close_stream(ep, now, ps).unwrap());
     assert!(pump(&mut [&mut publisher, &mut early, &mut late], T, |c| c
         [1]
-    .statuses(es)
-    .iter()
-    .any(|s| s == "NetStream.Play.UnpublishNotify")
-        && c[2]
-            .statuses(ls)
-            .iter()
-            .any(|s| s == "NetStream.Play.UnpublishNotify")));
-    let m = http_get(server.metrics_addr().unwrap(), "/metrics");
+    .has_status(es, "NetStream.Play.UnpublishNotify")
+        && c[2].has_status(ls, "NetStream.Play.UnpublishNotify")));
+    let m = metrics_page(&server);
     assert_eq!(metric(&m, "nimbus_streams_published"), 0, "{m}");
     assert!(
         metric(&m, "nimbus_media_messages_relayed_total") >= 9,
@@ -430,7 +358,6 @@ fn stream_relay_one_publisher_many_players() {
 
 #[test]
 fn registry_policy_authenticates_and_binds() {
-    let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(1);
     c.registry = Some(nimbus_server::config::RegistrySection {
@@ -442,8 +369,7 @@ fn registry_policy_authenticates_and_binds() {
         policy: Policy::Registry,
         ..AppConfig::default()
     }];
-    let server = rt.block_on(Server::start(c)).unwrap();
-    let addr = server.local_addrs()[0];
+    let (rt, server, addr) = start(c);
     let reg = server.registry().unwrap().clone();
     rt.block_on(reg.sign_up("dave", "correct horse battery"))
         .unwrap();
@@ -479,9 +405,7 @@ fn registry_policy_authenticates_and_binds() {
 
 #[test]
 fn short_ihellos_are_answered_within_the_amplification_limit() {
-    let rt = runtime();
-    let server = rt.block_on(Server::start(config(1))).unwrap();
-    let addr = server.local_addrs()[0];
+    let (rt, server, addr) = start(config(1));
     // librtmfp's EPD is the bare app name: a 36-byte IHello (64 bytes on
     // the wire) is answered at once with a 148-byte RHello (176 on the
     // wire), within the factor of 3
@@ -494,7 +418,7 @@ fn short_ihellos_are_answered_within_the_amplification_limit() {
     // nothing was withheld (the shards report their engine counters every
     // second)
     std::thread::sleep(Duration::from_millis(1500));
-    let m = http_get(server.metrics_addr().unwrap(), "/metrics");
+    let m = metrics_page(&server);
     assert_eq!(metric(&m, "nimbus_amplification_drops_total"), 0);
     assert!(
         metric(&m, "nimbus_keyings_done_total") >= 1,
@@ -505,13 +429,10 @@ fn short_ihellos_are_answered_within_the_amplification_limit() {
 
 #[test]
 fn one_identity_on_every_shard() {
-    let rt = runtime();
-    let server = rt.block_on(Server::start(config(4))).unwrap();
-    let addr = server.local_addrs()[0];
-    let mut clients: Vec<Client> = (0..24).map(|i| Client::new(900 + i)).collect();
-    for (i, c) in clients.iter_mut().enumerate() {
-        c.connect(&url(addr, &format!("app?user=id{i}")), addr, vec![]);
-    }
+    let (rt, server, addr) = start(config(4));
+    let mut clients: Vec<Client> = (0..24)
+        .map(|i| client_at(addr, &format!("app?user=id{i}"), 900 + i))
+        .collect();
     connect_all(&mut clients.iter_mut().collect::<Vec<_>>());
     let mut shards = std::collections::BTreeSet::new();
     let mut certificates = std::collections::BTreeSet::new();
@@ -527,20 +448,17 @@ fn one_identity_on_every_shard() {
 
 #[test]
 fn a_thousand_clients_behind_one_address_connect_with_the_default_configuration() {
-    let rt = runtime();
     let mut config = ServerConfig {
         listen: vec!["127.0.0.1:0".parse().unwrap()],
         ..ServerConfig::default()
     };
     config.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
-    let server = rt.block_on(Server::start(config)).unwrap();
-    let addr = server.local_addrs()[0];
+    let (rt, server, addr) = start(config);
     // one carrier-grade NAT: every client from 127.0.0.1
-    let mut clients: Vec<Client> = (0..1000).map(|i| Client::new(10_000 + i)).collect();
     let started = Instant::now();
-    for (i, c) in clients.iter_mut().enumerate() {
-        c.connect(&url(addr, &format!("app?user=nat{i}")), addr, vec![]);
-    }
+    let mut clients: Vec<Client> = (0..1000)
+        .map(|i| client_at(addr, &format!("app?user=nat{i}"), 10_000 + i))
+        .collect();
     let mut refs: Vec<&mut Client> = clients.iter_mut().collect();
     assert!(
         pump(&mut refs, Duration::from_secs(60), |cs| cs
@@ -555,7 +473,7 @@ fn a_thousand_clients_behind_one_address_connect_with_the_default_configuration(
         "1000 clients from one address connected in {:?}",
         started.elapsed()
     );
-    let m = http_get(server.metrics_addr().unwrap(), "/metrics");
+    let m = metrics_page(&server);
     assert_eq!(metric(&m, "nimbus_limit_refusals_total"), 0);
     assert_eq!(metric(&m, "nimbus_handshake_rate_drops_total"), 0);
     assert_eq!(metric(&m, "nimbus_sessions"), 1000);
@@ -564,11 +482,8 @@ fn a_thousand_clients_behind_one_address_connect_with_the_default_configuration(
 
 #[test]
 fn a_client_that_changes_address_keeps_its_session_across_shards() {
-    let rt = runtime();
-    let server = rt.block_on(Server::start(config(4))).unwrap();
-    let addr = server.local_addrs()[0];
-    let mut c = Client::new(71);
-    c.connect(&url(addr, "app?user=mover"), addr, vec![]);
+    let (rt, server, addr) = start(config(4));
+    let mut c = client_at(addr, "app?user=mover", 71);
     connect_all(&mut [&mut c]);
     let first = c.addr();
     let mut rerouted = 0;
@@ -583,7 +498,7 @@ fn a_client_that_changes_address_keeps_its_session_across_shards() {
         let want = c.addr().to_string();
         let deadline = Instant::now() + T;
         loop {
-            let t = c.with_nc(|nc, ep, now| nc.call(ep, now, "whoami", vec![]).unwrap());
+            let t = c.call("whoami", vec![]);
             assert!(
                 pump(&mut [&mut c], T, |c| c[0].call_result(t).is_some()),
                 "round {round}: no answer after the address change"
@@ -620,9 +535,7 @@ fn a_client_that_changes_address_keeps_its_session_across_shards() {
 #[test]
 fn garbage_datagrams_do_not_disturb_the_server() {
     use rand_core::{RngCore, SeedableRng};
-    let rt = runtime();
-    let server = rt.block_on(Server::start(config(2))).unwrap();
-    let addr = server.local_addrs()[0];
+    let (rt, server, addr) = start(config(2));
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(99);
     let junk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     for i in 0..5_000 {
@@ -638,10 +551,9 @@ fn garbage_datagrams_do_not_disturb_the_server() {
         }
         let _ = junk.send_to(&d, addr);
     }
-    let mut c = Client::new(81);
-    c.connect(&url(addr, "app"), addr, vec![]);
+    let mut c = client_at(addr, "app", 81);
     connect_all(&mut [&mut c]);
-    let m = http_get(server.metrics_addr().unwrap(), "/metrics");
+    let m = metrics_page(&server);
     assert!(
         metric(&m, "nimbus_datagrams_received_total") >= 1_000,
         "{m}"

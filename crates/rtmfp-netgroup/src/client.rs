@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use flash_amf::Object;
 use rand_core::SeedableRng;
-use rtmfp::{Endpoint, Event, Machine};
+use rtmfp::{Endpoint, EndpointConfig, Event, Machine};
 use rtmfp_flash::message::{NcEvent, NetConnection};
-use rtmfp_flash::PeerId;
+use rtmfp_flash::{FlashProfile, PeerId};
 
 use crate::{GroupConfig, GroupEvent, GroupSpec, GroupStats, NetGroup};
 
@@ -210,6 +210,21 @@ impl std::fmt::Debug for Member {
 }
 
 impl Member {
+    /// An endpoint for a member whose identity is `profile`: default engine
+    /// settings, its randomness a ChaCha20 generator seeded from `rng`.
+    pub fn new_endpoint(
+        profile: FlashProfile,
+        rng: &mut impl rand_core::RngCore,
+        now: Instant,
+    ) -> Endpoint {
+        Endpoint::new(
+            EndpointConfig::default(),
+            Box::new(profile),
+            Box::new(rand_chacha::ChaCha20Rng::seed_from_u64(rng.next_u64())),
+            now,
+        )
+    }
+
     /// A member on `ep` (whose crypto profile holds the identity `me`);
     /// starts connecting to the server at once.
     ///
@@ -510,19 +525,15 @@ impl Member {
             }
             MemberCommand::SendToNearest { address, message } => {
                 let g = self.group.as_mut().ok_or(NOT_JOINED)?;
-                if g.send_to_nearest(ep, now, address, message) {
-                    Ok(())
-                } else {
-                    Err("sendToNearest: not sent".into())
-                }
+                g.send_to_nearest(ep, now, address, message)
+                    .then_some(())
+                    .ok_or_else(|| "sendToNearest: not sent".to_string())
             }
             MemberCommand::SendToNeighbor { peer, message } => {
                 let g = self.group.as_mut().ok_or(NOT_JOINED)?;
-                if g.send_to_neighbor(ep, now, peer, message) {
-                    Ok(())
-                } else {
-                    Err(format!("sendToNeighbor: {peer} is not a neighbour"))
-                }
+                g.send_to_neighbor(ep, now, peer, message)
+                    .then_some(())
+                    .ok_or_else(|| format!("sendToNeighbor: {peer} is not a neighbour"))
             }
             MemberCommand::SendToAllNeighbors(message) => {
                 let g = self.group.as_mut().ok_or(NOT_JOINED)?;
@@ -540,11 +551,9 @@ impl Member {
             }
             MemberCommand::WriteRequestedObject { request, object } => {
                 let g = self.group.as_mut().ok_or(NOT_JOINED)?;
-                if g.write_requested_object(ep, now, request, object) {
-                    Ok(())
-                } else {
-                    Err(format!("no replication request {request}"))
-                }
+                g.write_requested_object(ep, now, request, object)
+                    .then_some(())
+                    .ok_or_else(|| format!("no replication request {request}"))
             }
             MemberCommand::DenyRequestedObject(request) => {
                 if let Some(g) = self.group.as_mut() {

@@ -2119,16 +2119,19 @@ impl NetGroup {
         }
     }
 
-    /// Gives each of the 8 fragment classes of every stream we play to one
-    /// neighbour that has the stream, and tells the neighbours.
-    fn assign_pushers(&mut self, ep: &mut Endpoint, now: Instant) {
-        let keys: Vec<[u8; 32]> = self
-            .streams
+    /// The keys of the streams we play (and do not publish).
+    fn played_streams(&self) -> Vec<[u8; 32]> {
+        self.streams
             .iter()
             .filter(|(_, s)| !s.publisher && s.playing)
             .map(|(k, _)| *k)
-            .collect();
-        for key in keys {
+            .collect()
+    }
+
+    /// Gives each of the 8 fragment classes of every stream we play to one
+    /// neighbour that has the stream, and tells the neighbours.
+    fn assign_pushers(&mut self, ep: &mut Endpoint, now: Instant) {
+        for key in self.played_streams() {
             // candidates: neighbours with the stream whose maps are fresh
             let mut cands: Vec<(u64, SessionId)> = self
                 .neighbors
@@ -2178,13 +2181,7 @@ impl NetGroup {
     fn pull(&mut self, ep: &mut Endpoint, now: Instant) {
         let delay = self.cfg.pull_delay;
         let retry = self.cfg.pull_retry;
-        let keys: Vec<[u8; 32]> = self
-            .streams
-            .iter()
-            .filter(|(_, s)| !s.publisher && s.playing)
-            .map(|(k, _)| *k)
-            .collect();
-        for key in keys {
+        for key in self.played_streams() {
             let mut asks: Vec<(SessionId, u64)> = Vec::new();
             {
                 let st = self.streams.get_mut(&key).expect("stream");

@@ -21,6 +21,16 @@ use sha2::Sha256;
 
 use rtmfp_flash::message::group_join::GroupWireError;
 
+/// A reader of `msg` past its first byte, the message type, which must be
+/// `expected`.
+fn reader_of(msg: &[u8], expected: u8) -> Result<Reader<'_>, GroupWireError> {
+    let mut r = Reader::new(msg);
+    match r.u8()? {
+        t if t == expected => Ok(r),
+        t => Err(GroupWireError::UnexpectedType(t)),
+    }
+}
+
 /// Metadata of the report / main flow.
 pub const META_REPORT: &[u8] = b"GR\x1c";
 /// Metadata of a media report flow (one per stream).
@@ -137,11 +147,7 @@ impl GroupConnect {
 
     /// Parses a group connect message.
     pub fn parse(msg: &[u8]) -> Result<Self, GroupWireError> {
-        let mut r = Reader::new(msg);
-        let t = r.u8()?;
-        if t != MSG_CONNECT {
-            return Err(GroupWireError::UnexpectedType(t));
-        }
+        let mut r = reader_of(msg, MSG_CONNECT)?;
         if r.bytes(2)? != [0x41, 0x00] {
             return Err(GroupWireError::Malformed("group connect: no group ID"));
         }
@@ -240,11 +246,7 @@ impl Report {
     /// Parses a report, tolerating what Flash and librtmfp send (leading
     /// `01 xx` items, a missing seen address, trailing bytes).
     pub fn parse(msg: &[u8]) -> Result<Self, GroupWireError> {
-        let mut r = Reader::new(msg);
-        let t = r.u8()?;
-        if t != MSG_REPORT {
-            return Err(GroupWireError::UnexpectedType(t));
-        }
+        let mut r = reader_of(msg, MSG_REPORT)?;
         let mut rep = Report::default();
         // header options until the 00 separator: `len type value`
         let mut guard = 0;
@@ -374,11 +376,7 @@ impl MediaAnnounce {
 
     /// Parses the message.
     pub fn parse(msg: &[u8]) -> Result<Self, GroupWireError> {
-        let mut r = Reader::new(msg);
-        let t = r.u8()?;
-        if t != MSG_ANNOUNCE {
-            return Err(GroupWireError::UnexpectedType(t));
-        }
+        let mut r = reader_of(msg, MSG_ANNOUNCE)?;
         if r.remaining() < 0x24 {
             let id = r.vlu()?;
             if id > MAX_FRAGMENT_ID {
@@ -461,11 +459,7 @@ pub struct FragmentMap {
 impl FragmentMap {
     /// Parses `22 <last> <bitmap>`.
     pub fn parse(msg: &[u8]) -> Result<Self, GroupWireError> {
-        let mut r = Reader::new(msg);
-        let t = r.u8()?;
-        if t != MSG_MAP {
-            return Err(GroupWireError::UnexpectedType(t));
-        }
+        let mut r = reader_of(msg, MSG_MAP)?;
         let last = r.vlu()?;
         if last > MAX_FRAGMENT_ID {
             return Err(GroupWireError::Malformed("fragment ID out of range"));

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use rand_core::SeedableRng;
 use rtmfp::{Endpoint, EndpointCommand, EndpointConfig, Event, Machine, PlainProfile};
-use rtmfp_tokio::{bind_udp, Host, HostConfig, Impairment};
+use rtmfp_tokio::{bind_udp, Host, HostConfig, HostHandle, Impairment};
+use tokio::sync::mpsc;
 
 fn loopback() -> std::net::UdpSocket {
     std::net::UdpSocket::bind("127.0.0.1:0").unwrap()
@@ -78,66 +79,79 @@ impl Machine for Blaster {
     }
 }
 
+/// A plain-profile engine named `name`, its randomness seeded by `seed`.
+fn engine(name: &str, seed: u64) -> Endpoint {
+    Endpoint::new(
+        EndpointConfig::default(),
+        Box::new(PlainProfile::new(name)),
+        Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(seed)),
+        rtmfp_tokio::now(),
+    )
+}
+
+/// The first event that `pick` turns into a value, within five seconds;
+/// `None` when the time runs out or the host stops.
+async fn first_event<T>(
+    events: &mut mpsc::Receiver<Event>,
+    mut pick: impl FnMut(Event) -> Option<T>,
+) -> Option<T> {
+    let found = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(e) = events.recv().await {
+            if let Some(v) = pick(e) {
+                return Some(v);
+            }
+        }
+        None
+    });
+    found.await.ok().flatten()
+}
+
+/// A [`Blaster`] on a host of its own with a loopback socket.
+fn blaster(
+    config: HostConfig,
+) -> (
+    HostHandle<Blaster>,
+    mpsc::Receiver<u32>,
+    tokio::task::JoinHandle<Blaster>,
+) {
+    Host::spawn(Blaster::default(), vec![loopback()], config).unwrap()
+}
+
 #[tokio::test]
 async fn two_engines_open_a_session_through_their_hosts() {
-    let rng = |s| Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(s));
-    let now = rtmfp_tokio::now();
-    let a = Endpoint::new(
-        EndpointConfig::default(),
-        Box::new(PlainProfile::new("a")),
-        rng(1),
-        now,
-    );
-    let b = Endpoint::new(
-        EndpointConfig::default(),
-        Box::new(PlainProfile::new("b")),
-        rng(2),
-        now,
-    );
-    let (ha, mut ea, _ja) = Host::spawn(a, vec![loopback()], HostConfig::default()).unwrap();
-    let (hb, mut eb, _jb) = Host::spawn(b, vec![loopback()], HostConfig::default()).unwrap();
+    let (ha, mut ea, _ja) =
+        Host::spawn(engine("a", 1), vec![loopback()], HostConfig::default()).unwrap();
+    let (hb, mut eb, _jb) =
+        Host::spawn(engine("b", 2), vec![loopback()], HostConfig::default()).unwrap();
     let to = hb.local_addr();
     let session = ha
         .with(move |ep, now| ep.connect(now, b"b", &[to]))
         .await
         .unwrap()
         .unwrap();
-    let opened = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match ea.recv().await {
-                Some(Event::SessionOpened { session: s, .. }) => return s,
-                Some(_) => {}
-                None => panic!("host a stopped"),
-            }
-        }
+    let opened = first_event(&mut ea, |e| match e {
+        Event::SessionOpened { session: s, .. } => Some(s),
+        _ => None,
     })
     .await
     .expect("a opens the session");
     assert_eq!(opened, session);
-    let responder = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            if let Some(Event::SessionOpened { .. }) = eb.recv().await {
-                return;
-            }
-        }
+    let responder = first_event(&mut eb, |e| {
+        matches!(e, Event::SessionOpened { .. }).then_some(())
     })
     .await;
-    assert!(responder.is_ok(), "b sees the session open");
+    assert!(responder.is_some(), "b sees the session open");
     // a command (rather than a call) that closes it
     ha.send(EndpointCommand::new(move |ep, now| {
         ep.close_session(now, session)
     }))
     .await
     .unwrap();
-    let closed = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            if let Some(Event::SessionClosed { .. }) = ea.recv().await {
-                return;
-            }
-        }
+    let closed = first_event(&mut ea, |e| {
+        matches!(e, Event::SessionClosed { .. }).then_some(())
     })
     .await;
-    assert!(closed.is_ok(), "the session closes");
+    assert!(closed.is_some(), "the session closes");
     let st = ha.stats();
     assert!(
         st.datagrams_sent >= 3 && st.datagrams_received >= 2,
@@ -176,7 +190,7 @@ async fn a_full_socket_makes_the_host_wait_not_drop() {
 #[tokio::test]
 async fn events_wait_for_a_slow_consumer_and_none_is_lost() {
     let cfg = HostConfig::default().capacity(16, 4);
-    let (h, mut events, _j) = Host::spawn(Blaster::default(), vec![loopback()], cfg).unwrap();
+    let (h, mut events, _j) = blaster(cfg);
     h.send(BlasterCmd::Events(5_000)).await.unwrap();
     for expected in 0..5_000u32 {
         if expected % 1000 == 0 {
@@ -192,8 +206,7 @@ async fn events_wait_for_a_slow_consumer_and_none_is_lost() {
 
 #[tokio::test(start_paused = true)]
 async fn timers_run_on_tokios_clock() {
-    let (h, _e, _j) =
-        Host::spawn(Blaster::default(), vec![loopback()], HostConfig::default()).unwrap();
+    let (h, _e, _j) = blaster(HostConfig::default());
     let started = std::time::Instant::now();
     h.send(BlasterCmd::TimerIn(Duration::from_secs(3600)))
         .await
@@ -208,9 +221,8 @@ async fn timers_run_on_tokios_clock() {
 #[tokio::test]
 async fn impairment_drops_and_delays_what_the_host_receives() {
     let lossy = HostConfig::default().impairment(Some(Impairment::loss(0.5, 7)));
-    let (rx, _e, _j) = Host::spawn(Blaster::default(), vec![loopback()], lossy).unwrap();
-    let (tx, _e2, _j2) =
-        Host::spawn(Blaster::default(), vec![loopback()], HostConfig::default()).unwrap();
+    let (rx, _e, _j) = blaster(lossy);
+    let (tx, _e2, _j2) = blaster(HostConfig::default());
     tx.send(BlasterCmd::Blast(rx.local_addr(), 2000))
         .await
         .unwrap();
@@ -231,7 +243,7 @@ async fn impairment_drops_and_delays_what_the_host_receives() {
         seed: 1,
         exempt: Vec::new(),
     }));
-    let (rx, _e3, _j3) = Host::spawn(Blaster::default(), vec![loopback()], slow).unwrap();
+    let (rx, _e3, _j3) = blaster(slow);
     tx.send(BlasterCmd::Blast(rx.local_addr(), 50))
         .await
         .unwrap();

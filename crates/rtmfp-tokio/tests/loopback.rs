@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rtmfp::{CloseReason, EndpointConfig, OpenError, PlainProfile, Priority, Role};
-use rtmfp_tokio::{DriverConfig, Endpoint, EndpointEvent, Error, RecvFlow, Session};
+use rtmfp_tokio::{DriverConfig, Endpoint, EndpointEvent, Error, RecvFlow, SendFlow, Session};
 
 /// Upper bound of any single test.
 const TEST_LIMIT: Duration = Duration::from_secs(90);
@@ -67,6 +67,37 @@ async fn connect(client: &Endpoint, server: &Endpoint, server_name: &[u8]) -> (S
     let c = c.expect("connect");
     let s = s.expect("accept");
     (c, s)
+}
+
+/// A server and a client endpoint on IPv4 loopback, default configurations.
+fn server_and_client() -> (Endpoint, Endpoint) {
+    (
+        endpoint("127.0.0.1:0", "server"),
+        endpoint("127.0.0.1:0", "client"),
+    )
+}
+
+/// [`server_and_client`], connected: the endpoints and the client's and
+/// the server's side of the session.
+async fn connected_pair() -> (Endpoint, Endpoint, Session, Session) {
+    let (server, client) = server_and_client();
+    let (cs, ss) = connect(&client, &server, b"server").await;
+    (server, client, cs, ss)
+}
+
+/// Shuts the endpoints down, in order.
+async fn shutdown(endpoints: &[&Endpoint]) {
+    for e in endpoints {
+        e.shutdown().await;
+    }
+}
+
+/// Opens a flow with no association.
+async fn open_flow(session: &Session, metadata: &[u8], priority: Priority) -> SendFlow {
+    session
+        .open_flow(metadata, None, priority)
+        .await
+        .expect("open")
 }
 
 async fn accept_flow(session: &Session) -> RecvFlow {
@@ -209,11 +240,9 @@ async fn exchange_several_flows(client: &Endpoint, server: &Endpoint) {
 #[tokio::test]
 async fn several_flows_both_ways_ipv4() {
     run_test(async {
-        let server = endpoint("127.0.0.1:0", "server");
-        let client = endpoint("127.0.0.1:0", "client");
+        let (server, client) = server_and_client();
         exchange_several_flows(&client, &server).await;
-        client.shutdown().await;
-        server.shutdown().await;
+        shutdown(&[&client, &server]).await;
     })
     .await;
 }
@@ -230,8 +259,7 @@ async fn several_flows_both_ways_ipv6() {
         let client = endpoint("[::1]:0", "client");
         assert!(server.local_addr().is_ipv6());
         exchange_several_flows(&client, &server).await;
-        client.shutdown().await;
-        server.shutdown().await;
+        shutdown(&[&client, &server]).await;
     })
     .await;
 }
@@ -261,16 +289,12 @@ async fn dual_stack_socket_reaches_ipv4_peer() {
         let (c, s) = (c.expect("connect"), s.expect("accept"));
         // The server reports the IPv4 peer without the IPv4-mapped form.
         assert_eq!(s.peer_addr(), client.local_addr());
-        let mut f = c
-            .open_flow(b"x", None, Priority::ROUTINE)
-            .await
-            .expect("open");
+        let mut f = open_flow(&c, b"x", Priority::ROUTINE).await;
         f.send(&b"over dual stack"[..]).await.expect("send");
         let mut rf = accept_flow(&s).await;
         let msg = bounded("recv", rf.recv()).await.expect("message");
         assert_eq!(&msg.data[..], b"over dual stack");
-        client.shutdown().await;
-        server.shutdown().await;
+        shutdown(&[&client, &server]).await;
     })
     .await;
 }
@@ -317,10 +341,7 @@ async fn many_sessions_on_one_socket() {
                     .connect(b"server", &[server_addr])
                     .await
                     .expect("connect");
-                let mut f = s
-                    .open_flow(b"ping", None, Priority::ROUTINE)
-                    .await
-                    .expect("open");
+                let mut f = open_flow(&s, b"ping", Priority::ROUTINE).await;
                 for m in 0..20 {
                     f.send(Bytes::from(format!("{i}/{m}"))).await.expect("send");
                 }
@@ -380,10 +401,7 @@ async fn twenty_megabytes(label: &str, config: EndpointConfig) {
     });
 
     let started = Instant::now();
-    let mut f = cs
-        .open_flow(b"bulk", None, Priority::BULK)
-        .await
-        .expect("open");
+    let mut f = open_flow(&cs, b"bulk", Priority::BULK).await;
     let mut pattern = Pattern(0x1234_5678_9abc_def1);
     let mut hash = Fnv::new();
     let mut sent = 0usize;
@@ -420,8 +438,7 @@ async fn twenty_megabytes(label: &str, config: EndpointConfig) {
 
     cs.close().await;
     assert_eq!(bounded("closed", ss.closed()).await, CloseReason::Remote);
-    client.shutdown().await;
-    server.shutdown().await;
+    shutdown(&[&client, &server]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -465,10 +482,7 @@ async fn slow_reader_keeps_memory_bounded() {
             let sent = sent.clone();
             let cs = cs.clone();
             tokio::spawn(async move {
-                let mut f = cs
-                    .open_flow(b"flood", None, Priority::BULK)
-                    .await
-                    .expect("open");
+                let mut f = open_flow(&cs, b"flood", Priority::BULK).await;
                 let mut n = 0usize;
                 while n < TOTAL {
                     f.send(vec![(n / MSG) as u8; MSG]).await.expect("send");
@@ -530,8 +544,7 @@ async fn slow_reader_keeps_memory_bounded() {
         assert!(max_lead < TOTAL / 2);
 
         cs.close().await;
-        client.shutdown().await;
-        server.shutdown().await;
+        shutdown(&[&client, &server]).await;
     })
     .await;
 }
@@ -539,15 +552,11 @@ async fn slow_reader_keeps_memory_bounded() {
 #[tokio::test]
 async fn close_is_seen_on_both_sides() {
     run_test(async {
-        let server = endpoint("127.0.0.1:0", "server");
-        let client = endpoint("127.0.0.1:0", "client");
+        let (server, client) = server_and_client();
         let mut events = server.events();
         let (cs, ss) = connect(&client, &server, b"server").await;
 
-        let mut f = ss
-            .open_flow(b"to-client", None, Priority::ROUTINE)
-            .await
-            .expect("open");
+        let mut f = open_flow(&ss, b"to-client", Priority::ROUTINE).await;
         f.send(&b"one"[..]).await.expect("send");
         let mut rf = accept_flow(&cs).await;
         assert_eq!(
@@ -589,8 +598,7 @@ async fn close_is_seen_on_both_sides() {
             }
         }
         assert!(opened && closed, "opened {opened}, closed {closed}");
-        client.shutdown().await;
-        server.shutdown().await;
+        shutdown(&[&client, &server]).await;
     })
     .await;
 }
@@ -598,8 +606,7 @@ async fn close_is_seen_on_both_sides() {
 #[tokio::test]
 async fn shutdown_closes_sessions_in_order() {
     run_test(async {
-        let server = endpoint("127.0.0.1:0", "server");
-        let client = endpoint("127.0.0.1:0", "client");
+        let (server, client) = server_and_client();
         let other = endpoint("127.0.0.1:0", "other");
         let (cs1, _ss1) = connect(&client, &server, b"server").await;
         let (cs2, _ss2) = connect(&other, &server, b"server").await;
@@ -644,16 +651,12 @@ async fn shutdown_closes_sessions_in_order() {
 #[tokio::test]
 async fn dropping_every_handle_stops_the_driver() {
     run_test(async {
-        let server = endpoint("127.0.0.1:0", "server");
-        let client = endpoint("127.0.0.1:0", "client");
+        let (server, client) = server_and_client();
         let addr = client.local_addr();
         let (cs, ss) = connect(&client, &server, b"server").await;
         drop(client);
         // The session handle keeps the client endpoint alive.
-        let mut f = cs
-            .open_flow(b"still alive", None, Priority::ROUTINE)
-            .await
-            .expect("open");
+        let mut f = open_flow(&cs, b"still alive", Priority::ROUTINE).await;
         f.send(&b"x"[..]).await.expect("send");
         drop(f);
         drop(cs);
@@ -679,13 +682,8 @@ async fn dropping_every_handle_stops_the_driver() {
 #[tokio::test]
 async fn rejected_flow_fails_sender() {
     run_test(async {
-        let server = endpoint("127.0.0.1:0", "server");
-        let client = endpoint("127.0.0.1:0", "client");
-        let (cs, ss) = connect(&client, &server, b"server").await;
-        let mut f = cs
-            .open_flow(b"unwanted", None, Priority::ROUTINE)
-            .await
-            .expect("open");
+        let (server, client, cs, ss) = connected_pair().await;
+        let mut f = open_flow(&cs, b"unwanted", Priority::ROUTINE).await;
         f.send(&b"hello?"[..]).await.expect("send");
         let rf = accept_flow(&ss).await;
         rf.reject(42);
@@ -704,8 +702,7 @@ async fn rejected_flow_fails_sender() {
             bounded("close", f.close()).await,
             Err(Error::FlowRejected(42))
         );
-        client.shutdown().await;
-        server.shutdown().await;
+        shutdown(&[&client, &server]).await;
     })
     .await;
 }
@@ -737,13 +734,8 @@ async fn connect_to_nobody_times_out() {
 #[tokio::test]
 async fn partially_reliable_messages_flow() {
     run_test(async {
-        let server = endpoint("127.0.0.1:0", "server");
-        let client = endpoint("127.0.0.1:0", "client");
-        let (cs, ss) = connect(&client, &server, b"server").await;
-        let mut f = cs
-            .open_flow(b"live", None, Priority::IMMEDIATE)
-            .await
-            .expect("open");
+        let (server, client, cs, ss) = connected_pair().await;
+        let mut f = open_flow(&cs, b"live", Priority::IMMEDIATE).await;
         for i in 0..10u8 {
             f.send_with_lifetime(vec![i; 100], Duration::from_secs(5))
                 .await
@@ -757,8 +749,7 @@ async fn partially_reliable_messages_flow() {
         let info = ss.info().await.expect("info");
         assert!(info.open);
         assert_eq!(info.peer, client.local_addr());
-        client.shutdown().await;
-        server.shutdown().await;
+        shutdown(&[&client, &server]).await;
     })
     .await;
 }
@@ -766,13 +757,8 @@ async fn partially_reliable_messages_flow() {
 #[tokio::test]
 async fn dropping_a_session_closes_it() {
     run_test(async {
-        let server = endpoint("127.0.0.1:0", "server");
-        let client = endpoint("127.0.0.1:0", "client");
-        let (cs, ss) = connect(&client, &server, b"server").await;
-        let f = cs
-            .open_flow(b"keeps it open", None, Priority::ROUTINE)
-            .await
-            .expect("open");
+        let (server, client, cs, ss) = connected_pair().await;
+        let f = open_flow(&cs, b"keeps it open", Priority::ROUTINE).await;
         let clone = cs.clone();
         drop(cs);
         drop(clone);
@@ -796,8 +782,7 @@ async fn dropping_a_session_closes_it() {
             matches!(reason, CloseReason::Remote | CloseReason::IdleTimeout),
             "unexpected {reason:?}"
         );
-        client.shutdown().await;
-        server.shutdown().await;
+        shutdown(&[&client, &server]).await;
     })
     .await;
 }
@@ -865,9 +850,7 @@ async fn redirect_through_with_engine() {
             .expect("with_engine");
         assert_eq!(sessions, 0);
 
-        client.shutdown().await;
-        target.shutdown().await;
-        redirector.shutdown().await;
+        shutdown(&[&client, &target, &redirector]).await;
     })
     .await;
 }

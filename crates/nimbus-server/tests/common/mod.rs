@@ -7,6 +7,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use flash_amf::{Object, Value};
+use nimbus_server::{Server, ServerConfig};
 use rand_core::SeedableRng;
 use rtmfp::{Endpoint, EndpointConfig, Event};
 use rtmfp_flash::message::{NcEvent, NetConnection};
@@ -242,6 +243,42 @@ impl Client {
             .collect()
     }
 
+    /// Opens a flow on the direct session `sid` and sends `data` on it.
+    pub fn send_direct(&mut self, sid: rtmfp::SessionId, data: bytes::Bytes) {
+        let now = Instant::now();
+        let flow = self
+            .ep
+            .open_flow(now, sid, b"direct", None, Default::default())
+            .unwrap();
+        self.ep.send(now, sid, flow, data, None).unwrap();
+    }
+
+    /// The flows engine events said have data to read, as (session, flow).
+    pub fn readable(&self) -> Vec<(rtmfp::SessionId, u64)> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Readable { session, flow } => Some((*session, *flow)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether the server sent status `code` on `stream`.
+    pub fn has_status(&self, stream: u32, code: &str) -> bool {
+        self.statuses(stream).iter().any(|s| s == code)
+    }
+
+    /// Whether the NetConnection is closed.
+    pub fn closed(&self) -> bool {
+        self.nc_events.iter().any(|e| matches!(e, NcEvent::Closed))
+    }
+
+    /// Calls `method` on the server; returns the transaction ID.
+    pub fn call(&mut self, method: &str, args: Vec<Value>) -> f64 {
+        self.with_nc(|nc, ep, now| nc.call(ep, now, method, args).unwrap())
+    }
+
     /// Runs `f` with the NetConnection and endpoint.
     pub fn with_nc<R>(
         &mut self,
@@ -269,6 +306,39 @@ pub fn pump(
         std::thread::sleep(Duration::from_millis(2));
     }
     false
+}
+
+/// Pumps until every client is connected; fails with their refusals.
+pub fn connect_all(clients: &mut [&mut Client], timeout: Duration) {
+    assert!(
+        pump(clients, timeout, |cs| cs.iter().all(|c| c.connected())),
+        "connect failed: {:?}",
+        clients
+            .iter()
+            .map(|c| c.connect_failed())
+            .collect::<Vec<_>>()
+    );
+}
+
+/// A server on loopback with `shards` shards, DH group 2 only, a short
+/// shutdown grace.
+pub fn loopback_config(shards: usize) -> ServerConfig {
+    ServerConfig {
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        shards,
+        dh_groups: vec![2],
+        shutdown_grace_secs: 1,
+        ..ServerConfig::default()
+    }
+}
+
+/// Starts a server on a runtime of its own: the runtime, the server and
+/// its first address.
+pub fn start(config: ServerConfig) -> (tokio::runtime::Runtime, Server, SocketAddr) {
+    let rt = runtime();
+    let server = rt.block_on(Server::start(config)).unwrap();
+    let addr = server.local_addrs()[0];
+    (rt, server, addr)
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {
