@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 use nimbus_server::config::AppConfig;
 use nimbus_server::policy::{decide, verify_token, ConnectRequest};
-use nimbus_server::{Policy, ServerConfig};
+use nimbus_server::ServerConfig;
 use flash_amf::Value;
 
 fuzz_target!(|data: &[u8]| {
@@ -20,27 +20,10 @@ fuzz_target!(|data: &[u8]| {
     let req = ConnectRequest::from_connect(Some(url), app, &args);
     assert!(req.path.len() <= 8 && req.query.len() <= 32 && req.args.len() <= 16);
     let apps = vec![
-        AppConfig {
-            name: "live".into(),
-            ..AppConfig::default()
-        },
-        AppConfig {
-            name: "k".into(),
-            policy: Policy::DeveloperKey,
-            developer_keys: vec!["key".into()],
-            ..AppConfig::default()
-        },
-        AppConfig {
-            name: "t".into(),
-            policy: Policy::Token,
-            token_secret: Some("0123456789abcdef".into()),
-            ..AppConfig::default()
-        },
-        AppConfig {
-            name: "r".into(),
-            policy: Policy::Registry,
-            ..AppConfig::default()
-        },
+        AppConfig::open("live"),
+        AppConfig::developer_key("k", ["key"]),
+        AppConfig::token("t", "0123456789abcdef"),
+        AppConfig::registry("r"),
     ];
     let _ = decide(&apps, &req, 1_000);
     let _ = verify_token("0123456789abcdef", "t", &text, 1_000);

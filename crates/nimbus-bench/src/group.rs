@@ -24,12 +24,10 @@ pub struct BenchGroupArgs {
     pub json: bool,
 }
 
+/// Sorts `v` and takes its `p` quantile (NaN when empty).
 fn pct(v: &mut [f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
     v.sort_by(f64::total_cmp);
-    v[((v.len() - 1) as f64 * p).round() as usize]
+    crate::stats::percentile(v, p).unwrap_or(f64::NAN)
 }
 
 pub fn run(args: BenchGroupArgs) -> Result<()> {

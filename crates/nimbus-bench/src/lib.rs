@@ -18,4 +18,5 @@ mod group_members;
 pub mod phone;
 pub mod registry;
 pub mod server;
+pub mod stats;
 pub mod system;

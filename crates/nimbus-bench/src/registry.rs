@@ -145,11 +145,7 @@ impl PhaseResult {
     }
 
     fn percentile_ms(&self, p: f64) -> f64 {
-        if self.latencies_us.is_empty() {
-            return 0.0;
-        }
-        let idx = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
-        f64::from(self.latencies_us[idx.min(self.latencies_us.len() - 1)]) / 1000.0
+        crate::stats::percentile(&self.latencies_us, p).map_or(0.0, |us| f64::from(us) / 1000.0)
     }
 }
 

@@ -33,6 +33,7 @@
 //! phases; Prometheus counters from the server's metrics endpoint; the
 //! clients' datagrams per system call from their hosts' `IoStats`.
 
+use crate::stats::percentile;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -1106,14 +1107,6 @@ fn scrape(addr: SocketAddr) -> Result<HashMap<String, f64>> {
         }
     }
     Ok(m)
-}
-
-fn percentile(sorted: &[u64], q: f64) -> Option<u64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    Some(sorted[rank - 1])
 }
 
 fn ms(us: Option<u64>) -> Json {
@@ -2243,15 +2236,6 @@ mod tests {
             report_line("{} and {} / {}, {}", &v, &["a", "b/c", "b/d/0", "missing"]),
             "3 and 1.50 / 7, n/a"
         );
-    }
-
-    #[test]
-    fn percentiles() {
-        let v: Vec<u64> = (1..=100).collect();
-        assert_eq!(percentile(&v, 0.5), Some(50));
-        assert_eq!(percentile(&v, 0.99), Some(99));
-        assert_eq!(percentile(&[7], 0.99), Some(7));
-        assert_eq!(percentile(&[], 0.5), None);
     }
 
     #[test]

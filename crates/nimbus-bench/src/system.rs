@@ -16,7 +16,7 @@ use nimbus_phone::driver::{self, Command, DriverConfig, Impairment, PhoneHandle,
 use nimbus_phone::driver::{SinkSpec, SourceSpec};
 use nimbus_phone::phone::{PhoneConfig, PhoneEvent};
 use nimbus_server::config::RegistrySection;
-use nimbus_server::{AppConfig, Policy, Server, ServerConfig};
+use nimbus_server::{AppConfig, Server, ServerConfig};
 
 const STEP: Duration = Duration::from_secs(20);
 
@@ -76,11 +76,7 @@ async fn start_server(dir: &Path) -> Result<Server> {
         db: format!("sqlite:{}", dir.join("registry.sqlite").display()),
         listen: Some("127.0.0.1:0".parse()?),
     });
-    c.apps = vec![AppConfig {
-        name: "phone".into(),
-        policy: Policy::Registry,
-        ..AppConfig::default()
-    }];
+    c.apps = vec![AppConfig::registry("phone")];
     let server = Server::start(c).await.context("cannot start the server")?;
     let reg = server.registry().context("registry")?;
     for (u, p) in [

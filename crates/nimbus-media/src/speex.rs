@@ -316,8 +316,8 @@ mod tests {
     use super::*;
     use crate::audio::{AudioCodec, ToneConfig, ToneGenerator};
     use crate::{FlvSink, MediaKind, MediaTag, TestSource, TestSourceConfig};
+    use nimbus_testkit::ffmpeg;
     use std::path::Path;
-    use std::process::{Command, Stdio};
     use std::time::Duration;
 
     #[test]
@@ -402,78 +402,9 @@ mod tests {
         }
     }
 
-    fn have(tool: &str) -> bool {
-        Command::new(tool)
-            .arg("-version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    }
-
-    fn ffprobe_audio(path: &Path) -> String {
-        let out = Command::new("ffprobe")
-            .args(["-v", "error", "-count_frames", "-select_streams", "a:0"])
-            .args([
-                "-show_entries",
-                "stream=codec_name,sample_rate,channels,nb_read_frames",
-            ])
-            .args(["-of", "default=nw=1"])
-            .arg(path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Whether ffmpeg has the decoder `name`.
-    fn ffmpeg_has_decoder(name: &str) -> bool {
-        Command::new("ffmpeg")
-            .args(["-hide_banner", "-decoders"])
-            .output()
-            .is_ok_and(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .split_whitespace()
-                    .any(|w| w == name)
-            })
-    }
-
-    /// `ffmpeg -v error [-c:a decoder] -i path -f null -` succeeds silently.
-    fn decode_with_ffmpeg(path: &Path, decoder: Option<&str>) {
-        let mut cmd = Command::new("ffmpeg");
-        cmd.args(["-nostdin", "-v", "error"]);
-        if let Some(d) = decoder {
-            cmd.args(["-c:a", d]);
-        }
-        let out = cmd
-            .arg("-i")
-            .arg(path)
-            .args(["-f", "null", "-"])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "ffmpeg failed: {err}");
-        assert!(err.trim().is_empty(), "ffmpeg reported errors: {err}");
-    }
-
     /// Decodes the audio of `path` to 16 kHz s16le samples.
     fn decode_pcm(path: &Path) -> Vec<i16> {
-        let out = Command::new("ffmpeg")
-            .args(["-nostdin", "-v", "error", "-i"])
-            .arg(path)
-            .args(["-vn", "-f", "s16le", "-ac", "1", "-ar", "16000", "-"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
+        ffmpeg::decode(path, &["-vn", "-f", "s16le", "-ac", "1", "-ar", "16000"])
             .chunks_exact(2)
             .map(|b| i16::from_le_bytes([b[0], b[1]]))
             .collect()
@@ -481,8 +412,7 @@ mod tests {
 
     #[test]
     fn ffmpeg_decodes_the_speex_flv() {
-        if !(have("ffmpeg") && have("ffprobe")) {
-            println!("SKIPPED: ffmpeg_decodes_the_speex_flv: ffmpeg/ffprobe not installed");
+        if !ffmpeg::tools_present("ffmpeg_decodes_the_speex_flv") {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -492,17 +422,21 @@ mod tests {
             let mut sink = FlvSink::open(&path, true, video).unwrap();
             sink.write_all(&mut src).unwrap();
             sink.finish().unwrap();
-            decode_with_ffmpeg(&path, None);
+            ffmpeg::assert_decodes_cleanly(&path);
             // Also through the reference decoder (libspeex), when ffmpeg has it.
-            if ffmpeg_has_decoder("libspeex") {
-                decode_with_ffmpeg(&path, Some("libspeex"));
+            if ffmpeg::has_decoder("libspeex") {
+                ffmpeg::assert_decodes_cleanly_with(&path, Some("libspeex"));
             }
-            let info = ffprobe_audio(&path);
-            println!("ffprobe {}: {info:?}", path.display());
-            assert!(info.contains("codec_name=speex"), "{info}");
-            assert!(info.contains("sample_rate=16000"), "{info}");
-            assert!(info.contains("channels=1"), "{info}");
-            assert!(info.contains("nb_read_frames=100"), "{info}");
+            ffmpeg::assert_probe(
+                &path,
+                "a:0",
+                &[
+                    "codec_name=speex",
+                    "sample_rate=16000",
+                    "channels=1",
+                    "nb_read_frames=100",
+                ],
+            );
             // 2 s of audio; the beep (−6 dBFS) is much louder than the
             // tone (−20 dBFS) in the decoded signal too.
             let pcm = decode_pcm(&path);

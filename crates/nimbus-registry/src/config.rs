@@ -2,6 +2,42 @@
 
 use std::time::Duration;
 
+/// `as_str`, `Display` and `FromStr` for a unit enum, from one table of
+/// its variants and their names on the command line and in config files;
+/// `what` names the setting in the error (`"x" is not a legacy mode (…)`).
+macro_rules! keyword_enum {
+    ($ty:ident, $what:literal, { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            /// The name used on the command line and in config files.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name,)+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($name => Ok($ty::$variant),)+
+                    _ => Err(format!(
+                        "{s:?} is not {} ({})",
+                        $what,
+                        [$($name),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
 /// Who may use the legacy `reg.cgi` endpoint, and how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -23,36 +59,11 @@ pub enum LegacyMode {
     ConnectedOnly,
 }
 
-impl LegacyMode {
-    /// The name used on the command line and in config files.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LegacyMode::Open => "open",
-            LegacyMode::Authenticated => "authenticated",
-            LegacyMode::ConnectedOnly => "connected-only",
-        }
-    }
-}
-
-impl std::fmt::Display for LegacyMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for LegacyMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "open" => Ok(LegacyMode::Open),
-            "authenticated" => Ok(LegacyMode::Authenticated),
-            "connected-only" => Ok(LegacyMode::ConnectedOnly),
-            _ => Err(format!(
-                "{s:?} is not a legacy mode (open, authenticated, connected-only)"
-            )),
-        }
-    }
-}
+keyword_enum!(LegacyMode, "a legacy mode", {
+    Open => "open",
+    Authenticated => "authenticated",
+    ConnectedOnly => "connected-only",
+});
 
 /// SQLite's `synchronous` setting for the registry database (always in WAL mode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -67,32 +78,10 @@ pub enum SqliteSync {
     Normal,
 }
 
-impl SqliteSync {
-    /// The name used on the command line and in config files.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SqliteSync::Full => "full",
-            SqliteSync::Normal => "normal",
-        }
-    }
-}
-
-impl std::fmt::Display for SqliteSync {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for SqliteSync {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "full" => Ok(SqliteSync::Full),
-            "normal" => Ok(SqliteSync::Normal),
-            _ => Err(format!("{s:?} is not a SQLite sync mode (full, normal)")),
-        }
-    }
-}
+keyword_enum!(SqliteSync, "a SQLite sync mode", {
+    Full => "full",
+    Normal => "normal",
+});
 
 /// A token-bucket rate limit: `per_second` sustained, bursts of up to `burst`.
 #[derive(Debug, Clone, Copy, PartialEq)]

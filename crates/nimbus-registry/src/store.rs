@@ -408,16 +408,28 @@ impl Store {
         name_key: &str,
         cutoff: i64,
     ) -> Result<Option<RegistrationRow>, RegistryError> {
+        let rx = self.queue_lookup(name_key.to_owned(), cutoff).await?;
+        rx.await.map_err(|_| RegistryError::ShuttingDown)?
+    }
+
+    /// Queues the look-up of `name_key` for the read batcher; where its
+    /// answer will come.
+    async fn queue_lookup(
+        &self,
+        name_key: String,
+        cutoff: i64,
+    ) -> Result<oneshot::Receiver<Result<Option<RegistrationRow>, RegistryError>>, RegistryError>
+    {
         let (done, rx) = oneshot::channel();
         self.reader
             .send(ReadJob {
-                name_key: name_key.to_owned(),
+                name_key,
                 cutoff,
                 done,
             })
             .await
             .map_err(|_| RegistryError::ShuttingDown)?;
-        rx.await.map_err(|_| RegistryError::ShuttingDown)?
+        Ok(rx)
     }
 
     /// Several look-ups at once (they join the same batch); results in order.
@@ -428,16 +440,7 @@ impl Store {
     ) -> Result<Vec<Option<RegistrationRow>>, RegistryError> {
         let mut waiting = Vec::with_capacity(name_keys.len());
         for key in name_keys {
-            let (done, rx) = oneshot::channel();
-            self.reader
-                .send(ReadJob {
-                    name_key: key.clone(),
-                    cutoff,
-                    done,
-                })
-                .await
-                .map_err(|_| RegistryError::ShuttingDown)?;
-            waiting.push(rx);
+            waiting.push(self.queue_lookup(key.clone(), cutoff).await?);
         }
         let mut out = Vec::with_capacity(waiting.len());
         for rx in waiting {
@@ -642,31 +645,44 @@ async fn open_postgres(url: &str, config: &RegistryConfig) -> Result<(Pool, Pool
     Ok((Pool::Postgres(read), Pool::Postgres(write)))
 }
 
+/// Within the open transaction `$tx`: reads the schema version, refuses a
+/// newer one, applies every migration of `$migrations` above it and
+/// records each (`$backend` names the database in the log). One body for
+/// both databases, whose transactions are different types.
+macro_rules! apply_migrations {
+    ($tx:ident, $migrations:expr, $backend:literal) => {{
+        let current: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM nimbus_registry_migrations")
+                .fetch_one(&mut *$tx)
+                .await?;
+        let current = current.unwrap_or(0);
+        check_version(current)?;
+        for (version, statements) in $migrations.iter().filter(|m| m.0 > current) {
+            for s in *statements {
+                sqlx::query(*s).execute(&mut *$tx).await?;
+            }
+            sqlx::query(
+                "INSERT INTO nimbus_registry_migrations (version, applied_at) VALUES ($1, $2)",
+            )
+            .bind(*version)
+            .bind(crate::clock::Clock::now_millis(&crate::clock::SystemClock))
+            .execute(&mut *$tx)
+            .await?;
+            tracing::info!(
+                version,
+                concat!("applied registry schema migration (", $backend, ")")
+            );
+        }
+        $tx.commit().await?;
+    }};
+}
+
 async fn migrate(pool: &Pool) -> Result<(), RegistryError> {
     match pool {
         Pool::Sqlite(p) => {
             sqlx::query(MIGRATIONS_TABLE_SQLITE).execute(p).await?;
             let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
-            let current: Option<i64> =
-                sqlx::query_scalar("SELECT MAX(version) FROM nimbus_registry_migrations")
-                    .fetch_one(&mut *tx)
-                    .await?;
-            let current = current.unwrap_or(0);
-            check_version(current)?;
-            for (version, statements) in SQLITE_MIGRATIONS.iter().filter(|m| m.0 > current) {
-                for s in *statements {
-                    sqlx::query(*s).execute(&mut *tx).await?;
-                }
-                sqlx::query(
-                    "INSERT INTO nimbus_registry_migrations (version, applied_at) VALUES ($1, $2)",
-                )
-                .bind(*version)
-                .bind(crate::clock::Clock::now_millis(&crate::clock::SystemClock))
-                .execute(&mut *tx)
-                .await?;
-                tracing::info!(version, "applied registry schema migration (sqlite)");
-            }
-            tx.commit().await?;
+            apply_migrations!(tx, SQLITE_MIGRATIONS, "sqlite");
         }
         Pool::Postgres(p) => {
             let mut tx = p.begin().await?;
@@ -675,26 +691,7 @@ async fn migrate(pool: &Pool) -> Result<(), RegistryError> {
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(MIGRATIONS_TABLE_PG).execute(&mut *tx).await?;
-            let current: Option<i64> =
-                sqlx::query_scalar("SELECT MAX(version) FROM nimbus_registry_migrations")
-                    .fetch_one(&mut *tx)
-                    .await?;
-            let current = current.unwrap_or(0);
-            check_version(current)?;
-            for (version, statements) in PG_MIGRATIONS.iter().filter(|m| m.0 > current) {
-                for s in *statements {
-                    sqlx::query(*s).execute(&mut *tx).await?;
-                }
-                sqlx::query(
-                    "INSERT INTO nimbus_registry_migrations (version, applied_at) VALUES ($1, $2)",
-                )
-                .bind(*version)
-                .bind(crate::clock::Clock::now_millis(&crate::clock::SystemClock))
-                .execute(&mut *tx)
-                .await?;
-                tracing::info!(version, "applied registry schema migration (postgres)");
-            }
-            tx.commit().await?;
+            apply_migrations!(tx, PG_MIGRATIONS, "postgres");
         }
     }
     Ok(())

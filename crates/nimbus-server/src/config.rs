@@ -256,6 +256,45 @@ impl Default for AppConfig {
     }
 }
 
+impl AppConfig {
+    /// The app `name`, open to anyone, with the default permissions.
+    pub fn open(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The app `name` with policy developer-key, accepting `keys`.
+    pub fn developer_key<K: Into<String>>(
+        name: impl Into<String>,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Self {
+        Self {
+            policy: Policy::DeveloperKey,
+            developer_keys: keys.into_iter().map(Into::into).collect(),
+            ..Self::open(name)
+        }
+    }
+
+    /// The app `name` with policy token, tokens signed with `secret`.
+    pub fn token(name: impl Into<String>, secret: impl Into<String>) -> Self {
+        Self {
+            policy: Policy::Token,
+            token_secret: Some(secret.into()),
+            ..Self::open(name)
+        }
+    }
+
+    /// The app `name` with policy registry (log-in through the registry).
+    pub fn registry(name: impl Into<String>) -> Self {
+        Self {
+            policy: Policy::Registry,
+            ..Self::open(name)
+        }
+    }
+}
+
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

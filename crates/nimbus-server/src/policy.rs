@@ -263,27 +263,10 @@ mod tests {
 
     fn apps() -> Vec<AppConfig> {
         vec![
-            AppConfig {
-                name: "live".into(),
-                ..AppConfig::default()
-            },
-            AppConfig {
-                name: "cirrus".into(),
-                policy: Policy::DeveloperKey,
-                developer_keys: vec!["c0ffee0123".into()],
-                ..AppConfig::default()
-            },
-            AppConfig {
-                name: "secure".into(),
-                policy: Policy::Token,
-                token_secret: Some("0123456789abcdef-secret".into()),
-                ..AppConfig::default()
-            },
-            AppConfig {
-                name: "phone".into(),
-                policy: Policy::Registry,
-                ..AppConfig::default()
-            },
+            AppConfig::open("live"),
+            AppConfig::developer_key("cirrus", ["c0ffee0123"]),
+            AppConfig::token("secure", "0123456789abcdef-secret"),
+            AppConfig::registry("phone"),
         ]
     }
 

@@ -95,6 +95,32 @@ fn reintroduced(c: &[&mut Client], marks: &[usize], l: usize, r: usize) -> bool 
     since(l, c[r]) && since(r, c[l])
 }
 
+/// Member `order[k]` leaves through `leave`; waits until the server counts
+/// `members` members and has introduced its ring neighbours `order[k - 1]`
+/// and `order[k + 1]` to each other (`how` names the leave in the failure).
+/// The introduction counts from before the leave.
+fn leave_heals(
+    cs: &mut [Client],
+    m: &Metrics,
+    order: &[usize],
+    k: usize,
+    members: i64,
+    how: &str,
+    leave: impl FnOnce(&mut Client),
+) -> Vec<usize> {
+    let (l, r) = (order[k - 1], order[k + 1]);
+    let mark = marks(cs);
+    leave(&mut cs[order[k]]);
+    assert!(
+        pump_all(cs, T, |c| {
+            gauge(m, |m| &m.group_members) == members && reintroduced(c, &mark, l, r)
+        }),
+        "{how}: members {}",
+        gauge(m, |m| &m.group_members)
+    );
+    mark
+}
+
 /// Indices of `cs` in ring order (by group address).
 fn ring_order(cs: &[Client]) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..cs.len()).collect();
@@ -203,29 +229,31 @@ fn leaving_members_are_removed_and_their_neighbours_introduced() {
 
     // 1. a member closes its join flow
     let gone = order[3];
-    let (l, r) = (order[2], order[4]);
-    let mark = marks(&cs);
-    cs[gone].leave_group(flows[gone]);
-    assert!(
-        pump_all(&mut cs, T, |c| {
-            gauge(&m, |m| &m.group_members) == 9 && reintroduced(c, &mark, l, r)
-        }),
-        "leave by closing the flow: members {}",
-        gauge(&m, |m| &m.group_members)
+    leave_heals(
+        &mut cs,
+        &m,
+        &order,
+        3,
+        9,
+        "leave by closing the flow",
+        |c| {
+            c.leave_group(flows[gone]);
+        },
     );
     assert_eq!(counter(&m, |m| &m.group_leaves_total), 1);
 
     // 2. a member ends its session
     let gone2 = order[7];
-    let (l, r) = (order[6], order[8]);
-    let mark = marks(&cs);
-    cs[gone2].with_nc(|nc, ep, now| nc.close(ep, now));
-    assert!(
-        pump_all(&mut cs, T, |c| {
-            gauge(&m, |m| &m.group_members) == 8 && reintroduced(c, &mark, l, r)
-        }),
-        "leave by closing the session: members {}",
-        gauge(&m, |m| &m.group_members)
+    let mark = leave_heals(
+        &mut cs,
+        &m,
+        &order,
+        7,
+        8,
+        "leave by closing the session",
+        |c| {
+            c.with_nc(|nc, ep, now| nc.close(ep, now));
+        },
     );
     assert_eq!(counter(&m, |m| &m.group_leaves_total), 2);
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{loopback_config, pump, start, Client};
 use flash_amf::Value;
-use nimbus_server::{AppConfig, Policy, Server, ServerConfig};
+use nimbus_server::{AppConfig, Server, ServerConfig};
 use rtmfp::Event;
 use rtmfp_flash::message::NcEvent;
 use rtmfp_flash::Epd;
@@ -177,18 +177,8 @@ fn connect_calls_relay_and_lookup() {
 fn policies_refuse_with_a_description() {
     let mut c = config(1);
     c.apps = vec![
-        AppConfig {
-            name: "cirrus".into(),
-            policy: Policy::DeveloperKey,
-            developer_keys: vec!["0123456789abcdef01234567".into()],
-            ..AppConfig::default()
-        },
-        AppConfig {
-            name: "secure".into(),
-            policy: Policy::Token,
-            token_secret: Some("a-secret-of-enough-length".into()),
-            ..AppConfig::default()
-        },
+        AppConfig::developer_key("cirrus", ["0123456789abcdef01234567"]),
+        AppConfig::token("secure", "a-secret-of-enough-length"),
     ];
     let (rt, server, addr) = start(c);
 
@@ -364,11 +354,7 @@ fn registry_policy_authenticates_and_binds() {
         db: format!("sqlite:{}", dir.path().join("r.db").display()),
         listen: None,
     });
-    c.apps = vec![AppConfig {
-        name: "phone".into(),
-        policy: Policy::Registry,
-        ..AppConfig::default()
-    }];
+    c.apps = vec![AppConfig::registry("phone")];
     let (rt, server, addr) = start(c);
     let reg = server.registry().unwrap().clone();
     rt.block_on(reg.sign_up("dave", "correct horse battery"))

@@ -251,22 +251,26 @@ impl TwoNatBuilder {
         }
         let [srv, nata, natb, ca, cb] = &names;
         let g = &topo.guard;
-        g.veth(
-            end(srv, TwoNat::SERVER_IF_A, "198.18.1.1/24"),
-            end(nata, TwoNat::WAN_IF, "198.18.1.2/24"),
-        )?;
-        g.veth(
-            end(srv, TwoNat::SERVER_IF_B, "198.18.2.1/24"),
-            end(natb, TwoNat::WAN_IF, "198.18.2.2/24"),
-        )?;
-        g.veth(
-            end(nata, TwoNat::LAN_IF, "198.18.11.1/24"),
-            end(ca, TwoNat::CLIENT_IF, "198.18.11.2/24"),
-        )?;
-        g.veth(
-            end(natb, TwoNat::LAN_IF, "198.18.12.1/24"),
-            end(cb, TwoNat::CLIENT_IF, "198.18.12.2/24"),
-        )?;
+        for (a, b) in [
+            (
+                end(srv, TwoNat::SERVER_IF_A, "198.18.1.1/24"),
+                end(nata, TwoNat::WAN_IF, "198.18.1.2/24"),
+            ),
+            (
+                end(srv, TwoNat::SERVER_IF_B, "198.18.2.1/24"),
+                end(natb, TwoNat::WAN_IF, "198.18.2.2/24"),
+            ),
+            (
+                end(nata, TwoNat::LAN_IF, "198.18.11.1/24"),
+                end(ca, TwoNat::CLIENT_IF, "198.18.11.2/24"),
+            ),
+            (
+                end(natb, TwoNat::LAN_IF, "198.18.12.1/24"),
+                end(cb, TwoNat::CLIENT_IF, "198.18.12.2/24"),
+            ),
+        ] {
+            g.veth(a, b)?;
+        }
         ns(srv, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
         for (r, gw) in [(nata, TwoNat::SERVER_A), (natb, TwoNat::SERVER_B)] {
             ns(r, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;

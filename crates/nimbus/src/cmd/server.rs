@@ -75,11 +75,8 @@ impl ServerArgs {
                     a.developer_keys = self.developer_keys.clone();
                 }
             } else {
-                c.apps.push(AppConfig {
-                    policy: Policy::DeveloperKey,
-                    developer_keys: self.developer_keys.clone(),
-                    ..AppConfig::default()
-                });
+                c.apps
+                    .push(AppConfig::developer_key("*", self.developer_keys.clone()));
             }
         }
         if let Some(g) = &self.dh_groups {
