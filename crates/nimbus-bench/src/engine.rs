@@ -736,18 +736,40 @@ pub fn handshake_burst(n: usize, crypto: &Crypto) -> Result<(f64, usize)> {
     })
 }
 
-/// Sessions opened one after another (each waits for the previous).
-pub fn handshake_sequential(n: usize, crypto: &Crypto) -> Result<f64> {
+/// What the sequential handshake run measured.
+#[derive(Debug, Clone)]
+pub struct Sequential {
+    /// Sessions opened per second over the whole run (client set-up
+    /// included).
+    pub per_s: f64,
+    /// Each connect's latency, microseconds, sorted: from the client being
+    /// told to open to its session being open, one connect at a time.
+    pub latencies_us: Vec<u64>,
+}
+
+impl Sequential {
+    /// The `q` quantile of the single-connect latency (nearest rank), in
+    /// milliseconds to the microsecond.
+    pub fn latency_ms(&self, q: f64) -> Option<f64> {
+        crate::stats::percentile(&self.latencies_us, q).map(|us| us as f64 / 1000.0)
+    }
+}
+
+/// Sessions opened one after another (each waits for the previous): the
+/// rate and each connect's latency.
+pub fn handshake_sequential(n: usize, crypto: &Crypto) -> Result<Sequential> {
     let config = EndpointConfig::default();
     let server = Responder::start(responder_config(config.clone()), crypto.server()?, 9)?;
     let epd = Bytes::from(crypto.epd());
     runtime()?.block_on(async {
         let start = Instant::now();
+        let mut latencies_us = Vec::with_capacity(n);
         // keep every client (and so its port) alive: a reused address would
         // belong to a still-open session of another identity (RFC 7016 §3.5.1.1.2)
         let mut keep = Vec::with_capacity(n);
         for i in 0..n {
             let (handle, mut events) = spawn_opener(config.clone(), crypto.client(i)?, i as u64)?;
+            let opening = Instant::now();
             handle
                 .send(Open {
                     epd: epd.clone(),
@@ -756,13 +778,18 @@ pub fn handshake_sequential(n: usize, crypto: &Crypto) -> Result<f64> {
                 .await?;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
             match next_event(&mut events, deadline).await {
-                Some(Ok(())) => {}
+                Some(Ok(())) => latencies_us.push(opening.elapsed().as_micros() as u64),
                 Some(Err(why)) => bail!("sequential open {i} failed: {why}"),
                 None => bail!("sequential open {i} failed: timeout"),
             }
             keep.push(handle);
         }
-        Ok(n as f64 / start.elapsed().as_secs_f64())
+        let per_s = n as f64 / start.elapsed().as_secs_f64();
+        latencies_us.sort_unstable();
+        Ok(Sequential {
+            per_s,
+            latencies_us,
+        })
     })
 }
 
@@ -867,69 +894,84 @@ impl Crypto {
     }
 }
 
+/// The DH groups `--crypto flash` measures, with the most sessions each
+/// opens in its burst and one after another (group 16's keying costs
+/// about 6 ms a side).
+const FLASH_GROUPS: [(&str, rtmfp_flash::DhGroup, usize, usize); 3] = [
+    ("group2", rtmfp_flash::DhGroup::Modp1024, usize::MAX, 100),
+    ("group14", rtmfp_flash::DhGroup::Modp2048, usize::MAX, 100),
+    ("group16", rtmfp_flash::DhGroup::Modp4096, 100, 30),
+];
+
+/// One crypto profile's handshake figures as `(field, value)` pairs, each
+/// field name prefixed with `prefix`: the burst of `burst` opens at once,
+/// then `sequential` opens one at a time (the rate and the single-connect
+/// latency p50/p99).
+fn handshake_fields(
+    prefix: &str,
+    crypto: &Crypto,
+    burst: usize,
+    sequential: usize,
+) -> Result<Vec<(String, Value)>> {
+    let (secs, opened) = handshake_burst(burst, crypto)?;
+    let seq = handshake_sequential(sequential, crypto)?;
+    let round = |x: f64, places: i32| {
+        let f = 10f64.powi(places);
+        (x * f).round() / f
+    };
+    let ms = |q: f64| {
+        seq.latency_ms(q)
+            .map_or(Value::Null, |v| json!(round(v, 3)))
+    };
+    Ok([
+        ("burst_sessions", json!(burst)),
+        ("burst_opened", json!(opened)),
+        ("burst_ms", json!(round(secs * 1000.0, 1))),
+        (
+            "burst_handshakes_per_s",
+            json!((opened as f64 / secs).round()),
+        ),
+        ("sequential_sessions", json!(sequential)),
+        ("sequential_handshakes_per_s", json!(round(seq.per_s, 1))),
+        ("sequential_connect_p50_ms", ms(0.50)),
+        ("sequential_connect_p99_ms", ms(0.99)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (format!("{prefix}{k}"), v))
+    .collect())
+}
+
 pub fn run_handshake(json_out: bool, burst: usize, sequential: usize, crypto: &str) -> Result<()> {
-    match crypto {
-        "plain" => {
-            let (secs, opened) = handshake_burst(burst, &Crypto::Plain)?;
-            let seq = handshake_sequential(sequential, &Crypto::Plain)?;
-            print(
-                json_out,
-                vec![
-                    ("burst_sessions", json!(burst)),
-                    ("burst_opened", json!(opened)),
-                    ("burst_ms", json!((secs * 1000.0 * 10.0).round() / 10.0)),
-                    (
-                        "burst_handshakes_per_s",
-                        json!((opened as f64 / secs).round()),
-                    ),
-                    ("sequential_handshakes_per_s", json!(seq.round())),
-                ],
-                "session opens against one responder (plain crypto, loopback UDP)",
-            );
-        }
+    let (fields, title) = match crypto {
+        "plain" => (
+            handshake_fields("", &Crypto::Plain, burst, sequential)?,
+            "session opens against one responder (plain crypto, loopback UDP)",
+        ),
         "flash" => {
-            use rtmfp_flash::DhGroup;
             let mut fields = Vec::new();
-            for (name, g) in [
-                ("group2", DhGroup::Modp1024),
-                ("group14", DhGroup::Modp2048),
-                ("group16", DhGroup::Modp4096),
-            ] {
-                let c = Crypto::Flash(g);
-                let n_burst = burst.min(if matches!(g, DhGroup::Modp4096) {
-                    100
-                } else {
-                    500
-                });
-                let n_seq = sequential.min(if matches!(g, DhGroup::Modp4096) {
-                    30
-                } else {
-                    100
-                });
-                let (secs, opened) = handshake_burst(n_burst, &c)?;
-                let seq = handshake_sequential(n_seq, &c)?;
-                let key =
-                    |k: &str| -> &'static str { Box::leak(format!("{name}_{k}").into_boxed_str()) };
-                fields.push((key("burst_sessions"), json!(n_burst)));
-                fields.push((key("burst_opened"), json!(opened)));
-                fields.push((key("burst_ms"), json!((secs * 1000.0).round())));
-                fields.push((
-                    key("burst_handshakes_per_s"),
-                    json!((opened as f64 / secs).round()),
-                ));
-                fields.push((
-                    key("sequential_handshakes_per_s"),
-                    json!((seq * 10.0).round() / 10.0),
-                ));
+            for (name, g, most_burst, most_sequential) in FLASH_GROUPS {
+                fields.extend(handshake_fields(
+                    &format!("{name}_"),
+                    &Crypto::Flash(g),
+                    burst.min(most_burst),
+                    sequential.min(most_sequential),
+                )?);
             }
-            print(
-                json_out,
+            (
                 fields,
                 "Flash-crypto (RFC 7425) session opens against one responder, per DH group (clients generate ephemeral keys)",
-            );
+            )
         }
         other => bail!("unknown crypto {other:?} (plain or flash)"),
-    }
+    };
+    print(
+        json_out,
+        fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect(),
+        title,
+    );
     Ok(())
 }
 
