@@ -54,7 +54,12 @@ fn test_source_three_seconds_decodes_with_ffmpeg() {
     assert_probe(
         &path,
         "v:0",
-        &["codec_name=h264", "width=320", "height=240", "nb_read_frames=45"],
+        &[
+            "codec_name=h264",
+            "width=320",
+            "height=240",
+            "nb_read_frames=45",
+        ],
     );
     assert_probe(
         &path,
