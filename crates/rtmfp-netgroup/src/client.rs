@@ -356,6 +356,17 @@ impl Member {
             match e {
                 NcEvent::Connected(_) => {
                     self.connected = true;
+                    // our identity is the certificate the engine uses now: a
+                    // Flash profile may have fallen back to its group 2
+                    // certificate for a server like MonaServer2
+                    let me = rtmfp_flash::fingerprint(self.ep.profile().certificate());
+                    if me != self.me {
+                        self.emit(MemberEvent::Notice(format!(
+                            "the server needed our group 2 certificate: our peer ID is now {}",
+                            me.to_hex()
+                        )));
+                        self.me = me;
+                    }
                     self.emit(MemberEvent::Connected);
                     if self.group.is_none() && !self.leaving {
                         self.join(now);
