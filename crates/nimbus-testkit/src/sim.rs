@@ -294,3 +294,38 @@ impl<S: Script> SimNode<Engine<S>> {
         self.with(now, |m, now| m.call(now, f))
     }
 }
+
+/// Opens a flow on session `sid` of node `from`, sends `data` in 1,000-byte
+/// messages and runs the simulation until node `to` holds all of it (at
+/// most `within` of simulated time); panics when it does not arrive intact.
+pub fn move_data(
+    sim: &mut rtmfp_sim::Sim<SimNode<Engine<Recorder>>>,
+    from: usize,
+    to: usize,
+    sid: SessionId,
+    data: &[u8],
+    within: std::time::Duration,
+) {
+    let now = sim.now();
+    let flow = sim
+        .node_mut(from)
+        .call(now, |ep, now| {
+            ep.open_flow(now, sid, b"test", None, rtmfp::Priority::ROUTINE)
+        })
+        .expect("open a flow");
+    for chunk in data.chunks(1000) {
+        let now = sim.now();
+        sim.node_mut(from)
+            .call(now, |ep, now| {
+                ep.send(now, sid, flow, Bytes::copy_from_slice(chunk), None)
+            })
+            .expect("send");
+    }
+    let len = data.len();
+    let ok = sim.run_until(within, |s| {
+        s.node(to).received.values().any(|v| v.len() >= len)
+    });
+    assert!(ok, "data did not arrive");
+    let got = sim.node(to).received.values().next().expect("a flow");
+    assert_eq!(got.as_slice(), data);
+}

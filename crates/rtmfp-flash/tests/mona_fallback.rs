@@ -14,13 +14,12 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use nimbus_testkit::identity;
 use nimbus_testkit::sim::{Engine, Recorder, SimNode};
 use rand_core::{RngCore, SeedableRng};
 use rtmfp::{
     CryptoError, CryptoProfile, Endpoint, EndpointConfig, IIKeyingInput, InitiatorHandshake,
-    OpenError, PacketCrypto, Priority, ResponderHandshake, SessionId, SessionKeys,
+    OpenError, PacketCrypto, ResponderHandshake, SessionId, SessionKeys,
 };
 use rtmfp_flash::{
     derive_session_keys, fingerprint, is_acceptable_public_key, DhGroup, DhKeyPair, Epd,
@@ -224,28 +223,8 @@ fn connect(sim: &mut Sim<Peer>) -> Result<(SessionId, SessionId), Option<OpenErr
 /// Sends `len` bytes from `from` on a new flow and checks that `to`
 /// receives them (wrong session keys would lose every packet).
 fn move_data(sim: &mut Sim<Peer>, from: usize, to: usize, sid: SessionId, len: usize) {
-    let now = sim.now();
     let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
-    let flow = sim
-        .node_mut(from)
-        .call(now, |ep, now| {
-            ep.open_flow(now, sid, b"test", None, Priority::ROUTINE)
-        })
-        .unwrap();
-    for chunk in data.chunks(1000) {
-        let now = sim.now();
-        sim.node_mut(from)
-            .call(now, |ep, now| {
-                ep.send(now, sid, flow, Bytes::copy_from_slice(chunk), None)
-            })
-            .unwrap();
-    }
-    let ok = sim.run_until(Duration::from_secs(30), |s| {
-        s.node(to).received.values().any(|v| v.len() >= len)
-    });
-    assert!(ok, "data did not arrive");
-    let got = sim.node(to).received.values().next().unwrap();
-    assert_eq!(got, &data);
+    nimbus_testkit::sim::move_data(sim, from, to, sid, &data, Duration::from_secs(30));
 }
 
 fn client_cert(sim: &Sim<Peer>) -> Vec<u8> {

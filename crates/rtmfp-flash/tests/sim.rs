@@ -5,11 +5,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use nimbus_testkit::identity;
 use nimbus_testkit::sim::{Engine, Recorder, SimNode};
 use rand_core::SeedableRng;
-use rtmfp::{Event, OpenError, Priority, SessionId};
+use rtmfp::{Event, OpenError, SessionId};
 use rtmfp_flash::{DhGroup, Epd, FlashProfile, FlashProfileBuilder, Negotiation};
 use rtmfp_sim::{LinkConfig, Sim};
 
@@ -66,28 +65,8 @@ fn pattern(len: usize) -> Vec<u8> {
 
 /// Opens a flow from the client, sends `len` bytes, and checks they arrive.
 fn move_data(sim: &mut Sim<Peer>, sid: SessionId, len: usize) {
-    let now = sim.now();
     let data = pattern(len);
-    let flow = sim
-        .node_mut(CLIENT)
-        .call(now, |ep, now| {
-            ep.open_flow(now, sid, b"test", None, Priority::ROUTINE)
-        })
-        .unwrap();
-    for chunk in data.chunks(1000) {
-        let now = sim.now();
-        sim.node_mut(CLIENT)
-            .call(now, |ep, now| {
-                ep.send(now, sid, flow, Bytes::copy_from_slice(chunk), None)
-            })
-            .unwrap();
-    }
-    let ok = sim.run_until(Duration::from_secs(60), |s| {
-        s.node(SERVER).received.values().any(|v| v.len() >= len)
-    });
-    assert!(ok, "data did not arrive");
-    let got = sim.node(SERVER).received.values().next().unwrap();
-    assert_eq!(got, &data);
+    nimbus_testkit::sim::move_data(sim, CLIENT, SERVER, sid, &data, Duration::from_secs(60));
 }
 
 fn check_nonces(sim: &Sim<Peer>, c: SessionId, s: SessionId) {
