@@ -249,6 +249,52 @@ struct Shared {
     ops: mpsc::Sender<Op>,
 }
 
+/// A record one peer holds (a user name, a published stream).
+trait Held {
+    fn holder(&self) -> &str;
+}
+
+impl Held for UserRecord {
+    fn holder(&self) -> &str {
+        &self.peer
+    }
+}
+
+impl Held for StreamRecord {
+    fn holder(&self) -> &str {
+        &self.peer
+    }
+}
+
+/// Takes `field` for `peer_hex` in this node's copy: `Ok(false)` when
+/// another peer holds it, an error when the map is full.
+fn hold<R: Held>(
+    map: &mut HashMap<String, R>,
+    field: &str,
+    peer_hex: &str,
+    max: usize,
+    what: &'static str,
+    record: impl FnOnce() -> R,
+) -> Result<bool, ClusterError> {
+    match map.get(field) {
+        Some(r) if r.holder() != peer_hex => return Ok(false),
+        Some(_) => {}
+        None if map.len() >= max => return Err(InvalidInput::Limit(what).into()),
+        None => {}
+    }
+    map.insert(field.to_string(), record());
+    Ok(true)
+}
+
+/// Removes `field` from this node's copy if `peer_hex` holds it.
+fn unhold<R: Held>(map: &mut HashMap<String, R>, field: &str, peer_hex: &str) -> bool {
+    let mine = map.get(field).is_some_and(|r| r.holder() == peer_hex);
+    if mine {
+        map.remove(field);
+    }
+    mine
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -447,22 +493,17 @@ impl Cluster {
         let peer_hex = hex(&peer);
         {
             let mut l = lock(&self.shared.local);
-            match l.users.get(&field) {
-                Some(u) if u.peer != peer_hex => return Ok(false),
-                Some(_) => {}
-                None if l.users.len() >= self.shared.cfg.max_entries => {
-                    return Err(InvalidInput::Limit("users").into())
-                }
-                None => {}
-            }
-            l.users.insert(
-                field.clone(),
+            let max = self.shared.cfg.max_entries;
+            let held = hold(&mut l.users, &field, &peer_hex, max, "users", || {
                 UserRecord {
                     name: name.to_string(),
                     peer: peer_hex.clone(),
                     since_ms: unix_ms(),
-                },
-            );
+                }
+            })?;
+            if !held {
+                return Ok(false);
+            }
             self.update_gauges(&l);
         }
         Ok(self.claim(Kind::Users, field, peer_hex).await)
@@ -473,10 +514,7 @@ impl Cluster {
         let field = user_field(name);
         let removed = {
             let mut l = lock(&self.shared.local);
-            let mine = l.users.get(&field).is_some_and(|u| u.peer == hex(peer));
-            if mine {
-                l.users.remove(&field);
-            }
+            let mine = unhold(&mut l.users, &field, &hex(peer));
             self.update_gauges(&l);
             mine
         };
@@ -499,23 +537,18 @@ impl Cluster {
         let peer_hex = hex(&peer);
         {
             let mut l = lock(&self.shared.local);
-            match l.streams.get(&field) {
-                Some(s) if s.peer != peer_hex => return Ok(false),
-                Some(_) => {}
-                None if l.streams.len() >= self.shared.cfg.max_entries => {
-                    return Err(InvalidInput::Limit("streams").into())
-                }
-                None => {}
-            }
-            l.streams.insert(
-                field.clone(),
+            let max = self.shared.cfg.max_entries;
+            let held = hold(&mut l.streams, &field, &peer_hex, max, "streams", || {
                 StreamRecord {
                     app: app.to_string(),
                     name: name.to_string(),
                     peer: peer_hex.clone(),
                     since_ms: unix_ms(),
-                },
-            );
+                }
+            })?;
+            if !held {
+                return Ok(false);
+            }
             self.update_gauges(&l);
         }
         Ok(self.claim(Kind::Streams, field, peer_hex).await)
@@ -526,10 +559,7 @@ impl Cluster {
         let field = stream_field(app, name);
         let removed = {
             let mut l = lock(&self.shared.local);
-            let mine = l.streams.get(&field).is_some_and(|s| s.peer == hex(peer));
-            if mine {
-                l.streams.remove(&field);
-            }
+            let mine = unhold(&mut l.streams, &field, &hex(peer));
             self.update_gauges(&l);
             mine
         };
