@@ -1495,17 +1495,22 @@ impl Endpoint {
         }
     }
 
-    /// Starts an opening again from a new IHello to `dest` (the responder
-    /// that answered the first one), after the profile fell back; the open
-    /// timeout still counts from the first IHello.
-    fn restart_opening(&mut self, now: Instant, sid: u32, dest: SocketAddr) {
+    /// A random initiator tag no opening uses.
+    fn fresh_tag(&mut self) -> [u8; TAG_LEN] {
         let mut tag = [0u8; TAG_LEN];
         loop {
             self.rng.0.fill_bytes(&mut tag);
             if !self.tags.contains_key(&tag) {
-                break;
+                return tag;
             }
         }
+    }
+
+    /// Starts an opening again from a new IHello to `dest` (the responder
+    /// that answered the first one), after the profile fell back; the open
+    /// timeout still counts from the first IHello.
+    fn restart_opening(&mut self, now: Instant, sid: u32, dest: SocketAddr) {
+        let tag = self.fresh_tag();
         let retry = self.config.handshake_retry;
         let Some(o) = self.openings.get_mut(&sid) else {
             return;
@@ -1683,13 +1688,7 @@ impl Endpoint {
             return Err(Error::TooManySessions);
         }
         let sid = self.new_session_id().ok_or(Error::TooManySessions)?;
-        let mut tag = [0u8; TAG_LEN];
-        loop {
-            self.rng.0.fill_bytes(&mut tag);
-            if !self.tags.contains_key(&tag) {
-                break;
-            }
-        }
+        let tag = self.fresh_tag();
         let retry = self.config.handshake_retry;
         let mut o = Opening {
             epd: epd.to_vec(),
